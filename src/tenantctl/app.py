@@ -1,0 +1,284 @@
+"""Use cases: what each command does, wiring config, folder, servers, engine, ledger.
+
+Nothing here parses arguments or prints; the CLI does that. Every function
+here validates all local input (tenants.yaml, the migrations folder, the
+seed) *before* it opens a connection, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import embedded, ledger, postgres
+from .config import EMBEDDED, Project, TenantSpec
+from .engine import Engine, RunOptions, Unit, group_units
+from .errors import DatabaseError, ServerError
+from .migrations import Migration, Script, Version, load_migrations, read_script
+from .outcome import RunResult, TenantResult
+from .plan import plan_migrate, replay
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything read from disk, validated, before any database is touched."""
+
+    project: Project
+    migrations: tuple[Migration, ...]
+    seed: Script | None
+
+
+def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
+    migrations = load_migrations(project.migrations_dir)
+    seed = None
+    if with_seed and project.seed_path is not None:
+        from .errors import MigrationFileError
+
+        if not project.seed_path.is_file():
+            raise MigrationFileError(f"seed file {project.seed_path} does not exist")
+        seed = read_script(project.seed_path)
+    return Inputs(project, migrations, seed)
+
+
+def resolve_target(inputs: Inputs, to: str | None) -> Version | None:
+    if to is None:
+        return None
+    from .errors import BadInputError
+
+    try:
+        target = Version.parse(to)
+    except ValueError as exc:
+        raise BadInputError(f"--to: {exc}") from None
+    if not any(m.version == target for m in inputs.migrations):
+        raise BadInputError(
+            f"--to {to}: no migration with that version in {inputs.project.migrations_dir.name}/"
+        )
+    return target
+
+
+def server_dsns(project: Project, servers: set[str]) -> dict[str, str]:
+    """DSN per server in use, starting the embedded server where configured."""
+    out = {}
+    for name in servers:
+        dsn = project.servers[name].dsn
+        out[name] = embedded.ensure_running(project.state_dir) if dsn == EMBEDDED else dsn
+    return out
+
+
+async def _server_facts(
+    project: Project, dsns: dict[str, str], units: list[Unit]
+) -> tuple[dict[str, int], set[tuple[str, str]]]:
+    """Per-server connection caps and which unit databases already exist."""
+    caps: dict[str, int] = {}
+    existing: set[tuple[str, str]] = set()
+    for name, dsn in dsns.items():
+        admin = await postgres.connect(dsn)
+        try:
+            available = await postgres.max_connections(admin)
+            configured = project.servers[name].max_connections
+            # Leave half the server to the application (and to other tools).
+            caps[name] = max(1, configured if configured else available // 2)
+            names = [u.database for u in units if u.server == name]
+            existing |= {(name, db) for db in await postgres.existing_databases(admin, names)}
+        finally:
+            await admin.close()
+    return caps, existing
+
+
+async def run_changes(
+    inputs: Inputs,
+    tenants: tuple[TenantSpec, ...],
+    options: RunOptions,
+    *,
+    on_result: Callable[[TenantResult], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> RunResult:
+    """provision / migrate: fan out over the tenants' databases, record the run."""
+    project = inputs.project
+    stop = stop or asyncio.Event()
+    started = time.monotonic()
+    units = group_units(tenants)
+    servers = {u.server for u in units} | {project.default_server}
+    dsns = server_dsns(project, servers)
+    caps, existing = await _server_facts(project, dsns, units)
+    run_id = str(uuid.uuid4())
+    control = None
+    book: ledger.Ledger | None = None
+    if not options.dry_run:
+        admin = await postgres.connect(dsns[project.default_server])
+        try:
+            control = await ledger.open_control(
+                admin, dsns[project.default_server], project.file.control_database
+            )
+        finally:
+            await admin.close()
+        book = ledger.Ledger(control)
+        await book.sync_registry(project.tenants)
+        await book.start_run(run_id, options.command)
+
+    async def record(result: TenantResult) -> None:
+        if book is not None:
+            await book.record(run_id, result, provisioned=options.command == "provision")
+        if on_result is not None:
+            await on_result(result)
+
+    engine = Engine(
+        inputs.migrations, dsns, options, seed=inputs.seed, server_caps=caps,
+        existing=existing, on_result=record, stop=stop, run_id=run_id,
+    )
+    try:
+        results = await engine.run(units, project.file.waves)
+        order = {t.clnt_id: i for i, t in enumerate(tenants)}
+        run = RunResult(
+            run_id=run_id,
+            command=options.command,
+            tenants=tuple(sorted(results, key=lambda r: order[r.clnt_id])),
+            interrupted=stop.is_set(),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            target=options.target.text if options.target else None,
+            dry_run=options.dry_run,
+        )
+        if book is not None:
+            await book.finish_run(run)
+        return run
+    finally:
+        if control is not None:
+            await control.close()
+
+
+async def collect_status(
+    inputs: Inputs, tenants: tuple[TenantSpec, ...], concurrency: int
+) -> list[dict[str, Any]]:
+    """Each tenant: mode, database, version (from its own history), pending, last error."""
+    project = inputs.project
+    units = group_units(tenants)
+    dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
+    latest = inputs.migrations[-1].version.text if inputs.migrations else None
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(unit: Unit) -> list[dict[str, Any]]:
+        async with sem:
+            base: dict[str, Any] = {"database": unit.database, "mode": unit.mode}
+            try:
+                session = await postgres.connect(dsns[unit.server], unit.database)
+            except DatabaseError as exc:
+                if exc.sqlstate != "3D000":
+                    base.update(state="unreachable", version=None, pending=None,
+                                error={"sqlstate": exc.sqlstate, "message": exc.message})
+                else:
+                    base.update(state="not_provisioned", version=None,
+                                pending=len(inputs.migrations))
+                return [dict(base, clnt_id=t.clnt_id) for t in unit.tenants]
+            try:
+                history = await postgres.read_history(session)
+            finally:
+                await session.close()
+            plan = plan_migrate(inputs.migrations, history)
+            state = replay(history)
+            base.update(
+                state="drift" if plan.drift else ("pending" if plan.pending else "up_to_date"),
+                version=plan.from_version,
+                pending=len(plan.pending),
+                partial=[v.text for v in state.failed],
+                drift=[d.filename for d in plan.drift],
+            )
+            return [dict(base, clnt_id=t.clnt_id) for t in unit.tenants]
+
+    per_unit = await asyncio.gather(*(one(u) for u in units))
+    by_id = {row["clnt_id"]: row for rows in per_unit for row in rows}
+    outcomes: dict[int, dict[str, Any]] = {}
+    control = await ledger.connect_existing(
+        dsns[project.default_server], project.file.control_database
+    )
+    if control is not None:
+        try:
+            outcomes = await ledger.last_outcomes(control)
+        finally:
+            await control.close()
+    out = []
+    for t in tenants:
+        row = by_id[t.clnt_id]
+        known = outcomes.get(t.clnt_id, {})
+        out.append({
+            "clnt_id": t.clnt_id,
+            "name": t.name,
+            "mode": t.mode,
+            "server": t.server,
+            "database": row["database"],
+            "version": row["version"],
+            "latest": latest,
+            "pending": row["pending"],
+            "state": row["state"],
+            "partial": row.get("partial", []),
+            "drift": row.get("drift", []),
+            "last_status": known.get("last_status"),
+            "last_run_id": known.get("last_run_id"),
+            "last_error": row.get("error") or known.get("last_error"),
+        })
+    return out
+
+
+def run_async(make: Callable[[asyncio.Event], Awaitable[T]]) -> tuple[T | None, bool]:
+    """Run a coroutine with SIGINT/SIGTERM wired to a stop event.
+
+    First signal: stop scheduling, let in-flight work commit or roll back.
+    Second signal: cancel in-flight work (connections close, open
+    transactions roll back). Returns (result, interrupted).
+    """
+
+    async def main() -> tuple[T | None, bool]:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        hits = {"n": 0}
+
+        def on_signal() -> None:
+            hits["n"] += 1
+            stop.set()
+            if hits["n"] > 1 and task is not None:
+                task.cancel()
+
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread (e.g. under a test runner) or no signals
+        try:
+            result = await make(stop)
+            return result, stop.is_set()
+        except asyncio.CancelledError:
+            return None, True
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
+
+
+def stop_embedded(project: Project) -> bool:
+    return embedded.stop(project.state_dir)
+
+
+def embedded_status(project: Project) -> dict[str, Any]:
+    pid = embedded.running_pid(project.state_dir)
+    return {
+        "pgdata": str(project.state_dir / embedded.PGDATA),
+        "running": pid is not None,
+        "pid": pid,
+    }
+
+
+def ensure_server(project: Project) -> str:
+    dsns = server_dsns(project, {project.default_server})
+    if not dsns:
+        raise ServerError("no default server")
+    return dsns[project.default_server]

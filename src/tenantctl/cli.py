@@ -1,0 +1,290 @@
+"""Command line: the only importer of click. Wiring, output, exit codes.
+
+Heavy modules (pydantic, asyncpg, pglast) are imported inside the commands so
+``tenantctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TenantctlError
+
+CLNT_ID = click.IntRange(1, 32767)
+
+
+@dataclass
+class Globals:
+    config: str | None
+    dsn: str | None
+    json: bool
+    debug: bool
+    quiet: bool
+
+    def project(self) -> Any:
+        from .config import find_config, load_project
+
+        return load_project(find_config(self.config), dsn=self.dsn)
+
+
+def _err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config", metavar="PATH", envvar="TENANTCTL_CONFIG",
+              help="tenants.yaml to use [env TENANTCTL_CONFIG; default ./tenants.yaml]")
+@click.option("--dsn", metavar="URL", envvar="TENANTCTL_DSN",
+              help="PostgreSQL URL of the default server [env TENANTCTL_DSN; default: embedded]")
+@click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-tenant progress lines.")
+@click.version_option(package_name="tenantctl")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, dsn: str | None, as_json: bool, debug: bool,
+        quiet: bool) -> None:
+    """Provision and migrate PostgreSQL databases for a multi-tenant SaaS.
+
+    Exit codes: 0 all good, 1 a tenant failed or drift found, 2 bad input
+    (nothing changed), 130 interrupted.
+    """
+    ctx.obj = Globals(config, dsn, as_json, debug, quiet)
+
+
+def _json_flag(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Machine output: one JSON document on stdout.")(f)
+
+
+def _run_options(f: Any) -> Any:
+    options = [
+        click.option("--concurrency", type=click.IntRange(1, 1000), metavar="N",
+                     help="Tenants worked on at once [settings.concurrency, default 8]."),
+        click.option("--dry-run", is_flag=True, help="Show what would run; change nothing."),
+        click.option("--max-failures", type=click.IntRange(1), metavar="N",
+                     help="Stop starting tenants after N failures (in-flight ones finish)."),
+        click.option("--fail-fast", is_flag=True, help="Same as --max-failures 1."),
+        click.option("--lock-timeout", metavar="DURATION",
+                     help="lock_timeout of migration sessions, e.g. 5s [settings.lock_timeout]."),
+        click.option("--statement-timeout", metavar="DURATION",
+                     help="statement_timeout of migration sessions; 0 = none."),
+        click.option("--lock-wait", metavar="DURATION",
+                     help="How long to wait for another run's per-tenant lock [default 120s]."),
+        click.option("--retries", type=click.IntRange(0, 100), metavar="N",
+                     help="Retries of a tenant after a transient error [default 3]."),
+        click.option("--report", "report_file", type=click.Path(dir_okay=False, writable=True),
+                     help="Also write the JSON report to FILE."),
+        _json_flag,
+        click.argument("ids", nargs=-1, type=CLNT_ID),
+        click.option("--all", "all_", is_flag=True, help="Every tenant in tenants.yaml."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _options(g: Globals, project: Any, command: str, kw: dict[str, Any], target: Any) -> Any:
+    from .config import parse_duration
+    from .engine import RunOptions
+    from .errors import BadInputError
+
+    s = project.settings
+
+    def duration(name: str, default: float) -> float:
+        raw = kw.get(name)
+        if raw is None:
+            return default
+        try:
+            return parse_duration(raw)
+        except ValueError as exc:
+            raise BadInputError(f"--{name.replace('_', '-')}: {exc}") from None
+
+    return RunOptions(
+        command=command,
+        target=target,
+        dry_run=kw["dry_run"],
+        concurrency=kw["concurrency"] or s.concurrency,
+        max_failures=1 if kw["fail_fast"] else kw["max_failures"],
+        lock_timeout=duration("lock_timeout", s.lock_timeout),
+        statement_timeout=duration("statement_timeout", s.statement_timeout),
+        lock_wait=duration("lock_wait", s.lock_wait),
+        retries=s.retries if kw["retries"] is None else kw["retries"],
+        allow_drift=kw.get("allow_drift", False),
+    )
+
+
+def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
+    from . import app, report
+
+    project = g.project()
+    tenants = project.select(tuple(kw["ids"]), kw["all_"])
+    inputs = app.load_inputs(project, with_seed=command == "provision")
+    target = app.resolve_target(inputs, kw.get("to"))
+    options = _options(g, project, command, kw, target)
+    as_json = g.json or kw["as_json"]
+
+    async def on_result(result: Any) -> None:
+        if not g.quiet:
+            _err(report.tenant_line(result, dry_run=options.dry_run))
+
+    run, interrupted = app.run_async(
+        lambda stop: app.run_changes(inputs, tenants, options, on_result=on_result, stop=stop)
+    )
+    if run is None:
+        _err("interrupted: in-flight work was cancelled and rolled back; re-run to finish")
+        return EXIT_INTERRUPTED
+    doc = run.to_json()
+    if kw.get("report_file"):
+        Path(kw["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
+    if as_json:
+        click.echo(report.to_json(doc))
+    else:
+        click.echo(report.run_summary(run))
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if run.failed else EXIT_OK
+
+
+@cli.command()
+@_run_options
+@click.pass_obj
+def provision(g: Globals, **kw: Any) -> None:
+    """Create, migrate, seed and register tenants (idempotent).
+
+    Database-mode tenants get their own database (cvs_client_<clnt_id>),
+    created when missing; shared-mode tenants live in the shared database.
+    """
+    sys.exit(_changes(g, "provision", kw))
+
+
+@cli.command()
+@_run_options
+@click.option("--to", metavar="VERSION", help="Migrate up to this version only.")
+@click.option("--allow-drift", is_flag=True,
+              help="Migrate even where an applied file was edited (drift is still reported).")
+@click.pass_obj
+def migrate(g: Globals, **kw: Any) -> None:
+    """Apply pending migrations to tenant databases, many at once."""
+    sys.exit(_changes(g, "migrate", kw))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID)
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_json_flag
+@click.pass_obj
+def status(g: Globals, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
+    """Every tenant: mode, database, version, pending migrations, last error."""
+    from . import app, report
+
+    project = g.project()
+    tenants = project.select(ids, not ids)
+    inputs = app.load_inputs(project)
+    rows, interrupted = app.run_async(
+        lambda stop: app.collect_status(inputs, tenants, concurrency or project.settings.concurrency)
+    )
+    if rows is None:
+        sys.exit(EXIT_INTERRUPTED)
+    if g.json or as_json:
+        click.echo(report.to_json({"tenants": rows, "latest": inputs.migrations[-1].version.text
+                                   if inputs.migrations else None}))
+    else:
+        click.echo(report.status_table(rows))
+    sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)
+
+
+@cli.command()
+@click.argument("description")
+@click.option("--version", "version", metavar="V", help="Version to use instead of the next one.")
+@click.pass_obj
+def new(g: Globals, description: str, version: str | None) -> None:
+    """Write the next versioned migration file into migrations/."""
+    from .migrations import NEW_MIGRATION_TEMPLATE, load_migrations, new_migration_path
+
+    project = g.project()
+    folder = project.migrations_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = load_migrations(folder)
+    path = new_migration_path(folder, description, existing, version)
+    path.write_text(NEW_MIGRATION_TEMPLATE.format(description=description), encoding="utf-8")
+    click.echo(str(path))
+
+
+@cli.group()
+def server() -> None:
+    """The embedded PostgreSQL used when no server is configured."""
+
+
+@server.command("start")
+@click.pass_obj
+def server_start(g: Globals) -> None:
+    """Start the embedded server (commands also start it on demand)."""
+    from . import app
+
+    project = g.project()
+    click.echo(app.ensure_server(project))
+
+
+@server.command("stop")
+@click.pass_obj
+def server_stop(g: Globals) -> None:
+    """Stop the embedded server kept next to tenants.yaml."""
+    from . import app
+
+    stopped = app.stop_embedded(g.project())
+    click.echo("stopped" if stopped else "not running")
+
+
+@server.command("status")
+@_json_flag
+@click.pass_obj
+def server_status(g: Globals, as_json: bool) -> None:
+    """Is the embedded server running, and where is its data."""
+    from . import app, report
+
+    info = app.embedded_status(g.project())
+    if g.json or as_json:
+        click.echo(report.to_json(info))
+    else:
+        click.echo(f"{'running (pid %s)' % info['pid'] if info['running'] else 'stopped'}: "
+                   f"{info['pgdata']}")
+
+
+def _fail(exc: TenantctlError, *, debug: bool, as_json: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    _err(f"tenantctl: error: {exc.message}")
+    if exc.hint:
+        _err(f"hint: {exc.hint}")
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"error": {"message": exc.message, "hint": exc.hint,
+                                         "exit_code": exc.exit_code}}))
+    sys.exit(exc.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args, prog_name="tenantctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.Abort:
+        _err("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except TenantctlError as exc:
+        _fail(exc, debug="--debug" in args, as_json="--json" in args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(EXIT_OK)

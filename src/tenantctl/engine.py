@@ -1,0 +1,362 @@
+"""The fan-out engine: many tenant databases at once, safely.
+
+Work is grouped into *units*, one per database (a dedicated tenant database,
+or the shared database with all its tenants). Units run under a global
+semaphore and a per-server one, wave after wave; a failed wave stops the
+later ones, a failure budget stops scheduling, and a stop event (SIGINT /
+SIGTERM) lets in-flight units finish while the rest are reported skipped.
+
+Per unit: connect -> poll the per-database advisory lock -> ensure and read
+history -> plan -> apply pending migrations in order -> seed -> unlock ->
+close. Transient errors retry the whole unit (tenacity, exponential backoff
+with jitter), which re-reads history first, so a COMMIT lost with the
+connection is never applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from . import postgres
+from .config import TenantSpec
+from .errors import DatabaseError, LockNotAcquired, TenantctlError
+from .migrations import Migration, Script, Version
+from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, TenantError, TenantResult
+from .plan import plan_migrate, replay
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    command: str = "migrate"  # or "provision"
+    target: Version | None = None
+    dry_run: bool = False
+    concurrency: int = 8
+    max_failures: int | None = None
+    lock_timeout: float = 5.0
+    statement_timeout: float = 0.0
+    lock_wait: float = 120.0
+    retries: int = 3
+    allow_drift: bool = False
+    retry_wait_max: float = 10.0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One database and the tenants whose schema lives in it."""
+
+    server: str
+    database: str
+    mode: str
+    tenants: tuple[TenantSpec, ...]
+
+    @property
+    def wave(self) -> str | None:
+        return next((t.wave for t in self.tenants if t.wave), None)
+
+
+@dataclass
+class _Progress:
+    """What a unit achieved so far, kept across retry attempts."""
+
+    from_version: str | None = None
+    to_version: str | None = None
+    applied: list[str] = field(default_factory=list)
+    seeded: set[int] = field(default_factory=set)
+    created: bool = False
+    read_once: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+class DriftDetected(TenantctlError):
+    """An applied migration file was edited since it ran."""
+
+
+def group_units(tenants: tuple[TenantSpec, ...]) -> list[Unit]:
+    units: dict[tuple[str, str], list[TenantSpec]] = {}
+    for t in tenants:
+        units.setdefault((t.server, t.database), []).append(t)
+    return [Unit(server, db, ts[0].mode, tuple(ts)) for (server, db), ts in units.items()]
+
+
+def order_waves(units: list[Unit], waves: tuple[str, ...]) -> list[tuple[str | None, list[Unit]]]:
+    """Declared waves first, in declared order, then everything else."""
+    ordered: list[tuple[str | None, list[Unit]]] = []
+    for name in waves:
+        members = [u for u in units if u.wave == name]
+        if members:
+            ordered.append((name, members))
+    rest = [u for u in units if u.wave not in waves]
+    if rest:
+        ordered.append((None, rest))
+    return ordered
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, LockNotAcquired):
+        return False  # already waited lock_wait; the other run is busy
+    return isinstance(exc, DatabaseError) and exc.transient
+
+
+ResultCallback = Callable[[TenantResult], Awaitable[None]]
+
+
+class Engine:
+    def __init__(
+        self,
+        migrations: tuple[Migration, ...],
+        dsns: dict[str, str],
+        options: RunOptions,
+        *,
+        seed: Script | None = None,
+        server_caps: dict[str, int] | None = None,
+        existing: set[tuple[str, str]] | None = None,
+        on_result: ResultCallback | None = None,
+        stop: asyncio.Event | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.migrations = migrations
+        self.dsns = dsns
+        self.options = options
+        self.seed = seed
+        self.existing = existing
+        self.on_result = on_result
+        self.stop = stop or asyncio.Event()
+        self._global = asyncio.Semaphore(options.concurrency)
+        self._servers = {
+            name: asyncio.Semaphore(cap) for name, cap in (server_caps or {}).items()
+        }
+        self.failures = 0
+        self._halt_reason: str | None = None
+
+    # ------------------------------------------------------------ scheduling
+
+    async def run(self, units: list[Unit], waves: tuple[str, ...]) -> list[TenantResult]:
+        results: list[TenantResult] = []
+        for wave, members in order_waves(units, waves):
+            if self._halt_reason is None and self.stop.is_set():
+                self._halt_reason = "interrupted before start"
+            if self._halt_reason is not None:
+                for unit in members:
+                    results.extend(await self._emit(self._skipped(unit, self._halt_reason)))
+                continue
+            wave_results = await asyncio.gather(*(self._guarded(u) for u in members))
+            flat = [r for rs in wave_results for r in rs]
+            results.extend(flat)
+            if wave is not None and any(r.status == FAILED for r in flat):
+                self._halt_reason = f"wave {wave!r} had failures; later waves not started"
+        return results
+
+    async def _guarded(self, unit: Unit) -> list[TenantResult]:
+        server_sem = self._servers.get(unit.server)
+        async with self._global:
+            if server_sem is not None:
+                await server_sem.acquire()
+            try:
+                reason = self._should_skip()
+                if reason is not None:
+                    return await self._emit(self._skipped(unit, reason))
+                results = await self._run_unit(unit)
+                if any(r.status == FAILED for r in results):
+                    self.failures += 1
+                return await self._emit(results)
+            finally:
+                if server_sem is not None:
+                    server_sem.release()
+
+    def _should_skip(self) -> str | None:
+        if self.stop.is_set():
+            return "interrupted before start"
+        budget = self.options.max_failures
+        if budget is not None and self.failures >= budget:
+            return f"failure budget of {budget} reached"
+        return self._halt_reason
+
+    async def _emit(self, results: list[TenantResult]) -> list[TenantResult]:
+        if self.on_result is not None:
+            for r in results:
+                await self.on_result(r)
+        return results
+
+    @staticmethod
+    def _skipped(unit: Unit, reason: str) -> list[TenantResult]:
+        return [
+            TenantResult(t.clnt_id, unit.database, unit.mode, SKIPPED, reason=reason)
+            for t in unit.tenants
+        ]
+
+    # ------------------------------------------------------------ one unit
+
+    async def _run_unit(self, unit: Unit) -> list[TenantResult]:
+        started = time.monotonic()
+        progress = _Progress()
+        attempts = 0
+        error: TenantError | None = None
+        try:
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.options.retries + 1),
+                wait=wait_random_exponential(multiplier=0.2, max=self.options.retry_wait_max),
+                retry=retry_if_exception(lambda e: _retryable(e) and not self.stop.is_set()),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    await self._attempt(unit, progress)
+        except _MigrationFailed as exc:
+            error = exc.as_error()
+        except DatabaseError as exc:
+            error = TenantError(exc.message, exc.sqlstate, None, exc.detail, exc.hint)
+        except TenantctlError as exc:
+            error = TenantError(exc.message, None, None, None, exc.hint)
+        duration = int((time.monotonic() - started) * 1000)
+        if error is not None:
+            status = FAILED
+        elif progress.applied or progress.seeded or progress.created:
+            status = APPLIED
+        else:
+            status = UP_TO_DATE
+        return [
+            TenantResult(
+                clnt_id=t.clnt_id,
+                database=unit.database,
+                mode=unit.mode,
+                status=status,
+                from_version=progress.from_version,
+                to_version=progress.to_version,
+                applied=tuple(progress.applied),
+                attempts=attempts,
+                duration_ms=duration,
+                created=progress.created,
+                seeded=t.clnt_id in progress.seeded,
+                error=error,
+                warnings=tuple(progress.warnings),
+            )
+            for t in unit.tenants
+        ]
+
+    async def _attempt(self, unit: Unit, progress: _Progress) -> None:
+        opts = self.options
+        dsn = self.dsns[unit.server]
+        if opts.command == "provision" and not opts.dry_run:
+            await self._ensure_database(unit, dsn, progress)
+        session = await postgres.connect(
+            dsn, unit.database,
+            lock_timeout=opts.lock_timeout,
+            statement_timeout=opts.statement_timeout,
+        )
+        try:
+            if opts.dry_run:
+                await self._plan_only(session, progress)
+                return
+            await postgres.acquire_migration_lock(session, opts.lock_wait)
+            try:
+                await self._migrate_locked(session, unit, progress)
+            finally:
+                await _quietly(postgres.release_migration_lock(session))
+        finally:
+            await session.close()
+
+    async def _ensure_database(self, unit: Unit, dsn: str, progress: _Progress) -> None:
+        if self.existing is not None and (unit.server, unit.database) in self.existing:
+            return
+        admin = await postgres.connect(dsn)
+        try:
+            if await postgres.create_database(admin, unit.database):
+                progress.created = True
+        finally:
+            await admin.close()
+
+    async def _plan_only(self, session: postgres.Session, progress: _Progress) -> None:
+        history = await postgres.read_history(session)
+        plan = plan_migrate(self.migrations, history, self.options.target)
+        progress.from_version = plan.from_version
+        progress.to_version = plan.to_version
+        progress.applied = [m.version.text for m in plan.pending]
+
+    async def _migrate_locked(
+        self, session: postgres.Session, unit: Unit, progress: _Progress
+    ) -> None:
+        await postgres.ensure_history(session)
+        history = await postgres.read_history(session, missing_ok=False)
+        plan = plan_migrate(self.migrations, history, self.options.target)
+        if not progress.read_once:
+            progress.from_version = plan.from_version
+            progress.read_once = True
+        progress.to_version = plan.from_version
+        if plan.drift and not self.options.allow_drift:
+            names = ", ".join(f"{d.filename} (applied {d.applied_checksum[:12]}, file "
+                              f"{d.file_checksum[:12]})" for d in plan.drift)
+            raise DriftDetected(
+                f"checksum drift: applied migration file(s) were edited: {names}",
+                hint="restore the file(s), or record the edit deliberately with `tenantctl repair` "
+                "(or pass --allow-drift for this run)",
+            )
+        if plan.unknown:
+            progress.warnings.append(
+                f"versions applied but missing from the folder: {', '.join(plan.unknown)}"
+            )
+        run_id = self.run_id
+        for migration in plan.pending:
+            try:
+                if migration.transactional:
+                    await postgres.apply_transactional(session, migration, run_id)
+                else:
+                    await postgres.apply_statements(
+                        session, migration, run_id, plan.resume.get(migration.version, 0)
+                    )
+            except DatabaseError as exc:
+                if exc.transient:
+                    raise
+                raise _MigrationFailed(exc, migration) from exc
+            progress.applied.append(migration.version.text)
+            progress.to_version = _max_version(progress.to_version, migration.version.text)
+        if self.options.command == "provision" and self.seed is not None:
+            seeded = replay(history).seeded
+            for t in unit.tenants:
+                if t.clnt_id in seeded or t.clnt_id in progress.seeded:
+                    continue
+                try:
+                    await postgres.apply_seed(session, self.seed, t.clnt_id, t.name, t.sites, run_id)
+                except DatabaseError as exc:
+                    if exc.transient:
+                        raise
+                    raise _MigrationFailed(exc, self.seed.path.name) from exc
+                progress.seeded.add(t.clnt_id)
+
+
+class _MigrationFailed(Exception):
+    """A permanent error inside one migration (or the seed)."""
+
+    def __init__(self, error: DatabaseError, migration: Migration | str) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.migration = migration if isinstance(migration, str) else migration.filename
+
+    def as_error(self) -> TenantError:
+        e = self.error
+        return TenantError(e.message, e.sqlstate, self.migration, e.detail, e.hint)
+
+
+def _max_version(current: str | None, new: str) -> str:
+    if current is None or Version.parse(current) < Version.parse(new):
+        return new
+    return current
+
+
+async def _quietly(aw: Awaitable[Any]) -> None:
+    try:
+        await aw
+    except TenantctlError:
+        pass  # the connection is going away; the lock goes with it

@@ -1,0 +1,118 @@
+"""The one exception hierarchy of tenantctl.
+
+Every error a user can see is a :class:`TenantctlError`. Third-party errors are
+translated into one of these exactly once, at the edge that meets them (the
+``postgres`` adapter for asyncpg, ``config`` for YAML/pydantic), and the CLI
+turns them into a message and an exit code in one place.
+
+Exit codes (the contract in DESIGN.md §2):
+  0 all good · 1 a tenant failed / drift found · 2 bad input, nothing changed ·
+  130 interrupted.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class TenantctlError(Exception):
+    """Base of every error tenantctl reports.
+
+    ``message`` says what is wrong, ``hint`` what to do next.
+    """
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadInputError(TenantctlError):
+    """Bad configuration, arguments or migration files: nothing was changed."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(BadInputError):
+    """tenants.yaml (or the environment it reads) is invalid."""
+
+
+class MigrationFileError(BadInputError):
+    """The migrations folder holds a file tenantctl cannot accept."""
+
+
+class ServerError(TenantctlError):
+    """A PostgreSQL server (or the embedded one) could not be used at all."""
+
+
+class DatabaseError(TenantctlError):
+    """A PostgreSQL error, translated from the driver at the adapter.
+
+    ``sqlstate`` is the five-character SQLSTATE (class 08 is used for a lost
+    or refused connection, which has no server-side code).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None,
+        detail: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.sqlstate = sqlstate
+        self.detail = detail
+
+    @property
+    def transient(self) -> bool:
+        return is_transient(self.sqlstate)
+
+
+class LockNotAcquired(DatabaseError):
+    """Another tenantctl held the tenant's migration lock for the whole wait."""
+
+    def __init__(self, database: str, waited_s: float) -> None:
+        super().__init__(
+            f"another tenantctl run held the migration lock of {database} "
+            f"for {waited_s:.0f}s",
+            sqlstate="55P03",
+            hint="wait for the other run to finish, or raise --lock-wait",
+        )
+
+
+class Interrupted(TenantctlError):
+    exit_code = EXIT_INTERRUPTED
+
+
+# SQLSTATEs worth another attempt (DESIGN.md §3). Class 08 is matched by prefix.
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available (lock_timeout)
+        "55006",  # object_in_use (template busy)
+        "57P01",  # admin_shutdown / pg_terminate_backend
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+        "53000",  # insufficient_resources
+        "53200",  # out_of_memory
+        "53300",  # too_many_connections
+        "53400",  # configuration_limit_exceeded
+    }
+)
+
+
+def is_transient(sqlstate: str | None) -> bool:
+    """True when an error with this SQLSTATE may succeed if tried again."""
+    if not sqlstate:
+        return False
+    return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08")

@@ -1,0 +1,226 @@
+"""The control database: registry mirror and run ledger.
+
+Tenant databases hold the truth about their own schema (their history table);
+the control database holds what no single tenant can: which tenants exist (a
+mirror of tenants.yaml, refreshed at every run), every run, and per run and
+tenant the outcome, attempts, duration and error, so the nightly job can be
+audited and its failures re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import socket
+import sys
+from typing import Any
+
+from . import __version__, postgres
+from .config import TenantSpec
+from .errors import DatabaseError
+from .outcome import RunResult, TenantResult
+from .postgres import Session
+
+SCHEMA_LOCK_KEY = 0x74656E616E7464  # serialises control-schema DDL between runs
+
+CONTROL_DDL = """
+CREATE TABLE IF NOT EXISTS tenantctl_tenants (
+    clnt_id        smallint    PRIMARY KEY,
+    name           text        NOT NULL,
+    mode           text        NOT NULL,
+    server         text        NOT NULL,
+    database       text        NOT NULL,
+    wave           text,
+    sites          smallint[]  NOT NULL,
+    in_config      boolean     NOT NULL DEFAULT true,
+    provisioned_on timestamptz,
+    version        text,
+    last_status    text,
+    last_run_id    uuid,
+    last_error     jsonb,
+    updated_on     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS tenantctl_runs (
+    run_id       uuid        PRIMARY KEY,
+    command      text        NOT NULL,
+    argv         text[]      NOT NULL,
+    host         text,
+    os_user      text,
+    db_user      text        NOT NULL DEFAULT current_user,
+    tool_version text,
+    started_on   timestamptz NOT NULL DEFAULT now(),
+    finished_on  timestamptz,
+    status       text        NOT NULL DEFAULT 'running',
+    summary      jsonb
+);
+CREATE TABLE IF NOT EXISTS tenantctl_run_tenants (
+    run_id       uuid        NOT NULL REFERENCES tenantctl_runs ON DELETE CASCADE,
+    clnt_id      smallint    NOT NULL,
+    database     text        NOT NULL,
+    status       text        NOT NULL,
+    from_version text,
+    to_version   text,
+    applied      text[]      NOT NULL DEFAULT '{}',
+    attempts     integer     NOT NULL DEFAULT 0,
+    duration_ms  integer     NOT NULL DEFAULT 0,
+    error        jsonb,
+    finished_on  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, clnt_id)
+);
+"""
+
+_SYNC = """
+INSERT INTO tenantctl_tenants (clnt_id, name, mode, server, database, wave, sites)
+SELECT t.clnt_id, t.name, t.mode, t.server, t.database, t.wave,
+       string_to_array(t.sites, ',')::smallint[]
+FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+     AS t(clnt_id, name, mode, server, database, wave, sites)
+ON CONFLICT (clnt_id) DO UPDATE SET
+    name = excluded.name, mode = excluded.mode, server = excluded.server,
+    database = excluded.database, wave = excluded.wave, sites = excluded.sites,
+    in_config = true, updated_on = now()
+WHERE (tenantctl_tenants.name, tenantctl_tenants.mode, tenantctl_tenants.server,
+       tenantctl_tenants.database, tenantctl_tenants.wave, tenantctl_tenants.sites,
+       tenantctl_tenants.in_config)
+      IS DISTINCT FROM
+      (excluded.name, excluded.mode, excluded.server, excluded.database, excluded.wave,
+       excluded.sites, true)
+"""
+
+_RECORD = """
+WITH outcome AS (
+    INSERT INTO tenantctl_run_tenants
+        (run_id, clnt_id, database, status, from_version, to_version, applied, attempts,
+         duration_ms, error)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+    ON CONFLICT (run_id, clnt_id) DO UPDATE SET
+        status = excluded.status, to_version = excluded.to_version,
+        applied = excluded.applied, attempts = excluded.attempts,
+        duration_ms = excluded.duration_ms, error = excluded.error, finished_on = now()
+)
+UPDATE tenantctl_tenants SET
+    version = CASE WHEN $4 = 'skipped' THEN version ELSE $6 END,
+    last_status = $4, last_run_id = $1, last_error = $10::jsonb,
+    provisioned_on = CASE WHEN $11 THEN coalesce(provisioned_on, now()) ELSE provisioned_on END,
+    updated_on = now()
+WHERE clnt_id = $2
+"""
+
+
+async def open_control(admin: Session, dsn: str, database: str) -> Session:
+    """Connect to the control database, creating it and its schema when missing."""
+    try:
+        session = await postgres.connect(dsn, database)
+    except DatabaseError as exc:
+        if exc.sqlstate != "3D000":
+            raise
+        await postgres.create_database(admin, database)
+        session = await postgres.connect(dsn, database)
+    try:
+        exists = await session.fetchval("SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL")
+        if not exists:
+            async with session.transaction():
+                # Poll, never block: two first runs at once must not race on DDL.
+                while not await session.fetchval(
+                    "SELECT pg_try_advisory_xact_lock($1)", SCHEMA_LOCK_KEY
+                ):
+                    await asyncio.sleep(0.05)
+                await session.execute(CONTROL_DDL)
+    except BaseException:
+        await session.close()
+        raise
+    return session
+
+
+async def connect_existing(dsn: str, database: str) -> Session | None:
+    """The control database if it exists (read-only commands never create it)."""
+    try:
+        session = await postgres.connect(dsn, database)
+    except DatabaseError as exc:
+        if exc.sqlstate == "3D000":
+            return None
+        raise
+    if not await session.fetchval("SELECT to_regclass('tenantctl_tenants') IS NOT NULL"):
+        await session.close()
+        return None
+    return session
+
+
+def _error_json(result: TenantResult) -> str | None:
+    return json.dumps(result.error.to_json()) if result.error else None
+
+
+class Ledger:
+    """Writes one run to the control database; one connection, calls serialised."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._lock = asyncio.Lock()
+
+    @property
+    def session(self) -> Session:
+        return self._session
+
+    async def sync_registry(self, tenants: tuple[TenantSpec, ...]) -> None:
+        async with self._lock:
+            await self._session.execute(
+                _SYNC,
+                [t.clnt_id for t in tenants],
+                [t.name for t in tenants],
+                [t.mode for t in tenants],
+                [t.server for t in tenants],
+                [t.database for t in tenants],
+                [t.wave for t in tenants],
+                [",".join(map(str, t.sites)) for t in tenants],
+            )
+
+    async def start_run(self, run_id: str, command: str) -> None:
+        async with self._lock:
+            await self._session.execute(
+                "INSERT INTO tenantctl_runs (run_id, command, argv, host, os_user, tool_version) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                run_id, command, sys.argv[1:], socket.gethostname(), _os_user(), __version__,
+            )
+
+    async def record(self, run_id: str, result: TenantResult, *, provisioned: bool) -> None:
+        async with self._lock:
+            await self._session.execute(
+                _RECORD, run_id, result.clnt_id, result.database, result.status,
+                result.from_version, result.to_version, list(result.applied), result.attempts,
+                result.duration_ms, _error_json(result), provisioned and result.status != "failed",
+            )
+
+    async def finish_run(self, run: RunResult) -> None:
+        status = "interrupted" if run.interrupted else ("failed" if run.failed else "ok")
+        summary = run.to_json()["summary"]
+        async with self._lock:
+            await self._session.execute(
+                "UPDATE tenantctl_runs SET finished_on = now(), status = $2, summary = $3::jsonb "
+                "WHERE run_id = $1",
+                run.run_id, status, json.dumps(summary),
+            )
+
+
+async def last_outcomes(session: Session) -> dict[int, dict[str, Any]]:
+    """Per clnt_id: last status, run and error, as the ledger knows them."""
+    rows = await session.fetch(
+        "SELECT clnt_id, last_status, last_run_id::text AS last_run_id, last_error::text AS "
+        "last_error, provisioned_on FROM tenantctl_tenants"
+    )
+    return {
+        r["clnt_id"]: {
+            "last_status": r["last_status"],
+            "last_run_id": r["last_run_id"],
+            "last_error": json.loads(r["last_error"]) if r["last_error"] else None,
+            "provisioned_on": r["provisioned_on"].isoformat() if r["provisioned_on"] else None,
+        }
+        for r in rows
+    }
+
+
+def _os_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return None

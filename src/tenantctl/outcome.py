@@ -1,0 +1,107 @@
+"""What a run produced: frozen per-tenant results and the run they belong to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+APPLIED = "applied"
+UP_TO_DATE = "up_to_date"
+FAILED = "failed"
+SKIPPED = "skipped"
+STATUSES = (APPLIED, UP_TO_DATE, FAILED, SKIPPED)
+
+
+@dataclass(frozen=True)
+class TenantError:
+    message: str
+    sqlstate: str | None = None
+    migration: str | None = None
+    detail: str | None = None
+    hint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "sqlstate": self.sqlstate,
+            "message": self.message,
+            "migration": self.migration,
+        }
+        if self.detail:
+            out["detail"] = self.detail
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+@dataclass(frozen=True)
+class TenantResult:
+    clnt_id: int
+    database: str
+    mode: str
+    status: str
+    from_version: str | None = None
+    to_version: str | None = None
+    applied: tuple[str, ...] = ()
+    attempts: int = 0
+    duration_ms: int = 0
+    created: bool = False
+    seeded: bool = False
+    error: TenantError | None = None
+    reason: str | None = None  # why a tenant was skipped
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "clnt_id": self.clnt_id,
+            "database": self.database,
+            "mode": self.mode,
+            "status": self.status,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "applied": list(self.applied),
+            "attempts": self.attempts,
+            "duration_ms": self.duration_ms,
+        }
+        if self.created:
+            out["created"] = True
+        if self.seeded:
+            out["seeded"] = True
+        if self.error is not None:
+            out["error"] = self.error.to_json()
+        if self.reason:
+            out["reason"] = self.reason
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    command: str
+    tenants: tuple[TenantResult, ...]
+    interrupted: bool = False
+    duration_ms: int = 0
+    target: str | None = None
+    dry_run: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def count(self, status: str) -> int:
+        return sum(1 for t in self.tenants if t.status == status)
+
+    @property
+    def failed(self) -> bool:
+        return any(t.status == FAILED for t in self.tenants)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "dry_run": self.dry_run,
+            "target": self.target,
+            "interrupted": self.interrupted,
+            "duration_ms": self.duration_ms,
+            "summary": {s: self.count(s) for s in STATUSES},
+            "tenants": [t.to_json() for t in self.tenants],
+            "notes": list(self.notes),
+        }

@@ -1,0 +1,137 @@
+"""Pure planning: the migrations folder + a tenant's history -> what to do.
+
+No I/O here. The history table is the source of truth; this module replays it
+(ups add a version, downs remove it) and compares it with the folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .migrations import Migration, Version
+
+KIND_UP = "up"
+KIND_DOWN = "down"
+KIND_BASELINE = "baseline"
+KIND_SEED = "seed"
+KIND_REPAIR = "repair"
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of ``tenantctl_schema_history``, as the planner needs it."""
+
+    rank: int
+    version: str
+    description: str
+    kind: str
+    checksum: str
+    success: bool
+    statements_done: int | None = None
+
+
+@dataclass(frozen=True)
+class Drift:
+    version: str
+    filename: str
+    applied_checksum: str
+    file_checksum: str
+
+
+@dataclass(frozen=True)
+class TenantState:
+    """A tenant's schema state, replayed from its history rows."""
+
+    applied: dict[Version, HistoryRow]
+    failed: dict[Version, HistoryRow]  # last attempt failed / partial, not applied since
+    seeded: frozenset[int]  # clnt_ids whose seed ran (shared databases hold several)
+
+    @property
+    def version(self) -> Version | None:
+        return max(self.applied) if self.applied else None
+
+    @property
+    def version_text(self) -> str | None:
+        v = self.version
+        return v.text if v else None
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    from_version: str | None
+    to_version: str | None
+    pending: tuple[Migration, ...]
+    drift: tuple[Drift, ...]
+    unknown: tuple[str, ...]  # applied versions missing from the folder
+    resume: dict[Version, int]  # partial no-transaction migrations: statements done
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending
+
+
+def replay(history: list[HistoryRow] | tuple[HistoryRow, ...]) -> TenantState:
+    applied: dict[Version, HistoryRow] = {}
+    failed: dict[Version, HistoryRow] = {}
+    seeded: set[int] = set()
+    for row in sorted(history, key=lambda r: r.rank):
+        if row.kind == KIND_SEED:
+            if row.success:
+                seeded.add(int(row.version))
+            continue
+        version = Version.parse(row.version)
+        if not row.success:
+            if row.kind == KIND_UP:
+                failed[version] = row
+            continue
+        if row.kind in (KIND_UP, KIND_BASELINE):
+            applied[version] = row
+            failed.pop(version, None)
+        elif row.kind == KIND_DOWN:
+            applied.pop(version, None)
+            failed.pop(version, None)
+        elif row.kind == KIND_REPAIR and version in applied:
+            applied[version] = row
+    return TenantState(applied, failed, frozenset(seeded))
+
+
+def plan_migrate(
+    migrations: tuple[Migration, ...],
+    history: list[HistoryRow] | tuple[HistoryRow, ...],
+    target: Version | None = None,
+) -> TenantPlan:
+    """What ``migrate`` would do for one tenant (up to ``target`` if given)."""
+    state = replay(history)
+    by_version = {m.version: m for m in migrations}
+    drift = tuple(
+        Drift(v.text, by_version[v].filename, row.checksum, by_version[v].checksum)
+        for v, row in sorted(state.applied.items())
+        if v in by_version and row.kind != KIND_BASELINE and row.checksum != by_version[v].checksum
+    )
+    unknown = tuple(v.text for v in sorted(state.applied) if v not in by_version)
+    pending = tuple(
+        m
+        for m in migrations
+        if m.version not in state.applied and (target is None or not target < m.version)
+    )
+    resume = {
+        v: row.statements_done or 0
+        for v, row in state.failed.items()
+        if v in by_version and not by_version[v].transactional and row.statements_done
+    }
+    to_version = state.version
+    if pending:
+        last = pending[-1].version
+        to_version = last if to_version is None or to_version < last else to_version
+    return TenantPlan(
+        from_version=state.version_text,
+        to_version=to_version.text if to_version else None,
+        pending=pending,
+        drift=drift,
+        unknown=unknown,
+        resume=resume,
+    )
+
+
+def latest_version(migrations: tuple[Migration, ...]) -> str | None:
+    return migrations[-1].version.text if migrations else None

@@ -1,0 +1,371 @@
+"""The PostgreSQL adapter: the only module that imports asyncpg.
+
+It connects (one connection bound to one database, dedicated, never pooled, so
+a session advisory lock lives exactly as long as we hold it), takes the
+per-tenant migration lock by polling ``pg_try_advisory_lock``, reads and writes
+the history table, applies migrations, creates databases, and translates every
+driver error into a :class:`~tenantctl.errors.DatabaseError` carrying the
+SQLSTATE, once, here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, TypeVar
+
+import asyncpg
+
+from .errors import DatabaseError, LockNotAcquired
+from .migrations import Migration, Script
+from .plan import KIND_SEED, KIND_UP, HistoryRow
+
+HISTORY_TABLE = "tenantctl_schema_history"
+# One advisory-lock key for "tenantctl is migrating this database". Advisory
+# locks are per database, so the same key in every tenant database is correct.
+MIGRATION_LOCK_KEY = 0x74656E616E7463  # "tenantc"
+
+T = TypeVar("T")
+
+HISTORY_DDL = f"""
+CREATE TABLE IF NOT EXISTS public.{HISTORY_TABLE} (
+    installed_rank  integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version         text        NOT NULL,
+    description     text        NOT NULL,
+    kind            text        NOT NULL DEFAULT 'up'
+                    CHECK (kind IN ('up', 'down', 'baseline', 'seed', 'repair')),
+    script          text        NOT NULL,
+    checksum        text        NOT NULL,
+    installed_by    text        NOT NULL DEFAULT current_user,
+    installed_on    timestamptz NOT NULL DEFAULT now(),
+    execution_ms    integer     NOT NULL,
+    success         boolean     NOT NULL,
+    statements_done integer,
+    run_id          uuid
+)"""
+
+_READ_HISTORY = f"""
+SELECT installed_rank, version, description, kind, checksum, success, statements_done
+FROM public.{HISTORY_TABLE} ORDER BY installed_rank"""
+
+_INSERT_HISTORY = f"""
+INSERT INTO public.{HISTORY_TABLE}
+    (version, description, kind, script, checksum, execution_ms, success, statements_done, run_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+_INSERT_HISTORY_RANK = _INSERT_HISTORY + " RETURNING installed_rank"
+
+
+def translate(exc: BaseException, context: str = "") -> DatabaseError:
+    """Map a driver/OS error to DatabaseError, keeping the SQLSTATE."""
+    prefix = f"{context}: " if context else ""
+    if isinstance(exc, DatabaseError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None)
+        detail = getattr(exc, "detail", None)
+        hint = getattr(exc, "hint", None)
+        return DatabaseError(f"{prefix}{exc}", sqlstate=state, detail=detail, hint=hint)
+    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)):
+        # No server-side code for a lost/refused connection: report class 08.
+        text = str(exc) or type(exc).__name__
+        return DatabaseError(f"{prefix}connection lost or refused: {text}", sqlstate="08006")
+    return DatabaseError(f"{prefix}{type(exc).__name__}: {exc}", sqlstate=None)
+
+
+_TRANSLATABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+class Session:
+    """One connection to one database. Every call translates driver errors."""
+
+    def __init__(self, conn: asyncpg.Connection, database: str) -> None:
+        self._conn = conn
+        self.database = database
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            return await fn(*args)
+        except _TRANSLATABLE as exc:
+            raise translate(exc, self.database) from exc
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self._call(self._conn.execute, sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._call(self._conn.fetch, sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self._call(self._conn.fetchrow, sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._call(self._conn.fetchval, sql, *args)
+
+    async def executemany(self, sql: str, args: list[tuple[Any, ...]]) -> None:
+        await self._call(self._conn.executemany, sql, args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        try:
+            async with self._conn.transaction():
+                yield
+        except _TRANSLATABLE as exc:
+            raise translate(exc, self.database) from exc
+
+    @property
+    def backend_pid(self) -> int:
+        return self._conn.get_server_pid()
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.is_closed()
+
+    async def close(self) -> None:
+        if self._conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(self._conn.close(), timeout=5)
+        except Exception:  # closing a broken connection: nothing left to save
+            self._conn.terminate()
+
+
+async def connect(
+    dsn: str,
+    database: str | None = None,
+    *,
+    timeout: float = 10.0,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+) -> Session:
+    """Open a dedicated connection; session timeouts ride on the startup packet."""
+    settings = {"application_name": "tenantctl"}
+    if lock_timeout is not None:
+        settings["lock_timeout"] = f"{int(lock_timeout * 1000)}ms"
+    if statement_timeout is not None:
+        settings["statement_timeout"] = f"{int(statement_timeout * 1000)}ms"
+    try:
+        conn = await asyncpg.connect(
+            dsn, database=database, timeout=timeout, server_settings=settings,
+            statement_cache_size=0,
+        )
+    except _TRANSLATABLE as exc:
+        raise translate(exc, database or "server") from exc
+    except ValueError as exc:  # asyncpg rejects a malformed DSN with ValueError
+        raise DatabaseError(f"invalid DSN: {exc}", sqlstate=None) from exc
+    return Session(conn, database or "server")
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier the way PostgreSQL's quote_ident does."""
+    if "\x00" in name:
+        raise ValueError("identifier contains NUL")
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ------------------------------------------------------------ server level
+
+
+async def create_database(admin: Session, name: str, template: str | None = None) -> bool:
+    """CREATE DATABASE, alone in its own execute(). True if created, False if it existed."""
+    sql = f"CREATE DATABASE {quote_ident(name)}"
+    if template:
+        sql += f" TEMPLATE {quote_ident(template)}"
+    try:
+        await admin.execute(sql)
+    except DatabaseError as exc:
+        if exc.sqlstate == "42P04":
+            return False
+        if exc.sqlstate == "23505" and "pg_database_datname_index" in str(exc) + str(exc.detail):
+            return False  # lost a race with a concurrent CREATE of the same name
+        raise
+    return True
+
+
+async def drop_database(admin: Session, name: str) -> None:
+    await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+async def existing_databases(admin: Session, names: list[str]) -> set[str]:
+    rows = await admin.fetch(
+        "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", names
+    )
+    return {r["datname"] for r in rows}
+
+
+async def max_connections(admin: Session) -> int:
+    row = await admin.fetchrow(
+        "SELECT current_setting('max_connections')::int AS m, "
+        "current_setting('superuser_reserved_connections')::int AS r"
+    )
+    return int(row["m"]) - int(row["r"])
+
+
+# ------------------------------------------------------------ tenant level
+
+
+async def acquire_migration_lock(
+    session: Session, wait_s: float, *, poll_s: float = 0.05, poll_max_s: float = 1.0
+) -> float:
+    """Poll pg_try_advisory_lock until held or ``wait_s`` passed; never block.
+
+    A blocked ``pg_advisory_lock`` waiter would deadlock with a concurrent
+    CREATE INDEX CONCURRENTLY in the other session (DESIGN.md §3).
+    Returns the seconds waited.
+    """
+    start = time.monotonic()
+    delay = poll_s
+    while True:
+        if await session.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+            return time.monotonic() - start
+        waited = time.monotonic() - start
+        if waited >= wait_s:
+            raise LockNotAcquired(session.database, waited)
+        await asyncio.sleep(min(delay * (0.5 + random.random()), max(wait_s - waited, 0.0)))
+        delay = min(delay * 2, poll_max_s)
+
+
+async def release_migration_lock(session: Session) -> None:
+    if not session.closed:
+        await session.fetchval("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+
+
+async def ensure_history(session: Session) -> None:
+    """Create the history table; called with the migration lock held (no DDL race)."""
+    exists = await session.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{HISTORY_TABLE}")
+    if not exists:
+        await session.execute(HISTORY_DDL)
+
+
+async def read_history(session: Session, *, missing_ok: bool = True) -> list[HistoryRow]:
+    try:
+        rows = await session.fetch(_READ_HISTORY)
+    except DatabaseError as exc:
+        if missing_ok and exc.sqlstate == "42P01":
+            return []
+        raise
+    return [
+        HistoryRow(r["installed_rank"], r["version"], r["description"], r["kind"],
+                   r["checksum"], r["success"], r["statements_done"])
+        for r in rows
+    ]
+
+
+async def _apply_timeouts(session: Session, script: Script, *, local: bool) -> None:
+    """Per-migration timeouts from header directives (transaction-local or session)."""
+    for directive, guc in (("statement-timeout", "statement_timeout"), ("lock-timeout", "lock_timeout")):
+        seconds = script.timeout(directive)
+        if seconds is not None:
+            await session.execute(
+                "SELECT set_config($1, $2, $3)", guc, f"{int(seconds * 1000)}ms", local
+            )
+
+
+async def apply_transactional(session: Session, migration: Migration, run_id: Any) -> int:
+    """Run the migration and insert its history row in one transaction."""
+    started = time.monotonic()
+    async with session.transaction():
+        await _apply_timeouts(session, migration.up, local=True)
+        await session.execute(migration.up.sql)
+        elapsed = int((time.monotonic() - started) * 1000)
+        await session.execute(
+            _INSERT_HISTORY,
+            migration.version.text, migration.description, KIND_UP, migration.filename,
+            migration.checksum, elapsed, True, None, run_id,
+        )
+    return elapsed
+
+
+async def apply_seed(
+    session: Session, script: Script, clnt_id: int, name: str, sites: tuple[int, ...], run_id: Any
+) -> None:
+    """Run the seed script for one tenant; its values arrive as settings, never as SQL text."""
+    started = time.monotonic()
+    async with session.transaction():
+        await session.execute(
+            "SELECT set_config('tenantctl.clnt_id', $1, true), "
+            "set_config('tenantctl.tenant_name', $2, true), "
+            "set_config('tenantctl.sites', $3, true)",
+            str(clnt_id), name, ",".join(map(str, sites)),
+        )
+        await session.execute(script.sql)
+        await session.execute(
+            _INSERT_HISTORY,
+            str(clnt_id), f"seed clnt_id {clnt_id}", KIND_SEED, script.path.name,
+            script.checksum, int((time.monotonic() - started) * 1000), True, None, run_id,
+        )
+
+
+async def apply_statements(
+    session: Session,
+    migration: Migration,
+    run_id: Any,
+    resume_from: int,
+    on_statement: Callable[[int], Awaitable[None]] | None = None,
+) -> int:
+    """Run a no-transaction migration statement by statement, recording progress.
+
+    A history row with ``success = false`` and ``statements_done = k`` is kept
+    up to date, so a failure (or kill -9) leaves a ``partial`` row saying
+    exactly where to resume. Before re-running a CREATE INDEX CONCURRENTLY that
+    failed, an INVALID index it left behind is dropped.
+    """
+    started = time.monotonic()
+    statements = migration.up.statements
+    rank = await session.fetchval(
+        f"SELECT installed_rank FROM public.{HISTORY_TABLE} WHERE version = $1 AND kind = 'up' "
+        "AND NOT success ORDER BY installed_rank DESC LIMIT 1",
+        migration.version.text,
+    )
+    if rank is None:
+        rank = await session.fetchval(
+            _INSERT_HISTORY_RANK, migration.version.text, migration.description, KIND_UP,
+            migration.filename, migration.checksum, 0, False, resume_from, run_id,
+        )
+    await _apply_timeouts(session, migration.up, local=False)
+    for index in range(resume_from, len(statements)):
+        stmt = statements[index]
+        if stmt.kind == "IndexStmt":
+            await drop_invalid_index(session, stmt.sql)
+        await session.execute(stmt.sql)
+        await session.execute(
+            f"UPDATE public.{HISTORY_TABLE} SET statements_done = $2, run_id = $3 "
+            "WHERE installed_rank = $1",
+            rank, index + 1, run_id,
+        )
+        if on_statement is not None:
+            await on_statement(index)
+    elapsed = int((time.monotonic() - started) * 1000)
+    await session.execute(
+        f"UPDATE public.{HISTORY_TABLE} SET success = true, execution_ms = $2, "
+        "installed_on = now(), installed_by = current_user WHERE installed_rank = $1",
+        rank, elapsed,
+    )
+    return elapsed
+
+
+async def drop_invalid_index(session: Session, create_index_sql: str) -> None:
+    """If this CREATE INDEX names an index that exists INVALID, drop it first.
+
+    A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind; a retry
+    with IF NOT EXISTS would then "succeed" without a usable index.
+    """
+    import pglast
+
+    stmt = pglast.parse_sql(create_index_sql)[0].stmt
+    name = getattr(stmt, "idxname", None)
+    if not name:
+        return
+    schema = getattr(stmt.relation, "schemaname", None)
+    row = await session.fetchrow(
+        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = $1 AND NOT i.indisvalid "
+        "AND ($2::text IS NULL AND n.nspname = ANY(current_schemas(false)) OR n.nspname = $2)",
+        name, schema,
+    )
+    if row is not None:
+        await session.execute(
+            f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(row['nspname'])}.{quote_ident(row['relname'])}"
+        )

@@ -1,0 +1,74 @@
+"""Rendering results for people (text) and machines (JSON)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, RunResult, TenantResult
+
+_MARK = {APPLIED: "applied", UP_TO_DATE: "up to date", FAILED: "FAILED", SKIPPED: "skipped"}
+
+
+def tenant_line(r: TenantResult, *, dry_run: bool = False) -> str:
+    """One line per tenant, as it finishes (goes to stderr: it is a log)."""
+    head = f"clnt_id {r.clnt_id:>5}  {r.database:<24}"
+    versions = f"{r.from_version or '-'} -> {r.to_version or '-'}"
+    if r.status == FAILED and r.error is not None:
+        where = f" in {r.error.migration}" if r.error.migration else ""
+        return f"{head} FAILED{where}: [{r.error.sqlstate or '-'}] {r.error.message}"
+    if r.status == SKIPPED:
+        return f"{head} skipped ({r.reason})" if r.reason else f"{head} skipped"
+    if r.status == APPLIED:
+        verb = "would apply" if dry_run else "applied"
+        extra = []
+        if r.applied:
+            extra.append(f"{verb} {', '.join(r.applied)}")
+        if r.created:
+            extra.append("database created")
+        if r.seeded:
+            extra.append("seeded")
+        tail = f" ({'; '.join(extra)})" if extra else ""
+        return f"{head} {versions}{tail} [{r.duration_ms} ms]"
+    return f"{head} up to date at {r.to_version or '-'}"
+
+
+def run_summary(run: RunResult) -> str:
+    parts = [f"{run.count(s)} {_MARK[s]}" for s in (APPLIED, UP_TO_DATE, FAILED, SKIPPED) if run.count(s)]
+    lines = [
+        f"{run.command} run {run.run_id}: {len(run.tenants)} tenant(s): "
+        f"{', '.join(parts) or 'nothing to do'} in {run.duration_ms / 1000:.1f}s"
+        + (" (dry run: nothing changed)" if run.dry_run else "")
+    ]
+    if run.interrupted:
+        lines.append("interrupted: tenants not started are reported skipped; re-run to finish")
+    failed = [t for t in run.tenants if t.status == FAILED]
+    if failed:
+        lines.append("failed tenants: " + " ".join(str(t.clnt_id) for t in failed))
+        lines.append(f"re-run them with: tenantctl {run.command} "
+                     + " ".join(str(t.clnt_id) for t in failed))
+    return "\n".join(lines)
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
+    header = f"{'clnt_id':>7}  {'mode':<8}  {'database':<24}  {'version':<10}  {'pending':>7}  state / last error"
+    out = [header, "-" * len(header)]
+    for r in rows:
+        note = r["state"]
+        if r.get("drift"):
+            note += f" ({', '.join(r['drift'])})"
+        if r.get("partial"):
+            note += f"; partial: {', '.join(r['partial'])}"
+        err = r.get("last_error")
+        if err and r.get("last_status") == FAILED:
+            note += f"; last error [{err.get('sqlstate') or '-'}] {err.get('message')}"
+        pending = "-" if r["pending"] is None else str(r["pending"])
+        out.append(
+            f"{r['clnt_id']:>7}  {r['mode']:<8}  {r['database']:<24}  {r['version'] or '-':<10}  "
+            f"{pending:>7}  {note}"
+        )
+    return "\n".join(out)
+
+
+def to_json(doc: Any) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False, default=str)

