@@ -98,12 +98,23 @@ async def run_changes(
     options: RunOptions,
     *,
     on_result: Callable[[TenantResult], Awaitable[None]] | None = None,
+    on_start: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
+    resume: str | bool | None = None,
 ) -> RunResult:
-    """provision / migrate: fan out over the tenants' databases, record the run."""
+    """provision / migrate: fan out over the tenants' databases, record the run.
+
+    ``resume``: True re-runs what the last run (and any earlier failure) left
+    unfinished; a run id re-runs what that run left unfinished.
+    """
     project = inputs.project
     stop = stop or asyncio.Event()
     started = time.monotonic()
+    notes: list[str] = []
+    if resume:
+        tenants = await _unfinished(project, tenants, options.command,
+                                    resume if isinstance(resume, str) else None)
+        notes.append(f"resuming: {len(tenants)} unfinished tenant(s) selected")
     units = group_units(tenants)
     servers = {u.server for u in units} | {project.default_server}
     dsns = server_dsns(project, servers)
@@ -121,7 +132,9 @@ async def run_changes(
             await admin.close()
         book = ledger.Ledger(control)
         await book.sync_registry(project.tenants)
-        await book.start_run(run_id, options.command)
+        await book.start_run(run_id, options.command, [t.clnt_id for t in tenants])
+    if on_start is not None:
+        on_start(len(tenants))
 
     async def record(result: TenantResult) -> None:
         if book is not None:
@@ -144,6 +157,7 @@ async def run_changes(
             duration_ms=int((time.monotonic() - started) * 1000),
             target=options.target.text if options.target else None,
             dry_run=options.dry_run,
+            notes=tuple(notes),
         )
         if book is not None:
             await book.finish_run(run)
@@ -151,6 +165,26 @@ async def run_changes(
     finally:
         if control is not None:
             await control.close()
+
+
+async def _unfinished(
+    project: Project, tenants: tuple[TenantSpec, ...], command: str, run_id: str | None
+) -> tuple[TenantSpec, ...]:
+    dsn = server_dsns(project, {project.default_server})[project.default_server]
+    control = await ledger.connect_existing(dsn, project.file.control_database)
+    if control is None:
+        return () if run_id is None else _no_such_run(run_id)
+    try:
+        ids = await ledger.unfinished(control, command, run_id)
+    finally:
+        await control.close()
+    return tuple(t for t in tenants if t.clnt_id in ids)
+
+
+def _no_such_run(run_id: str) -> tuple[TenantSpec, ...]:
+    from .errors import BadInputError
+
+    raise BadInputError(f"--resume {run_id}: there is no run ledger yet")
 
 
 async def collect_status(

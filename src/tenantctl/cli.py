@@ -80,6 +80,12 @@ def _run_options(f: Any) -> Any:
                      help="Retries of a tenant after a transient error [default 3]."),
         click.option("--report", "report_file", type=click.Path(dir_okay=False, writable=True),
                      help="Also write the JSON report to FILE."),
+        click.option("--junit", "junit_file", type=click.Path(dir_okay=False, writable=True),
+                     help="Also write a JUnit XML report (one test case per tenant) to FILE."),
+        click.option("--only-failed", is_flag=True,
+                     help="Only tenants the last run left failed, skipped or unreached."),
+        click.option("--resume", "resume_run", metavar="RUN_ID",
+                     help="Only tenants that run RUN_ID did not finish."),
         _json_flag,
         click.argument("ids", nargs=-1, type=CLNT_ID),
         click.option("--all", "all_", is_flag=True, help="Every tenant in tenants.yaml."),
@@ -122,26 +128,39 @@ def _options(g: Globals, project: Any, command: str, kw: dict[str, Any], target:
 def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
     from . import app, report
 
+    from . import progress
+
     project = g.project()
-    tenants = project.select(tuple(kw["ids"]), kw["all_"])
+    resume = kw["resume_run"] or kw["only_failed"]
+    if kw["resume_run"] and kw["only_failed"]:
+        from .errors import BadInputError
+
+        raise BadInputError("give --only-failed or --resume RUN_ID, not both")
+    tenants = project.select(tuple(kw["ids"]), kw["all_"] or (bool(resume) and not kw["ids"]))
     inputs = app.load_inputs(project, with_seed=command == "provision")
     target = app.resolve_target(inputs, kw.get("to"))
     options = _options(g, project, command, kw, target)
     as_json = g.json or kw["as_json"]
+    sink = progress.choose(quiet=g.quiet, dry_run=options.dry_run)
 
     async def on_result(result: Any) -> None:
-        if not g.quiet:
-            _err(report.tenant_line(result, dry_run=options.dry_run))
+        sink.done(result)
 
-    run, interrupted = app.run_async(
-        lambda stop: app.run_changes(inputs, tenants, options, on_result=on_result, stop=stop)
-    )
+    try:
+        run, interrupted = app.run_async(
+            lambda stop: app.run_changes(inputs, tenants, options, on_result=on_result,
+                                         on_start=sink.start, stop=stop, resume=resume)
+        )
+    finally:
+        sink.close()
     if run is None:
         _err("interrupted: in-flight work was cancelled and rolled back; re-run to finish")
         return EXIT_INTERRUPTED
     doc = run.to_json()
     if kw.get("report_file"):
         Path(kw["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
+    if kw.get("junit_file"):
+        Path(kw["junit_file"]).write_text(report.junit_xml(run) + "\n", encoding="utf-8")
     if as_json:
         click.echo(report.to_json(doc))
     else:

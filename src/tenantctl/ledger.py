@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS tenantctl_runs (
     run_id       uuid        PRIMARY KEY,
     command      text        NOT NULL,
     argv         text[]      NOT NULL,
+    clnt_ids     smallint[]  NOT NULL,
     host         text,
     os_user      text,
     db_user      text        NOT NULL DEFAULT current_user,
@@ -175,12 +176,13 @@ class Ledger:
                 [",".join(map(str, t.sites)) for t in tenants],
             )
 
-    async def start_run(self, run_id: str, command: str) -> None:
+    async def start_run(self, run_id: str, command: str, clnt_ids: list[int]) -> None:
         async with self._lock:
             await self._session.execute(
-                "INSERT INTO tenantctl_runs (run_id, command, argv, host, os_user, tool_version) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                run_id, command, sys.argv[1:], socket.gethostname(), _os_user(), __version__,
+                "INSERT INTO tenantctl_runs (run_id, command, argv, clnt_ids, host, os_user, "
+                "tool_version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                run_id, command, sys.argv[1:], clnt_ids, socket.gethostname(), _os_user(),
+                __version__,
             )
 
     async def record(self, run_id: str, result: TenantResult, *, provisioned: bool) -> None:
@@ -217,6 +219,46 @@ async def last_outcomes(session: Session) -> dict[int, dict[str, Any]]:
         }
         for r in rows
     }
+
+
+async def unfinished(session: Session, command: str, run_id: str | None) -> set[int]:
+    """Tenants a run did not finish: failed, skipped, or never reached (kill -9).
+
+    With ``run_id`` that run; otherwise the latest run of ``command`` plus every
+    tenant whose last outcome anywhere was failed or skipped.
+    """
+    if run_id is None:
+        run_id = await session.fetchval(
+            "SELECT run_id::text FROM tenantctl_runs WHERE command = $1 "
+            "ORDER BY started_on DESC LIMIT 1", command,
+        )
+        rows = await session.fetch(
+            "SELECT clnt_id FROM tenantctl_tenants WHERE last_status IN ('failed', 'skipped')"
+        )
+        out = {r["clnt_id"] for r in rows}
+        if run_id is None:
+            return out
+    else:
+        out = set()
+        try:
+            exists = await session.fetchval(
+                "SELECT true FROM tenantctl_runs WHERE run_id = $1::uuid", run_id
+            )
+        except DatabaseError as exc:
+            if exc.sqlstate != "22P02":
+                raise
+            exists = None
+        if not exists:
+            from .errors import BadInputError
+
+            raise BadInputError(f"--resume {run_id}: no such run in the ledger")
+    rows = await session.fetch(
+        "SELECT id FROM tenantctl_runs r, unnest(r.clnt_ids) AS id WHERE r.run_id = $1::uuid "
+        "AND NOT EXISTS (SELECT 1 FROM tenantctl_run_tenants t WHERE t.run_id = r.run_id "
+        "AND t.clnt_id = id AND t.status IN ('applied', 'up_to_date'))",
+        run_id,
+    )
+    return out | {r["id"] for r in rows}
 
 
 def _os_user() -> str | None:

@@ -72,3 +72,34 @@ def status_table(rows: list[dict[str, Any]]) -> str:
 
 def to_json(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=False, default=str)
+
+
+def junit_xml(run: RunResult) -> str:
+    """JUnit XML: one test case per tenant, so CI systems show each tenant."""
+    from xml.etree import ElementTree as ET
+
+    suite = ET.Element(
+        "testsuite",
+        name=f"tenantctl {run.command}",
+        tests=str(len(run.tenants)),
+        failures=str(run.count(FAILED)),
+        skipped=str(run.count(SKIPPED)),
+        time=f"{run.duration_ms / 1000:.3f}",
+    )
+    suite.set("id", run.run_id)
+    for t in run.tenants:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"tenantctl.{run.command}",
+            name=f"clnt_id {t.clnt_id} ({t.database})", time=f"{t.duration_ms / 1000:.3f}",
+        )
+        if t.status == FAILED and t.error is not None:
+            failure = ET.SubElement(
+                case, "failure", message=t.error.message, type=t.error.sqlstate or "error"
+            )
+            failure.text = json.dumps(t.error.to_json(), indent=2)
+        elif t.status == SKIPPED:
+            ET.SubElement(case, "skipped", message=t.reason or "skipped")
+        else:
+            out = ET.SubElement(case, "system-out")
+            out.text = f"{t.status}: {t.from_version} -> {t.to_version}"
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
