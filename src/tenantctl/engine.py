@@ -217,7 +217,7 @@ class Engine:
         except _MigrationFailed as exc:
             error = exc.as_error()
         except DatabaseError as exc:
-            error = TenantError(exc.message, exc.sqlstate, None, exc.detail, exc.hint)
+            error = TenantError(exc.message, exc.sqlstate, exc.migration, exc.detail, exc.hint)
         except TenantctlError as exc:
             error = TenantError(exc.message, None, None, None, exc.hint)
         duration = int((time.monotonic() - started) * 1000)
@@ -317,6 +317,7 @@ class Engine:
                         session, migration, run_id, plan.resume.get(migration.version, 0)
                     )
             except DatabaseError as exc:
+                exc.migration = migration.filename
                 if exc.transient:
                     raise
                 raise _MigrationFailed(exc, migration) from exc
@@ -330,6 +331,7 @@ class Engine:
                 try:
                     await postgres.apply_seed(session, self.seed, t.clnt_id, t.name, t.sites, run_id)
                 except DatabaseError as exc:
+                    exc.migration = self.seed.path.name
                     if exc.transient:
                         raise
                     raise _MigrationFailed(exc, self.seed.path.name) from exc

@@ -71,6 +71,7 @@ class DatabaseError(TenantctlError):
         super().__init__(message, hint=hint)
         self.sqlstate = sqlstate
         self.detail = detail
+        self.migration: str | None = None  # set by the engine when a migration was running
 
     @property
     def transient(self) -> bool:
