@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from . import embedded, ledger, postgres
@@ -45,6 +46,46 @@ def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
             raise MigrationFileError(f"seed file {project.seed_path} does not exist")
         seed = read_script(project.seed_path)
     return Inputs(project, migrations, seed)
+
+
+def lint(inputs: Inputs, only: tuple[Path, ...] = ()) -> list[Any]:
+    """Lint findings for the folder (or for ``only`` these files, judged in context).
+
+    Files outside the folder are linted after the folder's migrations, so
+    "existing table" means what the folder creates.
+    """
+    from .lint import lint_migrations
+    from .migrations import Migration, parse_name
+
+    migrations = list(inputs.migrations)
+    wanted = {p.resolve() for p in only}
+    known = {m.up.path.resolve() for m in migrations}
+    for path in sorted(wanted - known):
+        try:
+            version, description, is_down = parse_name(path.name)
+        except ValueError:
+            version, description, is_down = Version.parse("999999"), path.stem, False
+        if not is_down:
+            migrations.append(Migration(version, description, read_script(path)))
+    findings = lint_migrations(
+        tuple(migrations), global_tables=frozenset(inputs.project.file.shared.global_tables)
+    )
+    if wanted:
+        names = {p.name for p in wanted}
+        findings = [f for f in findings if f.file in names]
+    return findings
+
+
+def refuse_on_lint_errors(findings: list[Any]) -> None:
+    from .errors import MigrationFileError
+
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        listed = "\n  ".join(f"{f.file}:{f.line}: [{f.rule}] {f.message}" for f in errors)
+        raise MigrationFileError(
+            f"{len(errors)} lint error(s) and strict lint is on:\n  {listed}",
+            hint="fix them, or accept a rule in the file with `-- tenantctl: allow <rule>`",
+        )
 
 
 def resolve_target(inputs: Inputs, to: str | None) -> Version | None:

@@ -89,6 +89,8 @@ def _run_options(f: Any) -> Any:
         _json_flag,
         click.argument("ids", nargs=-1, type=CLNT_ID),
         click.option("--all", "all_", is_flag=True, help="Every tenant in tenants.yaml."),
+        click.option("--strict-lint", is_flag=True,
+                     help="Refuse to run (exit 2) when lint finds errors [settings.strict_lint]."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -141,6 +143,11 @@ def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
     target = app.resolve_target(inputs, kw.get("to"))
     options = _options(g, project, command, kw, target)
     as_json = g.json or kw["as_json"]
+    findings = app.lint(inputs)
+    if kw["strict_lint"] or project.settings.strict_lint:
+        app.refuse_on_lint_errors(findings)
+    for f in findings:
+        _err(f"lint {f.severity}: {report.finding_line(f)}")
     sink = progress.choose(quiet=g.quiet, dry_run=options.dry_run)
 
     async def on_result(result: Any) -> None:
@@ -157,6 +164,7 @@ def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
         _err("interrupted: in-flight work was cancelled and rolled back; re-run to finish")
         return EXIT_INTERRUPTED
     doc = run.to_json()
+    doc["lint"] = [f.to_json() for f in findings]
     if kw.get("report_file"):
         Path(kw["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
     if kw.get("junit_file"):
@@ -233,6 +241,33 @@ def new(g: Globals, description: str, version: str | None) -> None:
     path = new_migration_path(folder, description, existing, version)
     path.write_text(NEW_MIGRATION_TEMPLATE.format(description=description), encoding="utf-8")
     click.echo(str(path))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_json_flag
+@click.pass_obj
+def lint(g: Globals, files: tuple[Path, ...], as_json: bool) -> None:
+    """Check migrations for risky DDL and tenancy rules (default: all of migrations/).
+
+    Exit 1 when a rule of severity error fires. Accept a rule deliberately in
+    the file with `-- tenantctl: allow <rule-id>`.
+    """
+    from . import app, report
+    from .lint import RULES
+
+    inputs = app.load_inputs(g.project())
+    findings = app.lint(inputs, files)
+    errors = sum(1 for f in findings if f.severity == "error")
+    if g.json or as_json:
+        click.echo(report.to_json({"findings": [f.to_json() for f in findings],
+                                   "errors": errors, "rules": sorted(RULES)}))
+    else:
+        for f in findings:
+            click.echo(f"{f.severity}: {report.finding_line(f)}")
+            click.echo(f"    hint: {f.hint}")
+        click.echo(f"{len(findings)} finding(s), {errors} error(s)")
+    sys.exit(EXIT_FAILED if errors else EXIT_OK)
 
 
 @cli.group()

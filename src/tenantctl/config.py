@@ -110,6 +110,7 @@ class Settings(_Model):
     statement_timeout: Duration = 0.0
     lock_wait: Duration = 120.0
     retries: int = Field(default=3, ge=0, le=100)
+    strict_lint: bool = False  # lint errors refuse a migrate/provision (exit 2)
 
 
 class Tenant(_Model):

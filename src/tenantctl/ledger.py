@@ -14,6 +14,7 @@ import getpass
 import json
 import socket
 import sys
+import uuid
 from typing import Any
 
 from . import __version__, postgres
@@ -239,18 +240,16 @@ async def unfinished(session: Session, command: str, run_id: str | None) -> set[
         if run_id is None:
             return out
     else:
+        from .errors import BadInputError
+
         out = set()
         try:
-            exists = await session.fetchval(
-                "SELECT true FROM tenantctl_runs WHERE run_id = $1::uuid", run_id
-            )
-        except DatabaseError as exc:
-            if exc.sqlstate != "22P02":
-                raise
-            exists = None
-        if not exists:
-            from .errors import BadInputError
-
+            run_id = str(uuid.UUID(run_id))
+        except ValueError:
+            raise BadInputError(f"--resume {run_id}: not a run id (a UUID)") from None
+        if not await session.fetchval(
+            "SELECT true FROM tenantctl_runs WHERE run_id = $1::uuid", run_id
+        ):
             raise BadInputError(f"--resume {run_id}: no such run in the ledger")
     rows = await session.fetch(
         "SELECT id FROM tenantctl_runs r, unnest(r.clnt_ids) AS id WHERE r.run_id = $1::uuid "

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pglast
+from pglast import ast
 from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType as CT
 from pglast.enums import ObjectType as OT
@@ -63,7 +64,7 @@ class Finding:
 
 
 def _rule(id: str, summary: str, hint: str, severity: str = "error") -> Rule:
-    return Rule(id, severity, summary, hint)
+    return Rule(id, severity, summary, f"{hint}; or accept it in that file: `-- tenantctl: allow {id}`")
 
 
 RULES: dict[str, Rule] = {r.id: r for r in (
@@ -73,7 +74,8 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     _rule("concurrent-in-transaction", "CONCURRENTLY cannot run inside a transaction block",
           "move it to its own migration headed by `-- tenantctl: no-transaction`"),
     _rule("add-column-not-null-no-default", "NOT NULL column added to an existing table without DEFAULT",
-          "add it with a DEFAULT, or nullable, backfill, then add a NOT NULL constraint"),
+          "add it with a DEFAULT; or add it nullable, backfill, add CHECK (col IS NOT NULL) "
+          "NOT VALID, VALIDATE it, then SET NOT NULL (no table scan)"),
     _rule("ban-drop-column", "column of an existing table dropped",
           "running application code may still read it: stop using it in a release, drop it later"),
     _rule("ban-drop-table", "existing table dropped",
@@ -104,7 +106,7 @@ class _Table:
     created: int  # index of the migration that created it; -1: before this folder
     partitioned: bool = False
     pk: tuple[str | None, ...] | None = None
-    temporary: bool = False
+    exempt: bool = False  # a temporary table or a materialized view: no tenant rules
 
 
 @dataclass
@@ -139,7 +141,8 @@ class _Linter:
     def tenant(self, rel: Any) -> bool:
         """Not global, and not a table known to have no clnt_id (a reported/allowed exception)."""
         _, info = self.table(rel)
-        return not self.is_global(rel) and (info.columns is None or "clnt_id" in info.columns)
+        known_clientless = info.columns is not None and "clnt_id" not in info.columns
+        return not (self.is_global(rel) or info.exempt or known_clientless)
 
     def check_key(self, rel: Any, kind: str, cols: tuple[str | None, ...], ref: Any = None) -> None:
         if not cols or cols[0] is None or not self.tenant(rel) or (ref is not None and not self.tenant(ref)):
@@ -172,16 +175,16 @@ class _Linter:
         for parent in node.inhRelations or ():
             columns = _merge(columns, self.table(parent)[1].columns)
         for elt in node.tableElts or ():
-            if isinstance(elt, pglast.ast.ColumnDef):
-                if columns is not None:
+            if isinstance(elt, ast.ColumnDef):
+                if columns is not None and elt.colname:
                     columns[elt.colname] = _type_sig(elt.typeName)
                 cons += [(c, elt.colname) for c in elt.constraints or ()]
-            elif isinstance(elt, pglast.ast.Constraint):
+            elif isinstance(elt, ast.Constraint):
                 cons.append((elt, None))
-            elif isinstance(elt, pglast.ast.TableLikeClause):
+            elif isinstance(elt, ast.TableLikeClause):
                 columns = _merge(columns, self.table(elt.relation)[1].columns)
         temporary = rel.relpersistence == "t"
-        info = _Table(columns, self.index, node.partspec is not None, None, temporary)
+        info = _Table(columns, self.index, node.partspec is not None, None, exempt=temporary)
         for con, col in cons:
             if con.contype == CT.CONSTR_PRIMARY:
                 info.pk = (col,) if col else _names(con.keys)
@@ -195,18 +198,22 @@ class _Linter:
             self.check_constraint(rel, con, col)
 
     def create_table_as(self, node: Any) -> None:
-        if node.objtype != OT.OBJECT_TABLE:
-            return
         rel = node.into.rel
-        names: list[str | None] = [c.sval for c in node.into.colNames or ()]
-        if not names:
-            for target in getattr(node.query, "targetList", None) or ():
-                fields = getattr(target.val, "fields", None) or ()
-                names.append(target.name or (getattr(fields[-1], "sval", None) if fields else None))
-        known = bool(names) and None not in names
-        columns: dict[str, _TypeSig | None] | None = dict.fromkeys(names) if known else None  # type: ignore[arg-type]
-        self.tables[rel.relname] = _Table(columns, self.index, temporary=rel.relpersistence == "t")
-        if known and "clnt_id" not in names and rel.relpersistence != "t" and not self.is_global(rel):
+        if node.objtype == OT.OBJECT_MATVIEW:
+            self.tables[rel.relname] = _Table(None, self.index, exempt=True)
+            return
+        names: list[str | None] = []
+        for target in getattr(node.query, "targetList", None) or ():  # None for UNION, VALUES, ...
+            fields = getattr(target.val, "fields", None) or ()
+            names.append(target.name or (getattr(fields[-1], "sval", None) if fields else None))
+        renamed = [c.sval for c in node.into.colNames or ()]
+        names = renamed + names[len(renamed):] if len(renamed) <= len(names) else []
+        columns: dict[str, _TypeSig | None] | None = None
+        if names and None not in names:
+            columns = {n: None for n in names if n}
+        temporary = rel.relpersistence == "t"
+        self.tables[rel.relname] = _Table(columns, self.index, exempt=temporary)
+        if columns is not None and "clnt_id" not in columns and not temporary and not self.is_global(rel):
             self.report("tenant-table-needs-clnt-id", f"table {rel.relname} has no clnt_id column")
 
     def index_stmt(self, node: Any) -> None:

@@ -70,6 +70,10 @@ def status_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def finding_line(f: Any) -> str:
+    return f"{f.file}:{f.line}: [{f.rule}] {f.message}"
+
+
 def to_json(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=False, default=str)
 
