@@ -126,6 +126,7 @@ class Workspace:
             migrations: migrations
             database_pattern: "{self.prefix}_client_{{clnt_id}}"
             control_database: {self.control_db}
+            template_database: {self.prefix}_template
             """
         )
         self.config.write_text(body + textwrap.dedent(extra) + "tenants:\n" + textwrap.dedent(tenants))

@@ -22,8 +22,8 @@ def assert_refused(ws: Workspace, *args: str, says: str) -> None:
 
 @pytest.mark.parametrize("tenants,says", [
     ('  - { clnt_id: 1, name: "A", sites: [1] }\n  - { clnt_id: 1, name: "B", sites: [1] }\n',
-     "tenants.yaml:6: tenants[1].clnt_id: clnt_id 1 is already used"),
-    ('  - { clnt_id: 40000, name: "A", sites: [1] }\n', "tenants.yaml:5: tenants[0].clnt_id"),
+     "tenants.yaml:7: tenants[1].clnt_id: clnt_id 1 is already used"),
+    ('  - { clnt_id: 40000, name: "A", sites: [1] }\n', "tenants.yaml:6: tenants[0].clnt_id"),
     ('  - { clnt_id: 1, name: "A", sites: [1], tier: gold }\n', "tenants[0].tier: unknown key"),
     ('  - { clnt_id: 1, name: "A", sites: [1]\n', "not valid YAML"),
 ])

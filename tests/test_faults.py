@@ -114,7 +114,7 @@ def test_kill_9_mid_run_leaves_consistent_tenants_and_rerun_heals(ws: Workspace)
     versions = {"1.0.1": "cvs_a", "1.0.2": "cvs_b", "1.0.3": "cvs_c"}
     for v, table in versions.items():
         ws.add_migration(f"v{v}_{table}.sql", slow_migration(v, table, 0.15))
-    proc = start(ws, "provision", "--all", "--concurrency", "3")
+    proc = start(ws, "provision", "--all", "--concurrency", "3", "--no-template")
     # wait until some tenant is mid-way, then kill -9
     wait_for(lambda: len(ws.databases()) >= 3 and any(
         "pg_sleep" in (b["query"] or "") for b in tenantctl_backends(ws)))

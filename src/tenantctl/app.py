@@ -12,7 +12,7 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from .engine import Engine, RunOptions, Unit, group_units
 from .errors import DatabaseError, ServerError
 from .migrations import Migration, Script, Version, load_migrations, read_script
 from .outcome import RunResult, TenantResult
-from .plan import plan_migrate, replay
+from .plan import can_skip, plan_migrate, replay
 
 T = TypeVar("T")
 
@@ -113,24 +113,87 @@ def server_dsns(project: Project, servers: set[str]) -> dict[str, str]:
     return out
 
 
-async def _server_facts(
-    project: Project, dsns: dict[str, str], units: list[Unit]
-) -> tuple[dict[str, int], set[tuple[str, str]]]:
-    """Per-server connection caps and which unit databases already exist."""
-    caps: dict[str, int] = {}
-    existing: set[tuple[str, str]] = set()
+@dataclass
+class _Facts:
+    caps: dict[str, int]
+    existing: set[tuple[str, str]]
+    markers: dict[tuple[str, str], str]
+
+
+async def _server_facts(project: Project, dsns: dict[str, str], units: list[Unit]) -> _Facts:
+    """Per server, one admin session: connection cap, which unit databases exist,
+    and every database's schema marker (what lets a no-op run skip sessions)."""
+    facts = _Facts({}, set(), {})
     for name, dsn in dsns.items():
         admin = await postgres.connect(dsn)
         try:
             available = await postgres.max_connections(admin)
             configured = project.servers[name].max_connections
             # Leave half the server to the application (and to other tools).
-            caps[name] = max(1, configured if configured else available // 2)
+            facts.caps[name] = max(1, configured if configured else available // 2)
             names = [u.database for u in units if u.server == name]
-            existing |= {(name, db) for db in await postgres.existing_databases(admin, names)}
+            names.append(project.file.template_database)
+            facts.existing |= {(name, db) for db in await postgres.existing_databases(admin, names)}
+            facts.markers.update(
+                {(name, db): m for db, m in (await postgres.read_markers(admin)).items()}
+            )
         finally:
             await admin.close()
-    return caps, existing
+    return facts
+
+
+TEMPLATE_LOCK_KEY = 0x74656E616E7465  # one template rebuild per server at a time
+
+
+async def _prepare_templates(
+    inputs: Inputs, dsns: dict[str, str], units: list[Unit], facts: _Facts,
+    options: RunOptions, run_id: str, notes: list[str],
+) -> dict[str, str]:
+    """Make sure each server that will create databases has a template at the
+    folder's latest version; rebuild it from scratch when the folder changed.
+
+    Returns {server: template name} for the servers where it is usable; where it
+    is not, provisioning falls back to plain migrations and a note says why.
+    """
+    project = inputs.project
+    if options.command != "provision" or options.dry_run or not inputs.migrations:
+        return {}
+    if not project.settings.template or not options.use_template:
+        return {}
+    name = project.file.template_database
+    need = sorted({u.server for u in units
+                   if u.mode == "database" and (u.server, u.database) not in facts.existing})
+    templates: dict[str, str] = {}
+    for server in need:
+        if can_skip(facts.markers.get((server, name)), inputs.migrations, need_seed=False):
+            templates[server] = name
+            continue
+        admin = await postgres.connect(dsns[server])
+        try:
+            await postgres.acquire_migration_lock(admin, options.lock_wait, key=TEMPLATE_LOCK_KEY)
+            # another run may have rebuilt it while we waited
+            current = (await postgres.read_markers(admin)).get(name)
+            if not can_skip(current, inputs.migrations, need_seed=False):
+                await postgres.drop_database(admin, name)
+                await postgres.create_database(admin, name)
+                build = Engine(
+                    inputs.migrations, dsns,
+                    replace(options, command="migrate", target=None, skip_marked=False),
+                    run_id=run_id,
+                )
+                _, _, error, ms = await build.run_single(Unit(server, name, "template", ()))
+                if error is not None:
+                    await postgres.drop_database(admin, name)
+                    notes.append(f"template {name} on {server} could not be built "
+                                 f"([{error.sqlstate}] {error.message}); provisioning with "
+                                 "plain migrations")
+                    continue
+                notes.append(f"template {name} on {server} rebuilt at "
+                             f"{inputs.migrations[-1].version.text} in {ms} ms")
+            templates[server] = name
+        finally:
+            await admin.close()
+    return templates
 
 
 async def run_changes(
@@ -159,7 +222,7 @@ async def run_changes(
     units = group_units(tenants)
     servers = {u.server for u in units} | {project.default_server}
     dsns = server_dsns(project, servers)
-    caps, existing = await _server_facts(project, dsns, units)
+    facts = await _server_facts(project, dsns, units)
     run_id = str(uuid.uuid4())
     control = None
     book: ledger.Ledger | None = None
@@ -183,9 +246,11 @@ async def run_changes(
         if on_result is not None:
             await on_result(result)
 
+    templates = await _prepare_templates(inputs, dsns, units, facts, options, run_id, notes)
     engine = Engine(
-        inputs.migrations, dsns, options, seed=inputs.seed, server_caps=caps,
-        existing=existing, on_result=record, stop=stop, run_id=run_id,
+        inputs.migrations, dsns, options, seed=inputs.seed, server_caps=facts.caps,
+        existing=facts.existing, markers=facts.markers, templates=templates,
+        on_result=record, stop=stop, run_id=run_id,
     )
     try:
         results = await engine.run(units, project.file.waves)
@@ -204,6 +269,7 @@ async def run_changes(
             await book.finish_run(run)
         return run
     finally:
+        await engine.close()
         if control is not None:
             await control.close()
 

@@ -89,6 +89,9 @@ def _run_options(f: Any) -> Any:
         _json_flag,
         click.argument("ids", nargs=-1, type=CLNT_ID),
         click.option("--all", "all_", is_flag=True, help="Every tenant in tenants.yaml."),
+        click.option("--no-skip", is_flag=True,
+                     help="Open a session on every tenant even where its schema marker says it "
+                     "is up to date."),
         click.option("--strict-lint", is_flag=True,
                      help="Refuse to run (exit 2) when lint finds errors [settings.strict_lint]."),
     ]
@@ -124,6 +127,8 @@ def _options(g: Globals, project: Any, command: str, kw: dict[str, Any], target:
         lock_wait=duration("lock_wait", s.lock_wait),
         retries=s.retries if kw["retries"] is None else kw["retries"],
         allow_drift=kw.get("allow_drift", False),
+        skip_marked=not kw["no_skip"],
+        use_template=not kw.get("no_template", False),
     )
 
 
@@ -181,6 +186,8 @@ def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
 @cli.command()
 @_run_options
 @click.pass_obj
+@click.option("--no-template", is_flag=True,
+              help="Create databases empty and run every migration (no template clone).")
 def provision(g: Globals, **kw: Any) -> None:
     """Create, migrate, seed and register tenants (idempotent).
 

@@ -111,6 +111,7 @@ class Settings(_Model):
     lock_wait: Duration = 120.0
     retries: int = Field(default=3, ge=0, le=100)
     strict_lint: bool = False  # lint errors refuse a migrate/provision (exit 2)
+    template: bool = True  # provision new databases by cloning a migrated template
 
 
 class Tenant(_Model):
@@ -136,6 +137,7 @@ class ConfigFile(_Model):
     seed: str | None = None
     database_pattern: str = "cvs_client_{clnt_id}"
     control_database: Identifier = "tenantctl"
+    template_database: Identifier = "tenantctl_template"
     default_mode: Literal["database", "shared"] = "database"
     default_server: str | None = None
     servers: dict[Identifier, Server] = Field(default_factory=dict)

@@ -33,7 +33,7 @@ from .config import TenantSpec
 from .errors import DatabaseError, LockNotAcquired, TenantctlError
 from .migrations import Migration, Script, Version
 from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, TenantError, TenantResult
-from .plan import plan_migrate, replay
+from .plan import at_latest, can_skip, make_marker, plan_migrate, replay
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class RunOptions:
     retries: int = 3
     allow_drift: bool = False
     retry_wait_max: float = 10.0
+    skip_marked: bool = True  # trust schema markers to skip up-to-date tenants
+    use_template: bool = True  # provision by cloning the template database
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class _Progress:
     seeded: set[int] = field(default_factory=set)
     created: bool = False
     read_once: bool = False
+    marked: bool = False  # skipped on the strength of its schema marker
     warnings: list[str] = field(default_factory=list)
 
 
@@ -112,6 +115,11 @@ ResultCallback = Callable[[TenantResult], Awaitable[None]]
 
 
 class Engine:
+    """Runs units. ``db`` is the database driver: the ``postgres`` module by
+    default, or any object with the same functions (``tenantctl.fake`` is an
+    in-memory one, used by the contract tests and the benchmark's simulation).
+    """
+
     def __init__(
         self,
         migrations: tuple[Migration, ...],
@@ -121,24 +129,38 @@ class Engine:
         seed: Script | None = None,
         server_caps: dict[str, int] | None = None,
         existing: set[tuple[str, str]] | None = None,
+        markers: dict[tuple[str, str], str] | None = None,
+        templates: dict[str, str] | None = None,
         on_result: ResultCallback | None = None,
         stop: asyncio.Event | None = None,
         run_id: str | None = None,
+        db: Any = None,
     ) -> None:
+        self.db = db if db is not None else postgres
         self.run_id = run_id
         self.migrations = migrations
         self.dsns = dsns
         self.options = options
         self.seed = seed
         self.existing = existing
+        self.markers = markers or {}
+        self.templates = templates or {}
         self.on_result = on_result
         self.stop = stop or asyncio.Event()
         self._global = asyncio.Semaphore(options.concurrency)
         self._servers = {
             name: asyncio.Semaphore(cap) for name, cap in (server_caps or {}).items()
         }
+        self._admins: dict[str, list[Any]] = {}
         self.failures = 0
         self._halt_reason: str | None = None
+
+    async def close(self) -> None:
+        """Close the reusable admin sessions (CREATE DATABASE connections)."""
+        for sessions in self._admins.values():
+            for session in sessions:
+                await session.close()
+        self._admins.clear()
 
     # ------------------------------------------------------------ scheduling
 
@@ -159,6 +181,11 @@ class Engine:
         return results
 
     async def _guarded(self, unit: Unit) -> list[TenantResult]:
+        if self._marked_up_to_date(unit):
+            reason = self._should_skip()
+            if reason is not None:
+                return await self._emit(self._skipped(unit, reason))
+            return await self._emit(self._marked_result(unit))
         server_sem = self._servers.get(unit.server)
         async with self._global:
             if server_sem is not None:
@@ -174,6 +201,22 @@ class Engine:
             finally:
                 if server_sem is not None:
                     server_sem.release()
+
+    def _marked_up_to_date(self, unit: Unit) -> bool:
+        """A dedicated database whose marker proves it is at the latest version."""
+        opts = self.options
+        if not opts.skip_marked or opts.target is not None or unit.mode != "database":
+            return False
+        marker = self.markers.get((unit.server, unit.database))
+        need_seed = opts.command == "provision" and self.seed is not None
+        return can_skip(marker, self.migrations, need_seed=need_seed)
+
+    def _marked_result(self, unit: Unit) -> list[TenantResult]:
+        latest = self.migrations[-1].version.text
+        return [
+            TenantResult(t.clnt_id, unit.database, unit.mode, UP_TO_DATE, latest, latest)
+            for t in unit.tenants
+        ]
 
     def _should_skip(self) -> str | None:
         if self.stop.is_set():
@@ -198,7 +241,8 @@ class Engine:
 
     # ------------------------------------------------------------ one unit
 
-    async def _run_unit(self, unit: Unit) -> list[TenantResult]:
+    async def run_single(self, unit: Unit) -> tuple[_Progress, int, TenantError | None, int]:
+        """Run one unit with retries: (progress, attempts, error, duration_ms)."""
         started = time.monotonic()
         progress = _Progress()
         attempts = 0
@@ -220,7 +264,10 @@ class Engine:
             error = TenantError(exc.message, exc.sqlstate, exc.migration, exc.detail, exc.hint)
         except TenantctlError as exc:
             error = TenantError(exc.message, None, None, None, exc.hint)
-        duration = int((time.monotonic() - started) * 1000)
+        return progress, attempts, error, int((time.monotonic() - started) * 1000)
+
+    async def _run_unit(self, unit: Unit) -> list[TenantResult]:
+        progress, attempts, error, duration = await self.run_single(unit)
         if error is not None:
             status = FAILED
         elif progress.applied or progress.seeded or progress.created:
@@ -251,7 +298,7 @@ class Engine:
         dsn = self.dsns[unit.server]
         if opts.command == "provision" and not opts.dry_run:
             await self._ensure_database(unit, dsn, progress)
-        session = await postgres.connect(
+        session = await self.db.connect(
             dsn, unit.database,
             lock_timeout=opts.lock_timeout,
             statement_timeout=opts.statement_timeout,
@@ -260,36 +307,59 @@ class Engine:
             if opts.dry_run:
                 await self._plan_only(session, progress)
                 return
-            await postgres.acquire_migration_lock(session, opts.lock_wait)
+            await self.db.acquire_migration_lock(session, opts.lock_wait)
             try:
                 await self._migrate_locked(session, unit, progress)
             finally:
-                await _quietly(postgres.release_migration_lock(session))
+                await _quietly(self.db.release_migration_lock(session))
         finally:
             await session.close()
 
     async def _ensure_database(self, unit: Unit, dsn: str, progress: _Progress) -> None:
         if self.existing is not None and (unit.server, unit.database) in self.existing:
             return
-        admin = await postgres.connect(dsn)
+        template = self.templates.get(unit.server) if unit.mode == "database" else None
+        admin = await self._admin(unit.server, dsn)
         try:
-            if await postgres.create_database(admin, unit.database):
-                progress.created = True
-        finally:
+            try:
+                created = await self.db.create_database(admin, unit.database, template)
+            except DatabaseError as exc:
+                if template is None:
+                    raise
+                # Any clone failure (55006: someone is connected to the template;
+                # 3D000: another run is rebuilding it) -> plain database, and no
+                # more clone attempts on this server during this run.
+                self.templates.pop(unit.server, None)
+                progress.warnings.append(
+                    f"template {template} unusable ([{exc.sqlstate}] {exc.message}); "
+                    "created empty and migrated instead"
+                )
+                created = await self.db.create_database(admin, unit.database, None)
+            progress.created = progress.created or created
+        except BaseException:
             await admin.close()
+            raise
+        self._admins.setdefault(unit.server, []).append(admin)
 
-    async def _plan_only(self, session: postgres.Session, progress: _Progress) -> None:
-        history = await postgres.read_history(session)
+    async def _admin(self, server: str, dsn: str) -> Any:
+        """An idle maintenance-database session for this server, reused across units."""
+        idle = self._admins.get(server)
+        while idle:
+            session = idle.pop()
+            if not session.closed:
+                return session
+        return await self.db.connect(dsn)
+
+    async def _plan_only(self, session: Any, progress: _Progress) -> None:
+        history = await self.db.read_history(session)
         plan = plan_migrate(self.migrations, history, self.options.target)
         progress.from_version = plan.from_version
         progress.to_version = plan.to_version
         progress.applied = [m.version.text for m in plan.pending]
 
-    async def _migrate_locked(
-        self, session: postgres.Session, unit: Unit, progress: _Progress
-    ) -> None:
-        await postgres.ensure_history(session)
-        history = await postgres.read_history(session, missing_ok=False)
+    async def _migrate_locked(self, session: Any, unit: Unit, progress: _Progress) -> None:
+        await self.db.ensure_history(session)
+        history = await self.db.read_history(session, missing_ok=False)
         plan = plan_migrate(self.migrations, history, self.options.target)
         if not progress.read_once:
             progress.from_version = plan.from_version
@@ -311,9 +381,9 @@ class Engine:
         for migration in plan.pending:
             try:
                 if migration.transactional:
-                    await postgres.apply_transactional(session, migration, run_id)
+                    await self.db.apply_transactional(session, migration, run_id)
                 else:
-                    await postgres.apply_statements(
+                    await self.db.apply_statements(
                         session, migration, run_id, plan.resume.get(migration.version, 0)
                     )
             except DatabaseError as exc:
@@ -323,19 +393,27 @@ class Engine:
                 raise _MigrationFailed(exc, migration) from exc
             progress.applied.append(migration.version.text)
             progress.to_version = _max_version(progress.to_version, migration.version.text)
+        seeded = replay(history).seeded
         if self.options.command == "provision" and self.seed is not None:
-            seeded = replay(history).seeded
             for t in unit.tenants:
                 if t.clnt_id in seeded or t.clnt_id in progress.seeded:
                     continue
                 try:
-                    await postgres.apply_seed(session, self.seed, t.clnt_id, t.name, t.sites, run_id)
+                    await self.db.apply_seed(session, self.seed, t.clnt_id, t.name, t.sites, run_id)
                 except DatabaseError as exc:
                     exc.migration = self.seed.path.name
                     if exc.transient:
                         raise
                     raise _MigrationFailed(exc, self.seed.path.name) from exc
                 progress.seeded.add(t.clnt_id)
+        if unit.mode in ("database", "template") and self.options.target is None:
+            all_seeded = unit.mode == "database" and all(
+                t.clnt_id in seeded or t.clnt_id in progress.seeded for t in unit.tenants)
+            reached = progress.to_version
+            if at_latest(self.migrations, plan, reached):
+                marker = make_marker(self.migrations, seeded=all_seeded)
+                if marker != self.markers.get((unit.server, unit.database)):
+                    await self.db.write_marker(session, marker)
 
 
 class _MigrationFailed(Exception):

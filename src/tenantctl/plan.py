@@ -135,3 +135,65 @@ def plan_migrate(
 
 def latest_version(migrations: tuple[Migration, ...]) -> str | None:
     return migrations[-1].version.text if migrations else None
+
+
+# ---------------------------------------------------------------- schema marker
+#
+# After a tenant database is brought up to date, tenantctl records a marker in
+# that database's own per-database settings (ALTER DATABASE ... SET
+# tenantctl.schema = '<marker>'), which lives in a shared catalog readable from
+# any database on the server. One query per server then tells a no-op run which
+# tenants are already at the folder's latest version with the folder's exact
+# checksums, without a session per tenant. The marker is written only after
+# the work it describes committed, and cleared before anything moves a tenant
+# backwards (rollback), so a stale marker can only ever cause a full check,
+# never a skipped migration. Hand edits of the history table bypass it:
+# `--no-skip` forces a full per-tenant session.
+
+MARKER_SETTING = "tenantctl.schema"
+_MARKER_FORMAT = "v1:{version}:{fingerprint}:{seeded}"
+
+
+def folder_fingerprint(migrations: tuple[Migration, ...]) -> str:
+    """Digest of every (version, checksum) pair: changes when any file changes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for m in migrations:
+        digest.update(f"{m.version.key}\0{m.checksum}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def make_marker(migrations: tuple[Migration, ...], *, seeded: bool) -> str | None:
+    """The marker of a tenant fully at this folder's latest version."""
+    if not migrations:
+        return None
+    return _MARKER_FORMAT.format(
+        version=migrations[-1].version.text,
+        fingerprint=folder_fingerprint(migrations),
+        seeded=int(seeded),
+    )
+
+
+def can_skip(marker: str | None, migrations: tuple[Migration, ...], *, need_seed: bool) -> bool:
+    """True when the marker proves the tenant is at the latest version of exactly
+    this folder (and seeded, when seeding is part of the job)."""
+    if not marker or not migrations:
+        return False
+    parts = marker.split(":")
+    if len(parts) != 4 or parts[0] != "v1":
+        return False
+    _, version, fingerprint, seeded = parts
+    if version != migrations[-1].version.text or fingerprint != folder_fingerprint(migrations):
+        return False
+    return seeded == "1" or not need_seed
+
+
+def at_latest(migrations: tuple[Migration, ...], plan: TenantPlan, reached: str | None) -> bool:
+    """After a run: is the tenant exactly at the folder's latest, with nothing odd?"""
+    return bool(
+        migrations
+        and not plan.drift
+        and not plan.unknown
+        and reached == migrations[-1].version.text
+    )

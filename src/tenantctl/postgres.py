@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ import asyncpg
 
 from .errors import DatabaseError, LockNotAcquired
 from .migrations import Migration, Script
-from .plan import KIND_SEED, KIND_UP, HistoryRow
+from .plan import KIND_SEED, KIND_UP, MARKER_SETTING, HistoryRow
 
 HISTORY_TABLE = "tenantctl_schema_history"
 # One advisory-lock key for "tenantctl is migrating this database". Advisory
@@ -194,6 +195,44 @@ async def existing_databases(admin: Session, names: list[str]) -> set[str]:
     return {r["datname"] for r in rows}
 
 
+async def read_markers(admin: Session) -> dict[str, str]:
+    """Every database's tenantctl schema marker on this server, in one query."""
+    rows = await admin.fetch(
+        "SELECT d.datname, substr(c, length($1) + 2) AS marker "
+        "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
+        "unnest(s.setconfig) AS c WHERE s.setrole = 0 AND c LIKE $1 || '=%'",
+        MARKER_SETTING,
+    )
+    return {r["datname"]: r["marker"] for r in rows}
+
+
+_MARKER_SAFE = re.compile(r"^[0-9a-z.:_-]{1,200}$")
+
+
+async def write_marker(session: Session, marker: str | None) -> bool:
+    """Set (or clear, with None) the marker of the connected database.
+
+    ALTER DATABASE takes no bind parameters; the marker is built by tenantctl
+    from version digits and hex and checked against a strict pattern before it
+    is quoted. Returns False when not permitted (not the owner): that tenant
+    simply gets a full check on every run.
+    """
+    target = quote_ident(session.database)
+    if marker is None:
+        sql = f"ALTER DATABASE {target} RESET {MARKER_SETTING}"
+    else:
+        if not _MARKER_SAFE.match(marker):
+            raise ValueError(f"unexpected marker {marker!r}")
+        sql = f"ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
+    try:
+        await session.execute(sql)
+    except DatabaseError as exc:
+        if exc.sqlstate == "42501":
+            return False
+        raise
+    return True
+
+
 async def max_connections(admin: Session) -> int:
     row = await admin.fetchrow(
         "SELECT current_setting('max_connections')::int AS m, "
@@ -206,7 +245,8 @@ async def max_connections(admin: Session) -> int:
 
 
 async def acquire_migration_lock(
-    session: Session, wait_s: float, *, poll_s: float = 0.05, poll_max_s: float = 1.0
+    session: Session, wait_s: float, *, poll_s: float = 0.05, poll_max_s: float = 1.0,
+    key: int = MIGRATION_LOCK_KEY,
 ) -> float:
     """Poll pg_try_advisory_lock until held or ``wait_s`` passed; never block.
 
@@ -217,7 +257,7 @@ async def acquire_migration_lock(
     start = time.monotonic()
     delay = poll_s
     while True:
-        if await session.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+        if await session.fetchval("SELECT pg_try_advisory_lock($1)", key):
             return time.monotonic() - start
         waited = time.monotonic() - start
         if waited >= wait_s:

@@ -1,0 +1,119 @@
+"""The fast paths stay correct: schema markers (no-op runs) and template provisioning."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+from conftest import Workspace
+
+TENANTS = "".join(f'  - {{ clnt_id: {i}, name: "T{i}", sites: [1] }}\n' for i in range(1, 5))
+BASE = "create table cvs_usr_mast (clnt_id int2 not null, site_id int2 not null, usr_id int not null, primary key (clnt_id, site_id, usr_id));\n"
+
+
+def setup(ws: Workspace) -> None:
+    ws.write_config(TENANTS)
+    ws.add_migration("v1.0.0_base.sql", BASE)
+    ws.add_migration("v1.0.1_grp.sql", "create table cvs_grp_mast (clnt_id int2 not null, grp_id int not null, primary key (clnt_id, grp_id));\n")
+
+
+def marker(ws: Workspace, database: str) -> str | None:
+    rows = ws.fetch(None, "SELECT c FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
+                    "unnest(s.setconfig) c WHERE d.datname = $1 AND c LIKE 'tenantctl.schema=%'", database)
+    return rows[0]["c"] if rows else None
+
+
+def test_noop_run_skips_marked_tenants_without_connecting(ws: Workspace) -> None:
+    setup(ws)
+    assert ws.cli("provision", "--all").exit_code == 0
+    assert all(marker(ws, ws.db(i)) for i in range(1, 5))
+    # prove no session is opened: connections to tenant 3 are now refused
+    ws.fetch(None, f'ALTER DATABASE "{ws.db(3)}" ALLOW_CONNECTIONS false')
+    result = ws.cli("--json", "migrate", "--all")
+    assert result.exit_code == 0, result.stderr
+    assert {(t["status"], t["attempts"], t["to_version"]) for t in result.json()["tenants"]} == {
+        ("up_to_date", 0, "1.0.1")}
+    # --no-skip really opens the session (and so trips over the refused database)
+    full = ws.cli("--json", "migrate", "--all", "--no-skip", "--retries", "0")
+    assert full.exit_code == 1
+    by_id = {t["clnt_id"]: t for t in full.json()["tenants"]}
+    assert by_id[3]["status"] == "failed" and by_id[1]["status"] == "up_to_date"
+    ws.fetch(None, f'ALTER DATABASE "{ws.db(3)}" ALLOW_CONNECTIONS true')
+
+
+def test_marker_never_hides_pending_work(ws: Workspace) -> None:
+    setup(ws)
+    assert ws.cli("provision", "--all").exit_code == 0
+    before = marker(ws, ws.db(1))
+    # a new release: markers no longer match the folder, every tenant gets a session
+    ws.add_migration("v1.0.2_x.sql", "create table cvs_x (clnt_id int2 not null);\n")
+    result = ws.cli("--json", "migrate", "--all")
+    assert {t["status"] for t in result.json()["tenants"]} == {"applied"}
+    after = marker(ws, ws.db(1))
+    assert after != before and after.split(":")[1] == "1.0.2"
+    # an edited applied file changes the fingerprint: full check, drift found
+    ws.add_migration("v1.0.0_base.sql", BASE + "-- edited\n")
+    drift = ws.cli("--json", "migrate", "--all")
+    assert drift.exit_code == 1 and {t["status"] for t in drift.json()["tenants"]} == {"failed"}
+    # a run that stops short of the latest (--to) leaves no marker claiming latest
+    ws.add_migration("v1.0.0_base.sql", BASE)
+    ws.fetch(None, f'DROP DATABASE "{ws.db(4)}" WITH (FORCE)')
+    assert ws.cli("provision", "4", "--no-template").exit_code == 0
+    ws.add_migration("v1.0.3_y.sql", "create table cvs_y (clnt_id int2 not null);\n")
+    assert ws.cli("migrate", "4", "--to", "1.0.2").exit_code == 0
+    assert marker(ws, ws.db(4)).split(":")[1] == "1.0.2"
+    assert ws.cli("migrate", "4").exit_code == 0
+    assert ws.versions(4)[-1] == "1.0.3"
+
+
+def test_template_provisioning_clones_then_refreshes_when_folder_changes(ws: Workspace) -> None:
+    setup(ws)
+    result = ws.cli("--json", "provision", "1", "2")
+    assert result.exit_code == 0, result.stderr
+    doc = result.json()
+    assert any("template" in n and "rebuilt at 1.0.1" in n for n in doc["notes"])
+    for t in doc["tenants"]:
+        # cloned: the history came with the template, nothing was applied in the tenant
+        assert (t["status"], t["created"], t["applied"], t["to_version"]) == ("applied", True, [], "1.0.1")
+        assert ws.versions(t["clnt_id"]) == ["1.0.0", "1.0.1"]
+        assert {"cvs_usr_mast", "cvs_grp_mast"} <= ws.tables(t["clnt_id"])
+    template = f"{ws.prefix}_template"
+    assert marker(ws, template) is not None
+    # no connection left open on the template (clones would fail with 55006)
+    assert not ws.fetch(None, "SELECT 1 FROM pg_stat_activity WHERE datname = $1", template)
+    # next provision with an unchanged folder reuses it (no rebuild note)
+    again = ws.cli("--json", "provision", "3")
+    assert not any("rebuilt" in n for n in again.json()["notes"])
+    # the folder changes: the template is rebuilt, the new tenant gets the new version
+    ws.add_migration("v1.0.2_x.sql", "create table cvs_x (clnt_id int2 not null);\n")
+    third = ws.cli("--json", "provision", "4")
+    assert any("rebuilt at 1.0.2" in n for n in third.json()["notes"])
+    assert ws.versions(4) == ["1.0.0", "1.0.1", "1.0.2"]
+    # --no-template: applied one by one
+    ws.fetch(None, f'DROP DATABASE "{ws.db(4)}" WITH (FORCE)')
+    plain = ws.cli("--json", "provision", "4", "--no-template")
+    assert plain.json()["tenants"][0]["applied"] == ["1.0.0", "1.0.1", "1.0.2"]
+
+
+def test_template_in_use_falls_back_to_plain_and_says_so(ws: Workspace) -> None:
+    setup(ws)
+    assert ws.cli("provision", "1").exit_code == 0  # builds the template
+    template = f"{ws.prefix}_template"
+
+    async def hold_and_provision() -> tuple[dict, float]:
+        squatter = await asyncpg.connect(ws.dsn, database=template)
+        try:
+            t0 = time.monotonic()
+            result = await asyncio.to_thread(ws.cli, "--json", "provision", "2", "3", "--concurrency", "1")
+            return result.json(), time.monotonic() - t0
+        finally:
+            await squatter.close()
+
+    doc, _ = asyncio.run(hold_and_provision())
+    by_id = {t["clnt_id"]: t for t in doc["tenants"]}
+    assert by_id[2]["status"] == by_id[3]["status"] == "applied"
+    assert any("55006" in w and "template" in w for w in by_id[2].get("warnings", []))
+    assert by_id[2]["applied"] == ["1.0.0", "1.0.1"]  # migrated the plain way
+    assert ws.versions(3) == ["1.0.0", "1.0.1"]
