@@ -64,3 +64,18 @@ def test_seed_rows_do_not_count_as_versions() -> None:
     hist = [row(1, "1.0.0"), HistoryRow(2, "7", "seed", "seed", "x", True)]
     state = replay(hist)
     assert state.version_text == "1.0.0" and state.seeded == {7}
+
+
+def test_rollback_plan_newest_first_and_unknown() -> None:
+    from tenantctl.plan import missing_downs, plan_rollback
+
+    hist = [row(1, "1.0.0"), row(2, "1.0.1"), row(3, "1.1.0"), row(4, "1.2.0")]
+    p = plan_rollback(MS, hist, Version.parse("1.0.0"))
+    assert [m.version.text for m in p.steps] == ["1.1.0", "1.0.1"]
+    assert p.unknown == ("1.2.0",) and (p.from_version, p.to_version) == ("1.2.0", "1.0.0")
+    assert missing_downs(MS, Version.parse("1.0.0")) == ["v1.0.1_m.down.sql", "v1.1.0_m.down.sql"]
+
+
+def test_repair_row_accepts_the_new_checksum() -> None:
+    hist = [row(1, "1.0.0", checksum="old"), HistoryRow(2, "1.0.0", "m", "repair", "sum1.0.0select 1;", True)]
+    assert plan_migrate(MS, hist).drift == ()

@@ -328,7 +328,13 @@ async def collect_status(
                 version=plan.from_version,
                 pending=len(plan.pending),
                 partial=[v.text for v in state.failed],
+                partial_rows=[{"version": v.text, "statements_done": r.statements_done}
+                              for v, r in state.failed.items()],
                 drift=[d.filename for d in plan.drift],
+                drift_detail=[{"version": d.version, "file": d.filename,
+                               "applied_checksum": d.applied_checksum,
+                               "file_checksum": d.file_checksum} for d in plan.drift],
+                unknown=list(plan.unknown),
             )
             return [dict(base, clnt_id=t.clnt_id) for t in unit.tenants]
 
@@ -359,11 +365,53 @@ async def collect_status(
             "state": row["state"],
             "partial": row.get("partial", []),
             "drift": row.get("drift", []),
+            "drift_detail": row.get("drift_detail", []),
+            "unknown": row.get("unknown", []),
+            "partial_rows": row.get("partial_rows", []),
             "last_status": known.get("last_status"),
             "last_run_id": known.get("last_run_id"),
             "last_error": row.get("error") or known.get("last_error"),
         })
     return out
+
+
+def verify_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every problem ``verify`` reports, one dict per finding (tenant, version, file, what)."""
+    out: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any], kind: str, detail: str, version: str | None = None,
+            file: str | None = None) -> None:
+        out.append({"clnt_id": row["clnt_id"], "database": row["database"], "kind": kind,
+                    "version": version, "file": file, "detail": detail})
+
+    for row in rows:
+        if row["state"] == "not_provisioned":
+            add(row, "missing-database", "the database does not exist (tenantctl provision)")
+        elif row["state"] == "unreachable":
+            add(row, "unreachable", str((row.get("last_error") or {}).get("message")))
+        for d in row.get("drift_detail", []):
+            add(row, "drift", f"applied with checksum {d['applied_checksum'][:12]}, file now "
+                f"{d['file_checksum'][:12]}: the file was edited after it ran", d["version"], d["file"])
+        for v in row.get("unknown", []):
+            add(row, "ahead", "applied in the database but not in the migrations folder", v)
+        for p in row.get("partial_rows", []):
+            add(row, "partial", f"failed/partial no-transaction migration "
+                f"({p['statements_done'] or 0} statement(s) done); migrate resumes it", p["version"])
+    return out
+
+
+def check_rollback_inputs(inputs: Inputs, target: Version) -> None:
+    """Refuse (exit 2) before touching anything when a needed down script is missing."""
+    from .errors import MigrationFileError
+    from .plan import missing_downs
+
+    missing = missing_downs(inputs.migrations, target)
+    if missing:
+        raise MigrationFileError(
+            f"cannot roll back to {target}: {len(missing)} down script(s) missing:\n  "
+            + "\n  ".join(missing),
+            hint="write them (same stem + .down.sql); nothing was changed",
+        )
 
 
 def run_async(make: Callable[[asyncio.Event], Awaitable[T]]) -> tuple[T | None, bool]:

@@ -146,6 +146,8 @@ def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
     tenants = project.select(tuple(kw["ids"]), kw["all_"] or (bool(resume) and not kw["ids"]))
     inputs = app.load_inputs(project, with_seed=command == "provision")
     target = app.resolve_target(inputs, kw.get("to"))
+    if command == "rollback":
+        app.check_rollback_inputs(inputs, target)
     options = _options(g, project, command, kw, target)
     as_json = g.json or kw["as_json"]
     findings = app.lint(inputs)
@@ -231,6 +233,68 @@ def status(g: Globals, ids: tuple[int, ...], concurrency: int | None, as_json: b
     else:
         click.echo(report.status_table(rows))
     sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)
+
+
+@cli.command()
+@_run_options
+@click.option("--to", metavar="VERSION", required=True, help="Version to roll back to.")
+@click.pass_obj
+def rollback(g: Globals, **kw: Any) -> None:
+    """Run down scripts newest-first until tenants are at VERSION.
+
+    Each down script commits with its history row. Refuses (exit 2) before
+    changing anything when a needed .down.sql is missing.
+    """
+    sys.exit(_changes(g, "rollback", kw))
+
+
+@cli.command()
+@_run_options
+@click.pass_obj
+def repair(g: Globals, **kw: Any) -> None:
+    """Accept deliberate edits of applied files: re-record their checksums.
+
+    Only tenants with drift are changed; each re-recording is a `repair` row in
+    the tenant's history and the run is in the ledger.
+    """
+    sys.exit(_changes(g, "repair", kw))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID)
+@click.option("--all", "all_", is_flag=True, help="Every tenant (the default).")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_json_flag
+@click.pass_obj
+def verify(g: Globals, ids: tuple[int, ...], all_: bool, concurrency: int | None,
+           as_json: bool) -> None:
+    """Compare each tenant's history with the folder: drift, unknown versions,
+    failed/partial migrations, missing databases. Exit 1 on any finding."""
+    from . import app, report
+
+    project = g.project()
+    tenants = project.select(ids, not ids)
+    inputs = app.load_inputs(project)
+    rows, interrupted = app.run_async(
+        lambda stop: app.collect_status(inputs, tenants, concurrency or project.settings.concurrency)
+    )
+    if rows is None:
+        sys.exit(EXIT_INTERRUPTED)
+    findings = app.verify_findings(rows)
+    if g.json or as_json:
+        click.echo(report.to_json({
+            "findings": findings,
+            "tenants": [{k: r[k] for k in ("clnt_id", "database", "version", "pending", "state")}
+                        for r in rows],
+        }))
+    else:
+        for f in findings:
+            where = f" {f['file'] or ''} (version {f['version']})" if f["version"] else ""
+            click.echo(f"clnt_id {f['clnt_id']} {f['database']}: {f['kind']}{where}: {f['detail']}")
+        pending = sum(r["pending"] or 0 for r in rows)
+        click.echo(f"{len(rows)} tenant(s) checked: {len(findings)} finding(s); "
+                   f"{pending} pending migration(s) in all")
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if findings else EXIT_OK))
 
 
 @cli.command()

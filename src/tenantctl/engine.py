@@ -33,12 +33,12 @@ from .config import TenantSpec
 from .errors import DatabaseError, LockNotAcquired, TenantctlError
 from .migrations import Migration, Script, Version
 from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, TenantError, TenantResult
-from .plan import at_latest, can_skip, make_marker, plan_migrate, replay
+from .plan import at_latest, can_skip, make_marker, plan_migrate, plan_rollback, replay
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    command: str = "migrate"  # or "provision"
+    command: str = "migrate"  # provision | migrate | rollback | repair
     target: Version | None = None
     dry_run: bool = False
     concurrency: int = 8
@@ -205,6 +205,8 @@ class Engine:
     def _marked_up_to_date(self, unit: Unit) -> bool:
         """A dedicated database whose marker proves it is at the latest version."""
         opts = self.options
+        if opts.command not in ("migrate", "provision"):
+            return False
         if not opts.skip_marked or opts.target is not None or unit.mode != "database":
             return False
         marker = self.markers.get((unit.server, unit.database))
@@ -360,11 +362,20 @@ class Engine:
     async def _migrate_locked(self, session: Any, unit: Unit, progress: _Progress) -> None:
         await self.db.ensure_history(session)
         history = await self.db.read_history(session, missing_ok=False)
+        if self.options.command == "rollback":
+            await self._rollback_locked(session, unit, history, progress)
+            return
         plan = plan_migrate(self.migrations, history, self.options.target)
         if not progress.read_once:
             progress.from_version = plan.from_version
             progress.read_once = True
         progress.to_version = plan.from_version
+        if self.options.command == "repair":
+            by_version = {m.version.text: m for m in self.migrations}
+            for d in plan.drift:
+                await self.db.record_repair(session, by_version[d.version], self.run_id)
+                progress.applied.append(d.version)
+            return
         if plan.drift and not self.options.allow_drift:
             names = ", ".join(f"{d.filename} (applied {d.applied_checksum[:12]}, file "
                               f"{d.file_checksum[:12]})" for d in plan.drift)
@@ -414,6 +425,39 @@ class Engine:
                 marker = make_marker(self.migrations, seeded=all_seeded)
                 if marker != self.markers.get((unit.server, unit.database)):
                     await self.db.write_marker(session, marker)
+
+
+    async def _rollback_locked(
+        self, session: Any, unit: Unit, history: list[Any], progress: _Progress
+    ) -> None:
+        assert self.options.target is not None
+        plan = plan_rollback(self.migrations, history, self.options.target)
+        if not progress.read_once:
+            progress.from_version = plan.from_version
+            progress.read_once = True
+        progress.to_version = plan.from_version
+        if plan.unknown:
+            raise TenantctlError(
+                f"applied version(s) {', '.join(plan.unknown)} are not in the folder: "
+                "no down script to run",
+                hint="restore those migration files (with their .down.sql) first",
+            )
+        if not plan.steps:
+            return
+        # The marker must never claim a version the tenant is leaving.
+        await self.db.write_marker(session, None)
+        remaining = set(replay(history).applied)
+        for migration in plan.steps:
+            try:
+                await self.db.apply_down(session, migration, self.run_id)
+            except DatabaseError as exc:
+                exc.migration = migration.down.path.name if migration.down else migration.filename
+                if exc.transient:
+                    raise
+                raise _MigrationFailed(exc, exc.migration) from exc
+            progress.applied.append(migration.version.text)
+            remaining.discard(migration.version)
+            progress.to_version = max(remaining).text if remaining else None
 
 
 class _MigrationFailed(Exception):

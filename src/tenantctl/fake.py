@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import DatabaseError, LockNotAcquired
 from .migrations import Migration, Script
-from .plan import KIND_SEED, KIND_UP, HistoryRow
+from .plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
 
 
 @dataclass
@@ -161,6 +161,17 @@ class FakeDriver:
                          sites: tuple[int, ...], run_id: Any) -> None:
         await self._tick()
         session.db.add(str(clnt_id), f"seed clnt_id {clnt_id}", KIND_SEED, script.checksum, True)
+
+    async def apply_down(self, session: FakeSession, migration: Migration, run_id: Any) -> int:
+        await self._tick()
+        assert migration.down is not None
+        session.db.add(migration.version.text, migration.description, KIND_DOWN,
+                       migration.down.checksum, True)
+        return 0
+
+    async def record_repair(self, session: FakeSession, migration: Migration, run_id: Any) -> None:
+        session.db.add(migration.version.text, migration.description, KIND_REPAIR,
+                       migration.checksum, True)
 
     async def write_marker(self, session: FakeSession, marker: str | None) -> bool:
         session.db.marker = marker

@@ -197,3 +197,40 @@ def at_latest(migrations: tuple[Migration, ...], plan: TenantPlan, reached: str 
         and not plan.unknown
         and reached == migrations[-1].version.text
     )
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    from_version: str | None
+    to_version: str | None
+    steps: tuple[Migration, ...]  # newest first
+    unknown: tuple[str, ...]  # applied above the target but not in the folder
+
+
+def plan_rollback(
+    migrations: tuple[Migration, ...],
+    history: list[HistoryRow] | tuple[HistoryRow, ...],
+    target: Version,
+) -> RollbackPlan:
+    """Down scripts to run, newest first, to bring a tenant back to ``target``."""
+    state = replay(history)
+    by_version = {m.version: m for m in migrations}
+    above = sorted((v for v in state.applied if target < v), reverse=True)
+    unknown = tuple(v.text for v in above if v not in by_version)
+    steps = tuple(by_version[v] for v in above if v in by_version)
+    remaining = [v for v in state.applied if not target < v]
+    return RollbackPlan(
+        from_version=state.version_text,
+        to_version=max(remaining).text if remaining else None,
+        steps=steps,
+        unknown=unknown,
+    )
+
+
+def missing_downs(migrations: tuple[Migration, ...], target: Version) -> list[str]:
+    """Expected down-script names missing for any migration newer than ``target``."""
+    return [
+        m.filename.removesuffix(".sql") + ".down.sql"
+        for m in migrations
+        if target < m.version and m.down is None
+    ]

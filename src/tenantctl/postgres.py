@@ -22,7 +22,7 @@ import asyncpg
 
 from .errors import DatabaseError, LockNotAcquired
 from .migrations import Migration, Script
-from .plan import KIND_SEED, KIND_UP, MARKER_SETTING, HistoryRow
+from .plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, MARKER_SETTING, HistoryRow
 
 HISTORY_TABLE = "tenantctl_schema_history"
 # One advisory-lock key for "tenantctl is migrating this database". Advisory
@@ -409,3 +409,41 @@ async def drop_invalid_index(session: Session, create_index_sql: str) -> None:
         await session.execute(
             f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(row['nspname'])}.{quote_ident(row['relname'])}"
         )
+
+
+async def apply_down(session: Session, migration: Migration, run_id: Any) -> int:
+    """Run a migration's down script and record a ``down`` history row.
+
+    Transactional downs commit with their row; a no-transaction down runs
+    statement by statement and records its row after the last one.
+    """
+    script = migration.down
+    if script is None:
+        raise ValueError(f"{migration.filename} has no down script")
+    started = time.monotonic()
+    if script.transactional:
+        async with session.transaction():
+            await _apply_timeouts(session, script, local=True)
+            await session.execute(script.sql)
+            elapsed = int((time.monotonic() - started) * 1000)
+            await session.execute(
+                _INSERT_HISTORY, migration.version.text, migration.description, KIND_DOWN,
+                script.path.name, script.checksum, elapsed, True, None, run_id,
+            )
+        return elapsed
+    for stmt in script.statements:
+        await session.execute(stmt.sql)
+    elapsed = int((time.monotonic() - started) * 1000)
+    await session.execute(
+        _INSERT_HISTORY, migration.version.text, migration.description, KIND_DOWN,
+        script.path.name, script.checksum, elapsed, True, len(script.statements), run_id,
+    )
+    return elapsed
+
+
+async def record_repair(session: Session, migration: Migration, run_id: Any) -> None:
+    """Accept the file's current checksum for an applied version (a deliberate edit)."""
+    await session.execute(
+        _INSERT_HISTORY, migration.version.text, migration.description, KIND_REPAIR,
+        migration.filename, migration.checksum, 0, True, None, run_id,
+    )
