@@ -210,14 +210,9 @@ def migrate(g: Globals, **kw: Any) -> None:
     sys.exit(_changes(g, "migrate", kw))
 
 
-@cli.command()
-@click.argument("ids", nargs=-1, type=CLNT_ID)
-@click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
-@_json_flag
-@click.pass_obj
-def status(g: Globals, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
-    """Every tenant: mode, database, version, pending migrations, last error."""
-    from . import app, report
+def _status_rows(g: Globals, ids: tuple[int, ...], concurrency: int | None) -> Any:
+    """Read every selected tenant's history (no locks, no writes): for status and verify."""
+    from . import app
 
     project = g.project()
     tenants = project.select(ids, not ids)
@@ -227,6 +222,19 @@ def status(g: Globals, ids: tuple[int, ...], concurrency: int | None, as_json: b
     )
     if rows is None:
         sys.exit(EXIT_INTERRUPTED)
+    return inputs, rows, interrupted
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID)
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_json_flag
+@click.pass_obj
+def status(g: Globals, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
+    """Every tenant: mode, database, version, pending migrations, last error."""
+    from . import app, report
+
+    inputs, rows, interrupted = _status_rows(g, ids, concurrency)
     if g.json or as_json:
         click.echo(report.to_json({"tenants": rows, "latest": inputs.migrations[-1].version.text
                                    if inputs.migrations else None}))
@@ -272,14 +280,7 @@ def verify(g: Globals, ids: tuple[int, ...], all_: bool, concurrency: int | None
     failed/partial migrations, missing databases. Exit 1 on any finding."""
     from . import app, report
 
-    project = g.project()
-    tenants = project.select(ids, not ids)
-    inputs = app.load_inputs(project)
-    rows, interrupted = app.run_async(
-        lambda stop: app.collect_status(inputs, tenants, concurrency or project.settings.concurrency)
-    )
-    if rows is None:
-        sys.exit(EXIT_INTERRUPTED)
+    inputs, rows, interrupted = _status_rows(g, ids, concurrency)
     findings = app.verify_findings(rows)
     if g.json or as_json:
         click.echo(report.to_json({

@@ -326,7 +326,9 @@ async def apply_seed(
         await session.execute(
             "SELECT set_config('tenantctl.clnt_id', $1, true), "
             "set_config('tenantctl.tenant_name', $2, true), "
-            "set_config('tenantctl.sites', $3, true)",
+            "set_config('tenantctl.sites', $3, true), "
+            # in a shared database the seed writes under the tenant's RLS policy
+            "set_config('app.current_tenant', $1, true)",
             str(clnt_id), name, ",".join(map(str, sites)),
         )
         await session.execute(script.sql)
