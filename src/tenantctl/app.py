@@ -414,6 +414,16 @@ def check_rollback_inputs(inputs: Inputs, target: Version) -> None:
         )
 
 
+async def check_reversible(inputs: Inputs) -> list[Any]:
+    """up -> down -> up of every migration on a scratch database of the default server."""
+    from .reversible import check_reversible as check
+
+    project = inputs.project
+    dsn = server_dsns(project, {project.default_server})[project.default_server]
+    scratch = f"tenantctl_scratch_{uuid.uuid4().hex[:12]}"
+    return await check(dsn, inputs.migrations, scratch_name=scratch)
+
+
 def run_async(make: Callable[[asyncio.Event], Awaitable[T]]) -> tuple[T | None, bool]:
     """Run a coroutine with SIGINT/SIGTERM wired to a stop event.
 

@@ -298,6 +298,30 @@ def verify(g: Globals, ids: tuple[int, ...], all_: bool, concurrency: int | None
     sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if findings else EXIT_OK))
 
 
+@cli.command("check-reversible")
+@_json_flag
+@click.pass_obj
+def check_reversible(g: Globals, as_json: bool) -> None:
+    """On a scratch database, apply each migration up, down, up again and compare
+    the schema snapshots; report every difference by migration. Exit 1 on any."""
+    from . import app, report
+
+    inputs = app.load_inputs(g.project())
+    found, interrupted = app.run_async(lambda stop: app.check_reversible(inputs))
+    if found is None:
+        sys.exit(EXIT_INTERRUPTED)
+    if g.json or as_json:
+        click.echo(report.to_json({"differences": [d.to_json() for d in found],
+                                   "migrations": len(inputs.migrations)}))
+    else:
+        for d in found:
+            state = f" [{d.sqlstate}]" if d.sqlstate else ""
+            click.echo(f"{d.migration}: {d.phase}: {d.kind} {d.name}{state}: {d.detail}")
+        click.echo(f"{len(inputs.migrations)} migration(s) checked up -> down -> up: "
+                   f"{len(found)} difference(s)")
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if found else EXIT_OK))
+
+
 @cli.command()
 @click.argument("description")
 @click.option("--version", "version", metavar="V", help="Version to use instead of the next one.")
