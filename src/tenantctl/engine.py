@@ -135,8 +135,12 @@ class Engine:
         stop: asyncio.Event | None = None,
         run_id: str | None = None,
         db: Any = None,
+        after_migrate: Callable[[Any, Unit, Any], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.db = db if db is not None else postgres
+        # Called with the lock held after a unit's migrations, before its seeds;
+        # returns warnings. Shared mode uses it to enforce Row-Level Security.
+        self.after_migrate = after_migrate
         self.run_id = run_id
         self.migrations = migrations
         self.dsns = dsns
@@ -404,6 +408,13 @@ class Engine:
                 raise _MigrationFailed(exc, migration) from exc
             progress.applied.append(migration.version.text)
             progress.to_version = _max_version(progress.to_version, migration.version.text)
+        if self.after_migrate is not None:
+            try:
+                progress.warnings.extend(await self.after_migrate(session, unit, self.options))
+            except DatabaseError as exc:
+                if exc.transient:
+                    raise
+                raise _MigrationFailed(exc, "(row-level security enforcement)") from exc
         seeded = replay(history).seeded
         if self.options.command == "provision" and self.seed is not None:
             for t in unit.tenants:
