@@ -120,6 +120,10 @@ class Engine:
     in-memory one, used by the contract tests and the benchmark's simulation).
     """
 
+    # CREATE DATABASE sessions kept open for reuse, per server. They count against
+    # the server on top of --concurrency tenant sessions and the control session.
+    MAX_IDLE_ADMINS = 2
+
     def __init__(
         self,
         migrations: tuple[Migration, ...],
@@ -197,14 +201,16 @@ class Engine:
             try:
                 reason = self._should_skip()
                 if reason is not None:
-                    return await self._emit(self._skipped(unit, reason))
-                results = await self._run_unit(unit)
-                if any(r.status == FAILED for r in results):
-                    self.failures += 1
-                return await self._emit(results)
+                    results = self._skipped(unit, reason)
+                else:
+                    results = await self._run_unit(unit)
+                    if any(r.status == FAILED for r in results):
+                        self.failures += 1
             finally:
                 if server_sem is not None:
                     server_sem.release()
+        # Recording (ledger, progress) happens after the slot is free for the next tenant.
+        return await self._emit(results)
 
     def _marked_up_to_date(self, unit: Unit) -> bool:
         """A dedicated database whose marker proves it is at the latest version."""
@@ -345,7 +351,11 @@ class Engine:
         except BaseException:
             await admin.close()
             raise
-        self._admins.setdefault(unit.server, []).append(admin)
+        idle = self._admins.setdefault(unit.server, [])
+        if len(idle) < self.MAX_IDLE_ADMINS:
+            idle.append(admin)
+        else:
+            await admin.close()
 
     async def _admin(self, server: str, dsn: str) -> Any:
         """An idle maintenance-database session for this server, reused across units."""

@@ -55,6 +55,7 @@ class Version:
 
     text: str
     parts: tuple[int, ...] = field(compare=False, repr=False)
+    key: tuple[int, ...] = field(init=False, compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> Version:
@@ -63,12 +64,12 @@ class Version:
             raise ValueError(f"{text!r} is not a version such as 1.0.1")
         return cls(text, tuple(int(p) for p in text.split(".")))
 
-    @property
-    def key(self) -> tuple[int, ...]:
+    def __post_init__(self) -> None:
+        # Computed once: versions are compared and hashed a great deal at fleet scale.
         parts = list(self.parts)
         while len(parts) > 1 and parts[-1] == 0:
             parts.pop()
-        return tuple(parts)
+        object.__setattr__(self, "key", tuple(parts))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Version) and self.key == other.key

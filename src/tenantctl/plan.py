@@ -154,14 +154,22 @@ MARKER_SETTING = "tenantctl.schema"
 _MARKER_FORMAT = "v1:{version}:{fingerprint}:{seeded}"
 
 
+_FINGERPRINTS: dict[tuple[str, ...], str] = {}
+
+
 def folder_fingerprint(migrations: tuple[Migration, ...]) -> str:
     """Digest of every (version, checksum) pair: changes when any file changes."""
     import hashlib
 
+    cache_key = tuple(m.checksum + m.version.text for m in migrations)
+    cached = _FINGERPRINTS.get(cache_key)
+    if cached is not None:
+        return cached
     digest = hashlib.sha256()
     for m in migrations:
         digest.update(f"{m.version.key}\0{m.checksum}\n".encode())
-    return digest.hexdigest()[:32]
+    _FINGERPRINTS[cache_key] = result = digest.hexdigest()[:32]
+    return result
 
 
 def make_marker(migrations: tuple[Migration, ...], *, seeded: bool) -> str | None:
