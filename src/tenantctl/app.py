@@ -247,10 +247,13 @@ async def run_changes(
             await on_result(result)
 
     templates = await _prepare_templates(inputs, dsns, units, facts, options, run_id, notes)
+    hook = None
+    if any(u.mode == "shared" for u in units) and not options.dry_run:
+        hook = await _shared_mode_hook(project, dsns)
     engine = Engine(
         inputs.migrations, dsns, options, seed=inputs.seed, server_caps=facts.caps,
         existing=facts.existing, markers=facts.markers, templates=templates,
-        on_result=record, stop=stop, run_id=run_id,
+        on_result=record, stop=stop, run_id=run_id, after_migrate=hook,
     )
     try:
         results = await engine.run(units, project.file.waves)
@@ -272,6 +275,64 @@ async def run_changes(
         await engine.close()
         if control is not None:
             await control.close()
+
+
+async def _shared_mode_hook(project: Project, dsns: dict[str, str]) -> Any:
+    """Roles exist before the run; after each run on the shared database, every
+    clnt_id table is put under forced RLS and the tenants are registered."""
+    from . import isolation
+
+    shared = project.file.shared
+    server = shared.server or project.default_server
+    admin = await postgres.connect(dsns[server])
+    try:
+        await isolation.ensure_roles(admin, app_role=shared.app_role, owner_role=shared.owner_role)
+    finally:
+        await admin.close()
+
+    async def after_migrate(session: postgres.Session, unit: Unit, options: RunOptions) -> list[str]:
+        if unit.mode != "shared" or options.command not in ("migrate", "provision", "rollback"):
+            return []
+        await isolation.ensure_registry(session)
+        if options.command == "provision":
+            for t in unit.tenants:
+                await isolation.register(session, t.clnt_id, t.name, t.sites)
+        result = await isolation.enforce(
+            session, app_role=shared.app_role, owner_role=shared.owner_role,
+            global_tables=frozenset(shared.global_tables),
+        )
+        warnings = list(result.warnings)
+        warnings += [f"table {t} has no clnt_id and is not declared in shared.global_tables: "
+                     "the app role cannot use it" for t in result.unprotected]
+        return warnings
+
+    return after_migrate
+
+
+async def check_isolation(project: Project) -> list[Any]:
+    """Catalog audit + live probe of the shared database (two registered tenants)."""
+    from . import isolation, isolation_check
+
+    shared = project.file.shared
+    server = shared.server or project.default_server
+    dsn = server_dsns(project, {server})[server]
+    session = await postgres.connect(dsn, shared.database)
+    try:
+        await isolation.ensure_registry(session)
+        ids = await isolation.registered_ids(session)
+    finally:
+        await session.close()
+    probe = (ids[0], ids[1]) if len(ids) >= 2 else None
+    findings = await isolation_check.check_isolation(
+        dsn, shared.database, app_role=shared.app_role, owner_role=shared.owner_role,
+        global_tables=frozenset(shared.global_tables), probe_tenants=probe,
+        probe_dsn=shared.probe_dsn,
+    )
+    if probe is None:
+        findings.append(isolation_check.IsolationFinding(
+            "probe-skipped", None, "fewer than two tenants registered in the shared database: "
+            "the live probe needs two", "warning"))
+    return findings
 
 
 async def _unfinished(

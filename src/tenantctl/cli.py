@@ -298,6 +298,31 @@ def verify(g: Globals, ids: tuple[int, ...], all_: bool, concurrency: int | None
     sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if findings else EXIT_OK))
 
 
+@cli.command("check-isolation")
+@_json_flag
+@click.pass_obj
+def check_isolation(g: Globals, as_json: bool) -> None:
+    """Shared mode: RLS coverage of every clnt_id table, the app role's rights, and
+    a live probe as the app role with two tenants. Exit 1 naming every offender."""
+    from . import app, report
+
+    project = g.project()
+    found, interrupted = app.run_async(lambda stop: app.check_isolation(project))
+    if found is None:
+        sys.exit(EXIT_INTERRUPTED)
+    errors = [f for f in found if f.severity == "error"]
+    if g.json or as_json:
+        click.echo(report.to_json({"database": project.file.shared.database,
+                                   "isolated": not errors,
+                                   "findings": [f.to_json() for f in found]}))
+    else:
+        for f in found:
+            click.echo(f"{f.severity}: [{f.check}] {f.message}")
+        click.echo(f"{project.file.shared.database}: "
+                   + ("isolated" if not errors else f"NOT isolated: {len(errors)} error(s)"))
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if errors else EXIT_OK))
+
+
 @cli.command("check-reversible")
 @_json_flag
 @click.pass_obj

@@ -99,7 +99,11 @@ class Shared(_Model):
     server: str | None = None
     database: Identifier = "cvs_shared"
     app_role: Identifier = "cvs_app"
-    global_tables: tuple[Identifier, ...] = ()
+    owner_role: Identifier = "cvs_owner"
+    # tables without clnt_id that every tenant may read (reference data)
+    global_tables: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")], ...] = ()
+    # how check-isolation logs in as app_role (default: the server DSN with the user swapped)
+    probe_dsn: str | None = None
 
 
 class Settings(_Model):
