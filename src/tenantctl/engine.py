@@ -309,7 +309,8 @@ class Engine:
         opts = self.options
         dsn = self.dsns[unit.server]
         if opts.command == "provision" and not opts.dry_run:
-            await self._ensure_database(unit, dsn, progress)
+            if await self._ensure_database(unit, dsn, progress) and self.seed is None:
+                return  # an exact clone of the current template: nothing left to do
         session = await self.db.connect(
             dsn, unit.database,
             lock_timeout=opts.lock_timeout,
@@ -327,14 +328,20 @@ class Engine:
         finally:
             await session.close()
 
-    async def _ensure_database(self, unit: Unit, dsn: str, progress: _Progress) -> None:
+    async def _ensure_database(self, unit: Unit, dsn: str, progress: _Progress) -> bool:
+        """Create the unit's database if missing. True when it was cloned from the
+        template and marked: it is then exactly at the folder's latest version
+        (the template was checked against the folder this run), and the only
+        remaining per-tenant work would be a seed."""
         if self.existing is not None and (unit.server, unit.database) in self.existing:
-            return
+            return False
         template = self.templates.get(unit.server) if unit.mode == "database" else None
         admin = await self._admin(unit.server, dsn)
+        cloned = False
         try:
             try:
                 created = await self.db.create_database(admin, unit.database, template)
+                cloned = created and template is not None
             except DatabaseError as exc:
                 if template is None:
                     raise
@@ -348,6 +355,15 @@ class Engine:
                 )
                 created = await self.db.create_database(admin, unit.database, None)
             progress.created = progress.created or created
+            if cloned:
+                latest = self.migrations[-1].version.text
+                progress.from_version = progress.to_version = latest
+                progress.read_once = True
+                if self.seed is None:
+                    # The marker is set from the admin session: no session on the
+                    # new database (its first connection costs as much as the clone).
+                    await self.db.write_marker(
+                        admin, make_marker(self.migrations, seeded=False), unit.database)
         except BaseException:
             await admin.close()
             raise
@@ -356,6 +372,7 @@ class Engine:
             idle.append(admin)
         else:
             await admin.close()
+        return cloned
 
     async def _admin(self, server: str, dsn: str) -> Any:
         """An idle maintenance-database session for this server, reused across units."""

@@ -173,8 +173,9 @@ class FakeDriver:
         session.db.add(migration.version.text, migration.description, KIND_REPAIR,
                        migration.checksum, True)
 
-    async def write_marker(self, session: FakeSession, marker: str | None) -> bool:
-        session.db.marker = marker
+    async def write_marker(self, session: FakeSession, marker: str | None,
+                           database: str | None = None) -> bool:
+        self.server.databases[database or session.database].marker = marker
         return True
 
     def markers(self) -> dict[str, str]:

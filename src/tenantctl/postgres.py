@@ -209,15 +209,16 @@ async def read_markers(admin: Session) -> dict[str, str]:
 _MARKER_SAFE = re.compile(r"^[0-9a-z.:_-]{1,200}$")
 
 
-async def write_marker(session: Session, marker: str | None) -> bool:
+async def write_marker(session: Session, marker: str | None, database: str | None = None) -> bool:
     """Set (or clear, with None) the marker of the connected database.
 
     ALTER DATABASE takes no bind parameters; the marker is built by tenantctl
     from version digits and hex and checked against a strict pattern before it
-    is quoted. Returns False when not permitted (not the owner): that tenant
-    simply gets a full check on every run.
+    is quoted. ``database`` names another database than the connected one (the
+    setting lives in a shared catalog). Returns False when not permitted (not
+    the owner): that tenant simply gets a full check on every run.
     """
-    target = quote_ident(session.database)
+    target = quote_ident(database or session.database)
     if marker is None:
         sql = f"ALTER DATABASE {target} RESET {MARKER_SETTING}"
     else:
