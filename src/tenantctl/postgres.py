@@ -385,6 +385,9 @@ async def apply_statements(
         "installed_on = now(), installed_by = current_user WHERE installed_rank = $1",
         rank, elapsed,
     )
+    if migration.up.timeout("statement-timeout") is not None or migration.up.timeout("lock-timeout") is not None:
+        # back to the session's own timeouts for the migrations that follow
+        await session.execute("RESET statement_timeout; RESET lock_timeout")
     return elapsed
 
 
