@@ -396,9 +396,9 @@ def test_keys_that_leave_out_clnt_id_are_reported(shared: Shared) -> None:
 def test_check_reports_role_problems(shared: Shared) -> None:
     run(shared.sql(f"GRANT {shared.owner} TO {shared.app}",
                    f"GRANT TRUNCATE ON cvs_usr_mast TO {shared.app}",
-                   f"CREATE FUNCTION ordr.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER "
-                   f"AS 'SELECT count(*) FROM ordr.cvs_ordr_hdr'",
-                   f"CREATE TABLE ordr.scratch (x int)",
+                   "CREATE FUNCTION ordr.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER "
+                   "AS 'SELECT count(*) FROM ordr.cvs_ordr_hdr'",
+                   "CREATE TABLE ordr.scratch (x int)",
                    f"ALTER TABLE ordr.scratch OWNER TO {shared.app}"))
     findings = shared.check(probe=None)
     got = {(f.check, f.table, f.severity) for f in findings}

@@ -43,6 +43,24 @@ def test_noop_run_skips_marked_tenants_without_connecting(ws: Workspace) -> None
     ws.fetch(None, f'ALTER DATABASE "{ws.db(3)}" ALLOW_CONNECTIONS true')
 
 
+def test_every_outcome_of_a_fast_run_reaches_the_ledger(ws: Workspace) -> None:
+    # 40 marker-skipped tenants finish at once: their ledger rows are group-committed
+    ws.write_config("".join(f'  - {{ clnt_id: {i}, name: "T{i}", sites: [1] }}\n' for i in range(1, 41)))
+    ws.add_migration("v1.0.0_base.sql", BASE)
+    assert ws.cli("provision", "--all").exit_code == 0
+    result = ws.cli("--json", "migrate", "--all")
+    assert result.exit_code == 0, result.stderr
+    run_id = result.json()["run_id"]
+    rows = ws.fetch(ws.control_db, "SELECT clnt_id, status, to_version FROM tenantctl_run_tenants "
+                    "WHERE run_id = $1 ORDER BY clnt_id", run_id)
+    assert [(r["clnt_id"], r["status"], r["to_version"]) for r in rows] == [
+        (i, "up_to_date", "1.0.0") for i in range(1, 41)]
+    registry = ws.fetch(ws.control_db, "SELECT count(*) AS n FROM tenantctl_tenants "
+                        "WHERE last_run_id = $1 AND last_status = 'up_to_date' AND version = '1.0.0'",
+                        run_id)
+    assert registry[0]["n"] == 40
+
+
 def test_marker_never_hides_pending_work(ws: Workspace) -> None:
     setup(ws)
     assert ws.cli("provision", "--all").exit_code == 0

@@ -232,7 +232,7 @@ def _status_rows(g: Globals, ids: tuple[int, ...], concurrency: int | None) -> A
 @click.pass_obj
 def status(g: Globals, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
     """Every tenant: mode, database, version, pending migrations, last error."""
-    from . import app, report
+    from . import report
 
     inputs, rows, interrupted = _status_rows(g, ids, concurrency)
     if g.json or as_json:

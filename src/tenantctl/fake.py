@@ -116,12 +116,10 @@ class FakeDriver:
         session.db.lock_owner = session.id
         return time.monotonic() - start
 
-    async def release_migration_lock(self, session: FakeSession) -> None:
-        if session.db.lock_owner == session.id:
-            session.db.lock_owner = None
-
-    async def ensure_history(self, session: FakeSession) -> None:
+    async def open_history(self, session: FakeSession) -> list[HistoryRow]:
+        await self._tick()
         session.db.has_history = True
+        return list(session.db.history)
 
     async def read_history(self, session: FakeSession, *, missing_ok: bool = True) -> list[HistoryRow]:
         await self._tick()

@@ -267,16 +267,25 @@ async def acquire_migration_lock(
         delay = min(delay * 2, poll_max_s)
 
 
-async def release_migration_lock(session: Session) -> None:
-    if not session.closed:
-        await session.fetchval("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
-
-
 async def ensure_history(session: Session) -> None:
-    """Create the history table; called with the migration lock held (no DDL race)."""
-    exists = await session.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{HISTORY_TABLE}")
-    if not exists:
-        await session.execute(HISTORY_DDL)
+    """Create the history table if missing."""
+    await session.execute(HISTORY_DDL)
+
+
+async def open_history(session: Session) -> list[HistoryRow]:
+    """Read the history, creating the table on first use: one round trip when it exists.
+
+    Called with the migration lock held, so no other tenantctl races the DDL.
+    There is no explicit unlock either: the lock is session-level and dies with
+    the connection, which the engine closes right after its work.
+    """
+    try:
+        return await read_history(session, missing_ok=False)
+    except DatabaseError as exc:
+        if exc.sqlstate != "42P01":
+            raise
+    await ensure_history(session)
+    return []
 
 
 async def read_history(session: Session, *, missing_ok: bool = True) -> list[HistoryRow]:
