@@ -62,6 +62,7 @@ class Row:
     busy_s: float | None = None       # whole machine's busy CPU during the tenantctl step
     floor_busy_s: float | None = None  # ... during the floor step
     notes: list[str] = field(default_factory=list)
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # (tenantctl, floor) per round
 
     @property
     def ratio(self) -> float | None:
@@ -232,9 +233,10 @@ def machine_busy_s() -> float:
     The difference over a step, minus the client's own CPU, is (mostly) the
     PostgreSQL server's CPU: nothing else runs during a step.
     """
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal: busy = user..softirq without
+    # idle and iowait; steal (time the hypervisor gave to someone else) is not ours
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -364,6 +366,7 @@ class Bench:
         self.skip_psql: bool = args.skip_psql
         self.floor = Floor(server, self.c)
         self.rows: list[Row] = []
+        self.samples: dict[str, list[tuple[Row, Timed]]] = {}
 
     async def tenantctl(self, project: Project, *args: str, expect: dict[str, int]) -> tuple[Row, Any]:
         cmd = [TENANTCTL, "--config", str(project.config), "--dsn", self.server.dsn,
@@ -385,22 +388,33 @@ class Bench:
         row.notes += [n for n in doc.get("notes", []) if "template" in n]
         return row, doc
 
-    def add(self, row: Row, step: str, floor: Timed | None = None) -> None:
-        row.step = step
-        if floor is not None:
-            row.floor_s, row.floor_connections = floor.seconds, floor.peak
-            row.floor_cpu_s, row.floor_busy_s = floor.cpu_s, floor.busy_s
+    def add(self, row: Row) -> None:
         if row.in_process_s is not None and row.floor_s:
             row.notes.insert(0, f"in-process {row.in_process_s:.3f}s = "
                              f"{row.in_process_s / row.floor_s:.2f}x floor")
         self.rows.append(row)
-        print(f"  {step}: tenantctl {row.tenantctl_s or 0:.2f}s, floor "
+        print(f"  {row.step}: tenantctl {row.tenantctl_s or 0:.2f}s, floor "
               f"{row.floor_s or 0:.2f}s", file=sys.stderr, flush=True)
 
-    async def run(self) -> None:
-        n, base, release = self.n, read_folder(BASE_DIR), read_folder(RELEASE_DIR)
-        has_no_template = "--no-template" in run_process([TENANTCTL, "provision", "--help"]).stdout
-        has_no_skip = "--no-skip" in run_process([TENANTCTL, "migrate", "--help"]).stdout
+    async def pair(self, r: int, step: str, ours: Callable[[], Awaitable[Row]],
+                   floor: Callable[[], Awaitable[Timed]]) -> None:
+        """One round of one step: tenantctl and its floor, in alternating order.
+
+        The disk of a shared VM drifts (writeback from the step before, a noisy
+        neighbour): whoever always ran first would always pay for it.
+        """
+        if r % 2 == 0:
+            row = await ours()
+            timing = await floor()
+        else:
+            timing = await floor()
+            row = await ours()
+        self.samples.setdefault(step, []).append((row, timing))
+
+    async def run(self, rounds: int) -> None:
+        n, base = self.n, read_folder(BASE_DIR)
+        self.has_no_template = "--no-template" in run_process([TENANTCTL, "provision", "--help"]).stdout
+        self.has_no_skip = "--no-skip" in run_process([TENANTCTL, "migrate", "--help"]).stdout
         # untimed warm-up: the --help runs above cached tenantctl's files. Then N
         # clones, dropped again: a fresh server must first create its WAL segments
         # (N clones write N x ~7.5 MB of WAL); whichever contender ran first paid
@@ -409,68 +423,106 @@ class Bench:
         warm = [f"warm_{i}" for i in range(1, n + 1)]
         await self.floor.clone("warm_up", warm)
         await self.floor.drop(warm + ["warm_up"])
+        for r in range(rounds):
+            print(f"round {r + 1} of {rounds}", file=sys.stderr, flush=True)
+            await self.round(r)
+        for step, samples in self.samples.items():
+            self.add(median_row(step, samples))
+
+        # --help: median of 5, vs a bare interpreter start
+        helps = [run_process([TENANTCTL, "--help"]) for _ in range(5)]
+        bare = [run_process([sys.executable, "-c", "pass"]) for _ in range(5)]
+        row = Row("tenantctl --help (median of 5)", statistics.median(p.seconds for p in helps),
+                  rss_mb=max(p.rss_mb for p in helps), connections=0)
+        row.floor_s, row.floor_connections = statistics.median(p.seconds for p in bare), 0
+        self.add(row)
+
+    async def round(self, r: int) -> None:
+        """Every step once, on databases of this round's own prefixes, dropped at the end."""
+        n, base, release = self.n, read_folder(BASE_DIR), read_folder(RELEASE_DIR)
+        dsn = self.server.dsn
 
         # 1. provision: tenantctl (template and, if it can, plain) vs both floors
-        tt = make_project(self.root, "tt", n, self.c)
-        fl = Project(self.root, "fl", n)
-        row, _ = await self.tenantctl(tt, "provision", "--all", expect={"applied": n})
-        tpl_floor = await timed(self.server.dsn,
-                                lambda: self.floor.template_provision("fl_tpl", fl.databases, base))
-        fp = [f"fp_{i}" for i in range(1, n + 1)]
-        plain_floor = await timed(self.server.dsn, lambda: self.floor.plain_provision(fp, base))
-        await self.floor.drop(fp)  # at most three sets of N databases exist at once
-        if has_no_template:
-            self.add(row, f"provision {n} (template)", tpl_floor)
-            tn = make_project(self.root, "tn", n, self.c)
-            row, _ = await self.tenantctl(tn, "provision", "--all", "--no-template",
-                                          expect={"applied": n})
-            self.add(row, f"provision {n} (--no-template)", plain_floor)
-            await self.floor.drop(tn.databases)
-        else:
-            row.notes.append(f"template floor {tpl_floor.seconds:.2f}s")
-            self.add(row, f"provision {n}", plain_floor)
+        tt = make_project(self.root, f"tt{r}", n, self.c)
+        fl = Project(self.root, f"fl{r}", n)
+
+        async def ours_template() -> Row:
+            row, _ = await self.tenantctl(tt, "provision", "--all", expect={"applied": n})
+            return row
+
+        await self.pair(r, f"provision {n} (template)", ours_template, lambda: timed(
+            dsn, lambda: self.floor.template_provision(f"{fl.prefix}_tpl", fl.databases, base)))
+        if self.has_no_template:
+            tn = make_project(self.root, f"tn{r}", n, self.c)
+            fp = [f"fp{r}_{i}" for i in range(1, n + 1)]
+
+            async def ours_plain() -> Row:
+                row, _ = await self.tenantctl(tn, "provision", "--all", "--no-template",
+                                              expect={"applied": n})
+                return row
+
+            await self.pair(r, f"provision {n} (--no-template)", ours_plain,
+                            lambda: timed(dsn, lambda: self.floor.plain_provision(fp, base)))
+            await self.floor.drop(tn.databases + fp)  # at most three sets of N at once
 
         # 2. the 10-migration release over N up-to-date tenants
         tt.add_migrations(RELEASE_DIR)
-        row, _ = await self.tenantctl(tt, "migrate", "--all", expect={"applied": n})
-        floor = await timed(self.server.dsn, lambda: self.floor.migrate(fl.databases, release))
-        schemas = {await self.floor.schema("tt_1"), await self.floor.schema("fl_1")}
-        if not self.skip_psql:
+        step = f"migrate release ({len(release)} migrations)"
+
+        async def ours_release() -> Row:
+            row, _ = await self.tenantctl(tt, "migrate", "--all", expect={"applied": n})
+            return row
+
+        await self.pair(r, step, ours_release,
+                        lambda: timed(dsn, lambda: self.floor.migrate(fl.databases, release)))
+        row = self.samples[step][-1][0]
+        schemas = {await self.floor.schema(f"{tt.prefix}_1"), await self.floor.schema(f"{fl.prefix}_1")}
+        if r == 0 and not self.skip_psql:
             ps = [f"ps_{i}" for i in range(1, n + 1)]
-            await self.floor.clone("fl_tpl", ps)
+            await self.floor.clone(f"{fl.prefix}_tpl", ps)
             files = up_files(RELEASE_DIR)
-            row.psql_s = (await timed(self.server.dsn, lambda: asyncio.to_thread(
+            row.psql_s = (await timed(dsn, lambda: asyncio.to_thread(
                 self.floor.psql_loop, ps, files))).seconds
             schemas.add(await self.floor.schema("ps_1"))
             await self.floor.drop(ps)
         if len(schemas) != 1:
             row.notes.append("SCHEMAS DIFFER between contenders")
-        self.add(row, f"migrate release ({len(release)} migrations)", floor)
 
         # 3. no-op migrate: marker fast path, and the full per-tenant check
-        noop_floor = await timed(self.server.dsn, lambda: self.floor.read_history(fl.databases))
-        row, _ = await self.tenantctl(tt, "migrate", "--all", expect={"up_to_date": n})
-        self.add(row, "no-op migrate", noop_floor)
-        if has_no_skip:
-            row, _ = await self.tenantctl(tt, "migrate", "--all", "--no-skip",
-                                          expect={"up_to_date": n})
-            self.add(row, "no-op migrate --no-skip", noop_floor)
+        async def ours_noop(*extra: str) -> Row:
+            row, _ = await self.tenantctl(tt, "migrate", "--all", *extra, expect={"up_to_date": n})
+            return row
+
+        noop_floor = lambda: timed(dsn, lambda: self.floor.read_history(fl.databases))  # noqa: E731
+        await self.pair(r, "no-op migrate", ours_noop, noop_floor)
+        if self.has_no_skip:
+            await self.pair(r, "no-op migrate --no-skip", lambda: ours_noop("--no-skip"), noop_floor)
 
         # 4. status --json (reads every tenant's history: same floor as a no-op)
-        row, doc = await self.tenantctl(tt, "status", "--concurrency", str(self.c), expect={})
-        states = {t["state"] for t in doc["tenants"]}
-        if states != {"up_to_date"}:
-            row.notes.append(f"unexpected states {sorted(states)}")
-        floor = await timed(self.server.dsn, lambda: self.floor.read_history(fl.databases))
-        self.add(row, "status --json", floor)
+        async def ours_status() -> Row:
+            row, doc = await self.tenantctl(tt, "status", "--concurrency", str(self.c), expect={})
+            states = {t["state"] for t in doc["tenants"]}
+            if states != {"up_to_date"}:
+                row.notes.append(f"unexpected states {sorted(states)}")
+            return row
 
-        # 5. --help: median of 5, vs a bare interpreter start
-        helps = [run_process([TENANTCTL, "--help"]) for _ in range(5)]
-        bare = [run_process([sys.executable, "-c", "pass"]) for _ in range(5)]
-        row = Row("", statistics.median(p.seconds for p in helps),
-                  rss_mb=max(p.rss_mb for p in helps), connections=0)
-        self.add(row, "tenantctl --help (median of 5)",
-                 Timed(statistics.median(p.seconds for p in bare), 0, 0.0, 0.0))
+        await self.pair(r, "status --json", ours_status, noop_floor)
+        await self.floor.drop(tt.databases + fl.databases + [f"{tt.prefix}_tpl", f"{fl.prefix}_tpl"])
+
+
+def median_row(step: str, samples: list[tuple[Row, Timed]]) -> Row:
+    """tenantctl's median round and the floor's median round (each by wall time)."""
+    ours = sorted(samples, key=lambda s: s[0].tenantctl_s or 0.0)[(len(samples) - 1) // 2][0]
+    floor = sorted((s[1] for s in samples), key=lambda t: t.seconds)[(len(samples) - 1) // 2]
+    row = replace(ours, step=step, notes=list(ours.notes))
+    row.floor_s, row.floor_connections = floor.seconds, floor.peak
+    row.floor_cpu_s, row.floor_busy_s = floor.cpu_s, floor.busy_s
+    row.psql_s = next((s[0].psql_s for s in samples if s[0].psql_s is not None), None)
+    if len(samples) > 1:
+        row.rounds = [(s[0].tenantctl_s or 0.0, s[1].seconds) for s in samples]
+        row.notes.append("rounds (tenantctl/floor s): " + ", ".join(
+            f"{a:.2f}/{b:.2f}" for a, b in row.rounds))
+    return row
 
 
 async def machine(server: Server) -> dict[str, Any]:
@@ -528,12 +580,13 @@ async def real(args: argparse.Namespace) -> dict[str, Any]:
         info = await machine(server)
         print(f"{args.tenants} tenants, concurrency {args.concurrency}, {info['postgresql']}",
               file=sys.stderr)
-        await bench.run()
+        await bench.run(args.rounds)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
     print(table(bench.rows))
     return {"mode": "real", "tenants": args.tenants, "concurrency": args.concurrency,
+            "rounds": args.rounds,
             "machine": info, "rows": [dict(asdict(r), ratio=r.ratio) for r in bench.rows]}
 
 
@@ -600,6 +653,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     ap.add_argument("--skip-psql", action="store_true", help="skip the sequential psql loop")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="repeat every step K times (alternating who goes first); report medians")
     ap.add_argument("--simulate", type=int, metavar="N",
                     help="only measure the engine over N in-memory tenants (no server)")
     ap.add_argument("--tracemalloc", action="store_true",
