@@ -6,9 +6,9 @@ semaphore and a per-server one, wave after wave; a failed wave stops the
 later ones, a failure budget stops scheduling, and a stop event (SIGINT /
 SIGTERM) lets in-flight units finish while the rest are reported skipped.
 
-Per unit: connect -> poll the per-database advisory lock -> ensure and read
-history -> plan -> apply pending migrations in order -> seed -> unlock ->
-close. Transient errors retry the whole unit (tenacity, exponential backoff
+Per unit: connect -> poll the per-database advisory lock -> read history
+(created on first use) -> plan -> apply pending migrations in order -> seed ->
+close (the session-level lock ends with the session). Transient errors retry the whole unit (tenacity, exponential backoff
 with jitter), which re-reads history first, so a COMMIT lost with the
 connection is never applied twice.
 """
