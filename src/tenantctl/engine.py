@@ -8,9 +8,9 @@ SIGTERM) lets in-flight units finish while the rest are reported skipped.
 
 Per unit: connect -> poll the per-database advisory lock -> read history
 (created on first use) -> plan -> apply pending migrations in order -> seed ->
-close (the session-level lock ends with the session). Transient errors retry the whole unit (tenacity, exponential backoff
-with jitter), which re-reads history first, so a COMMIT lost with the
-connection is never applied twice.
+close (the session-level lock ends with the session). Transient errors retry
+the whole unit (tenacity, exponential backoff with jitter), which re-reads
+history first, so a COMMIT lost with the connection is never applied twice.
 """
 
 from __future__ import annotations
