@@ -396,6 +396,13 @@ class Bench:
         print(f"  {row.step}: tenantctl {row.tenantctl_s or 0:.2f}s, floor "
               f"{row.floor_s or 0:.2f}s", file=sys.stderr, flush=True)
 
+    def ours(self, project: Project, *args: str, expect: dict[str, int]
+             ) -> Callable[[], Awaitable[Row]]:
+        """A tenantctl step, for ``pair``: runs the CLI, checks its summary, gives the row."""
+        async def step() -> Row:
+            return (await self.tenantctl(project, *args, expect=expect))[0]
+        return step
+
     async def pair(self, r: int, step: str, ours: Callable[[], Awaitable[Row]],
                    floor: Callable[[], Awaitable[Timed]]) -> None:
         """One round of one step: tenantctl and its floor, in alternating order.
@@ -445,35 +452,21 @@ class Bench:
         # 1. provision: tenantctl (template and, if it can, plain) vs both floors
         tt = make_project(self.root, f"tt{r}", n, self.c)
         fl = Project(self.root, f"fl{r}", n)
-
-        async def ours_template() -> Row:
-            row, _ = await self.tenantctl(tt, "provision", "--all", expect={"applied": n})
-            return row
-
-        await self.pair(r, f"provision {n} (template)", ours_template, lambda: timed(
+        await self.pair(r, f"provision {n} (template)",
+                        self.ours(tt, "provision", "--all", expect={"applied": n}), lambda: timed(
             dsn, lambda: self.floor.template_provision(f"{fl.prefix}_tpl", fl.databases, base)))
         if self.has_no_template:
             tn = make_project(self.root, f"tn{r}", n, self.c)
             fp = [f"fp{r}_{i}" for i in range(1, n + 1)]
-
-            async def ours_plain() -> Row:
-                row, _ = await self.tenantctl(tn, "provision", "--all", "--no-template",
-                                              expect={"applied": n})
-                return row
-
-            await self.pair(r, f"provision {n} (--no-template)", ours_plain,
+            await self.pair(r, f"provision {n} (--no-template)",
+                            self.ours(tn, "provision", "--all", "--no-template", expect={"applied": n}),
                             lambda: timed(dsn, lambda: self.floor.plain_provision(fp, base)))
             await self.floor.drop(tn.databases + fp)  # at most three sets of N at once
 
         # 2. the 10-migration release over N up-to-date tenants
         tt.add_migrations(RELEASE_DIR)
         step = f"migrate release ({len(release)} migrations)"
-
-        async def ours_release() -> Row:
-            row, _ = await self.tenantctl(tt, "migrate", "--all", expect={"applied": n})
-            return row
-
-        await self.pair(r, step, ours_release,
+        await self.pair(r, step, self.ours(tt, "migrate", "--all", expect={"applied": n}),
                         lambda: timed(dsn, lambda: self.floor.migrate(fl.databases, release)))
         row = self.samples[step][-1][0]
         schemas = {await self.floor.schema(f"{tt.prefix}_1"), await self.floor.schema(f"{fl.prefix}_1")}
@@ -489,14 +482,14 @@ class Bench:
             row.notes.append("SCHEMAS DIFFER between contenders")
 
         # 3. no-op migrate: marker fast path, and the full per-tenant check
-        async def ours_noop(*extra: str) -> Row:
-            row, _ = await self.tenantctl(tt, "migrate", "--all", *extra, expect={"up_to_date": n})
-            return row
-
         noop_floor = lambda: timed(dsn, lambda: self.floor.read_history(fl.databases))  # noqa: E731
-        await self.pair(r, "no-op migrate", ours_noop, noop_floor)
+        up_to_date = {"up_to_date": n}
+        await self.pair(r, "no-op migrate", self.ours(tt, "migrate", "--all", expect=up_to_date),
+                        noop_floor)
         if self.has_no_skip:
-            await self.pair(r, "no-op migrate --no-skip", lambda: ours_noop("--no-skip"), noop_floor)
+            await self.pair(r, "no-op migrate --no-skip",
+                            self.ours(tt, "migrate", "--all", "--no-skip", expect=up_to_date),
+                            noop_floor)
 
         # 4. status --json (reads every tenant's history: same floor as a no-op)
         async def ours_status() -> Row:
