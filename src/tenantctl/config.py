@@ -31,10 +31,15 @@ CONFIG_ENV = "TENANTCTL_CONFIG"
 DSN_ENV = "TENANTCTL_DSN"
 EMBEDDED = "embedded"
 
+# Every name pattern below is used with fullmatch(): with match() and ``$``, a
+# trailing newline slips through ("abc\n" matches ^[a-z]+$) and a database
+# named "abc\n" gets created.
 # What PostgreSQL accepts unquoted and never truncates (63 bytes).
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_TABLE = re.compile(r"[a-z_][a-z0-9_]{0,62}(?:\.[a-z_][a-z0-9_]{0,62})?")
+_WAVE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
 INT2_MAX = 32767
@@ -47,7 +52,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
+        match = _DURATION.fullmatch(str(value))
         if not match:
             raise ValueError(f"{value!r} is not a duration such as 5s, 500ms or 2min")
         seconds = float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
@@ -60,7 +65,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def check_identifier(value: str) -> str:
-    if not isinstance(value, str) or not _IDENT.match(value):
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a safe PostgreSQL name: use lower-case letters, digits "
             "and _, starting with a letter or _, at most 63 characters"
@@ -68,7 +73,26 @@ def check_identifier(value: str) -> str:
     return value
 
 
+def check_wave(value: str) -> str:
+    if not isinstance(value, str) or not _WAVE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a wave name: use 1 to 40 letters, digits, _, . or -"
+        )
+    return value
+
+
+def check_table_name(value: str) -> str:
+    if not isinstance(value, str) or not _TABLE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a table name: a plain lower-case identifier, "
+            "optionally schema-qualified (schema.table)"
+        )
+    return value
+
+
 Identifier = Annotated[str, BeforeValidator(check_identifier)]
+WaveName = Annotated[str, BeforeValidator(check_wave)]
+TableName = Annotated[str, BeforeValidator(check_table_name)]
 Int2Id = Annotated[int, Field(strict=True, ge=1, le=INT2_MAX)]
 
 
@@ -101,7 +125,7 @@ class Shared(_Model):
     app_role: Identifier = "cvs_app"
     owner_role: Identifier = "cvs_owner"
     # tables without clnt_id that every tenant may read (reference data)
-    global_tables: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")], ...] = ()
+    global_tables: tuple[TableName, ...] = ()
     # how check-isolation logs in as app_role (default: the server DSN with the user swapped)
     probe_dsn: str | None = None
 
@@ -123,7 +147,7 @@ class Tenant(_Model):
     name: str = Field(min_length=1, max_length=200)
     sites: tuple[Int2Id, ...] = Field(min_length=1)
     mode: Literal["database", "shared"] | None = None
-    wave: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] | None = None
+    wave: WaveName | None = None
     server: str | None = None
     database: Identifier | None = None
 
@@ -146,16 +170,18 @@ class ConfigFile(_Model):
     default_server: str | None = None
     servers: dict[Identifier, Server] = Field(default_factory=dict)
     shared: Shared = Field(default_factory=Shared)
-    waves: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")], ...] = ("canary",)
+    waves: tuple[WaveName, ...] = ("canary",)
     settings: Settings = Field(default_factory=Settings)
     tenants: tuple[Tenant, ...] = ()
 
     @field_validator("database_pattern")
     @classmethod
     def _pattern(cls, value: str) -> str:
-        if value.count("{clnt_id}") != 1:
+        if not isinstance(value, str) or value.count("{clnt_id}") != 1:
             raise ValueError("must contain {clnt_id} exactly once")
-        check_identifier(value.replace("{clnt_id}", str(INT2_MAX)))
+        # the longest and the shortest result must both be plain identifiers
+        for clnt_id in (INT2_MAX, 1):
+            check_identifier(value.replace("{clnt_id}", str(clnt_id)))
         return value
 
 
@@ -381,8 +407,25 @@ def _index_lines(path: Path, node: yaml.Node, prefix: tuple[Any, ...], out: dict
             _index_lines(path, item, prefix + (i,), out)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """``tenants[3].database``; a key that is not a plain word is shown quoted."""
+    out = []
+    for i, p in enumerate(loc):
+        if isinstance(p, int):
+            out.append(f"[{p}]")
+        elif not _PLAIN_KEY.fullmatch(str(p)):
+            out.append(f"[{str(p)!r}]")
+        else:
+            out.append(f".{p}" if i else str(p))
+    return "".join(out)
+
+
 def _where(path: Path, lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> str:
-    field = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+    loc = tuple(p for p in loc if p != "[key]")  # pydantic's marker for a bad mapping key
+    field = _field(loc)
     probe = tuple(loc)
     while probe and probe not in lines:
         probe = probe[:-1]
