@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from tenantctl.errors import MigrationFileError
-from tenantctl.migrations import Version, load_migrations, new_migration_path, parse_name
+from tenantctl.migrations import (
+    KNOWN_DIRECTIVES,
+    Version,
+    load_migrations,
+    new_migration_path,
+    parse_name,
+    read_script,
+    split_statements,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,3 +141,172 @@ def test_shipped_migrations_load() -> None:
     ms = load_migrations(ROOT / "migrations")
     assert len(ms) >= 3
     assert all(m.transactional for m in ms)
+
+
+# -- hardening: non-ASCII text, NUL bytes, empty files, names, symlinks, directives ----------
+
+def test_issue_repro_accent_before_drop_table_keeps_the_whole_name(tmp_path: Path) -> None:
+    sql = "-- tenantctl: no-transaction\n-- é accent\nDROP TABLE t_old_bak;"
+    (m,) = load_migrations(folder(tmp_path, {"v1_drop_backup.sql": sql}))
+    assert [(s.sql, s.line) for s in m.up.statements] == [("DROP TABLE t_old_bak", 3)]
+
+
+def test_split_after_multibyte_text_slices_by_characters() -> None:
+    sql = ("-- 中文 comment 😀\nINSERT INTO t (v) VALUES ('é''ü', $$😀;$$);\n"
+           "/* ñ /* nested ü */ */ SELECT 'x' AS \"naïve\";\r\nDROP TABLE t_old_bak;\n")
+    stmts = split_statements(Path("v1_a.sql"), sql)
+    assert [s.sql for s in stmts] == [
+        "INSERT INTO t (v) VALUES ('é''ü', $$😀;$$)",
+        "SELECT 'x' AS \"naïve\"",
+        "DROP TABLE t_old_bak",
+    ]
+    assert [s.line for s in stmts] == [2, 3, 4]
+
+
+def test_statement_keeps_trailing_non_breaking_space_of_an_identifier() -> None:
+    # PostgreSQL reads U+00A0 as part of an unquoted identifier, not as white space
+    (stmt,) = split_statements(Path("v1_a.sql"), "SELECT 1 AS x\u00a0;")
+    assert stmt.sql == "SELECT 1 AS x\u00a0"
+
+
+@pytest.mark.parametrize("sql, line", [
+    ("-- é\nselect 1;\nselec 2;\n", 3),
+    ("select 1;\nselec 2;\n", 2),  # error token first on its line
+    ("selec 1;\n", 1),  # error at the very first character
+    ("-- 😀😀😀\n/* ééé\n */ select 'ü';\nselect (1;\n", 4),
+    ("select 1;\n\nselect 'é' ||\n", 3),  # syntax error at end of input
+])
+def test_syntax_error_line_is_right_after_non_ascii_text(tmp_path: Path, sql: str, line: int) -> None:
+    with pytest.raises(MigrationFileError, match=rf"^v1_a.sql:{line}: SQL syntax error"):
+        split_statements(Path("v1_a.sql"), sql)
+
+
+@pytest.mark.parametrize("name", ["v1_a.sql", "v1_a.down.sql"])
+def test_nul_byte_in_a_migration_is_refused_with_its_line(tmp_path: Path, name: str) -> None:
+    files = {"v1_a.sql": "select 1;", name: "select 1;\nselect 'a\x00b';\n"}
+    with pytest.raises(MigrationFileError, match=rf"{name}:2: .*NUL") as info:
+        load_migrations(folder(tmp_path, files))
+    assert info.value.exit_code == 2
+
+
+def test_nul_byte_in_a_seed_is_refused(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.sql"
+    seed.write_bytes(b"-- seed\n\x00insert into t values (1);\n")
+    with pytest.raises(MigrationFileError, match=r"seed.sql:2: .*NUL"):
+        read_script(seed)
+
+
+def test_byte_order_mark_is_not_part_of_the_sql(tmp_path: Path) -> None:
+    d = folder(tmp_path, {})
+    (d / "v1_a.sql").write_bytes("\ufeff-- tenantctl: no-transaction\nvacuum t;\n".encode())
+    (m,) = load_migrations(d)
+    assert not m.transactional and [s.sql for s in m.up.statements] == ["vacuum t"]
+
+
+@pytest.mark.parametrize("sql", ["", "\n\n  \n", "-- nothing yet\n", "/* later */\n-- é\n", ";\n;",
+                                 "-- tenantctl: no-transaction\n"])
+def test_empty_or_comment_only_migration_is_a_no_op(tmp_path: Path, sql: str) -> None:
+    (m,) = load_migrations(folder(tmp_path, {"v1_placeholder.sql": sql}))
+    assert m.up.statements == () and len(m.checksum) == 64
+
+
+def test_upper_case_sql_suffix_is_refused(tmp_path: Path) -> None:
+    d = folder(tmp_path, {"v1.0.0_x.SQL": "select 1;", "v1.0.1_y.Sql": "select 1;", "v1.0.2_z.sql": "select 1;"})
+    with pytest.raises(MigrationFileError) as info:
+        load_migrations(d)
+    assert "v1.0.0_x.SQL" in str(info.value) and "v1.0.1_y.Sql" in str(info.value)
+    assert "v1.0.2_z.sql" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_other_files_and_folders_are_reported_as_notices(tmp_path: Path) -> None:
+    d = folder(tmp_path, {"v1_a.sql": "select 1;", "README.md": "x", "notes.txt": "y", ".hidden.sql": "z"})
+    (d / "archive").mkdir()
+    notices: list[str] = []
+    (m,) = load_migrations(d, notices=notices)
+    assert m.filename == "v1_a.sql"
+    assert notices == [
+        "migrations/README.md: ignored (not a migration file name)",
+        "migrations/archive: ignored (a folder; sub-folders are not read)",
+        "migrations/notes.txt: ignored (not a migration file name)",
+    ]
+    assert load_migrations(d)  # without a list: still fine
+
+
+def test_folder_named_like_a_migration_is_refused(tmp_path: Path) -> None:
+    d = folder(tmp_path, {"v1_a.sql": "select 1;"})
+    (d / "v2_b.sql").mkdir()
+    with pytest.raises(MigrationFileError, match="v2_b.sql: not a regular file"):
+        load_migrations(d)
+
+
+def test_symlink_inside_the_folder_is_fine(tmp_path: Path) -> None:
+    d = folder(tmp_path, {"v1_a.sql": "select 1;"})
+    (d / "v2_b.sql").symlink_to(d / "v1_a.sql")
+    assert [m.filename for m in load_migrations(d)] == ["v1_a.sql", "v2_b.sql"]
+
+
+@pytest.mark.parametrize("name", ["v2_b.sql", "v1_a.down.sql"])
+def test_symlink_outside_the_folder_is_refused_unless_allowed(tmp_path: Path, name: str) -> None:
+    d = folder(tmp_path, {"v1_a.sql": "select 1;", "v2_b.sql": "select 2;"})
+    outside = tmp_path / "elsewhere.sql"
+    outside.write_text("select 3;")
+    (d / name).unlink(missing_ok=True)
+    (d / name).symlink_to(outside)
+    with pytest.raises(MigrationFileError) as info:
+        load_migrations(d)
+    text = str(info.value)
+    assert f"{name}: symlink to {outside}" in text and "settings.allow_external_symlinks: true" in text
+    assert info.value.exit_code == 2
+    loaded = load_migrations(d, allow_external_symlinks=True)
+    scripts = [s for m in loaded for s in (m.up, m.down) if s is not None]
+    assert any(s.path.name == name and s.sql == "select 3;" for s in scripts)
+
+
+def test_dangling_symlink_is_refused(tmp_path: Path) -> None:
+    d = folder(tmp_path, {"v1_a.sql": "select 1;"})
+    (d / "v2_b.sql").symlink_to(tmp_path / "missing.sql")
+    with pytest.raises(MigrationFileError, match="v2_b.sql"):
+        load_migrations(d, allow_external_symlinks=True)
+
+
+def test_seed_resolving_outside_the_project_is_refused_unless_allowed(tmp_path: Path) -> None:
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    (project / "seed").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "seed.sql").write_text("select 1;")
+    (project / "seed" / "tenant_seed.sql").symlink_to(outside / "seed.sql")
+    seed = project / "seed" / "tenant_seed.sql"
+    with pytest.raises(MigrationFileError) as info:
+        read_script(seed, root=project)
+    assert str(outside / "seed.sql") in str(info.value) and "tenant_seed.sql" in str(info.value)
+    assert "settings.allow_external_symlinks: true" in str(info.value)
+    assert read_script(seed, root=project, allow_external_symlinks=True).sql == "select 1;"
+    assert read_script(seed).sql == "select 1;"  # no root: no check
+    (project / "seed" / "own.sql").write_text("select 2;")
+    assert read_script(project / "seed" / "own.sql", root=project).sql == "select 2;"
+
+
+@pytest.mark.parametrize("sql", ["analyze t;", "analyze;", "analyze verbose t (x);"])
+def test_analyze_may_run_in_a_transaction(tmp_path: Path, sql: str) -> None:
+    (m,) = load_migrations(folder(tmp_path, {"v1_a.sql": "create table t (x int);\n" + sql}))
+    assert m.transactional and not any(s.non_transactional for s in m.up.statements)
+
+
+@pytest.mark.parametrize("sql", ["vacuum analyze t;", "vacuum (analyze) t;", "vacuum full;"])
+def test_vacuum_still_refused_in_a_transaction(tmp_path: Path, sql: str) -> None:
+    with pytest.raises(MigrationFileError, match="cannot run inside a transaction"):
+        load_migrations(folder(tmp_path, {"v1_a.sql": sql}))
+
+
+def test_per_tenant_directive(tmp_path: Path) -> None:
+    d = folder(tmp_path, {"v1_a.sql": "-- tenantctl: per-tenant\ninsert into t values (1);",
+                          "v2_b.sql": "select 1;"})
+    a, b = load_migrations(d)
+    assert "per-tenant" in KNOWN_DIRECTIVES
+    assert a.up.per_tenant_directive and not b.up.per_tenant_directive
+    assert a.transactional
+
+
+def test_per_tenant_directive_takes_no_value(tmp_path: Path) -> None:
+    with pytest.raises(MigrationFileError, match=r"v1_a.sql:1: .*per-tenant"):
+        load_migrations(folder(tmp_path, {"v1_a.sql": "-- tenantctl: per-tenant=false\nselect 1;"}))

@@ -14,17 +14,30 @@ comment block::
   -- tenantctl: statement-timeout=10min
   -- tenantctl: lock-timeout=2s
   -- tenantctl: allow ban-drop-column, require-concurrent-index
+  -- tenantctl: per-tenant            (never baked into a template: see volatile.py)
 
 Everything is checked before a database is touched; any problem is a
-MigrationFileError (exit 2).
+MigrationFileError (exit 2): names that look like SQL files (``.sql`` in any
+letter case) but match neither convention, NUL bytes, symlinks that resolve
+outside the folder (unless ``allow_external_symlinks``), syntax errors.
+An empty or comment-only file is a valid migration that runs nothing
+(``Script.statements == ()``); lint warns about it (``empty-migration``).
+
+Text is handled as ``str`` throughout: pglast (8.x) reports statement and
+error positions as *character* indexes into the str it was given, so
+statements are sliced from the str, never from its UTF-8 bytes (slicing bytes
+with character offsets cut statements short after any non-ASCII text: a
+``DROP TABLE t_old_bak`` ran as ``DROP TABLE t_old``). The unit is checked
+once at run time, so a pglast that reports bytes is handled too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import total_ordering
+from functools import lru_cache, total_ordering
 from pathlib import Path
 
 from .errors import MigrationFileError
@@ -34,11 +47,19 @@ _FLYWAY_NAME = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<desc>[^.]+?)(?P<
 _DIRECTIVE = re.compile(r"^--\s*tenantctl:\s*(?P<body>.*?)\s*$", re.IGNORECASE)
 
 NO_TRANSACTION = "no-transaction"
-KNOWN_DIRECTIVES = ("no-transaction", "statement-timeout", "lock-timeout", "allow")
+PER_TENANT = "per-tenant"
+KNOWN_DIRECTIVES = ("no-transaction", "statement-timeout", "lock-timeout", "allow", "per-tenant")
+_FLAG_DIRECTIVES_WITHOUT_VALUE = (PER_TENANT,)  # no-transaction tolerates trailing text (compatibility)
+
+# PostgreSQL's white space (scan.l): Python's str.strip() would also remove
+# characters such as U+00A0 that PostgreSQL reads as part of an identifier.
+_PG_SPACE = " \t\n\r\f\v"
+
+ALLOW_SYMLINKS_HINT = "set `settings.allow_external_symlinks: true` in tenants.yaml to allow it"
 
 # Statements PostgreSQL refuses inside a transaction block (or that end one).
+# VacuumStmt is judged in _non_transactional: ANALYZE (same node) may run in one.
 _NON_TRANSACTIONAL_NODES = {
-    "VacuumStmt",
     "AlterSystemStmt",
     "CreatedbStmt",
     "DropdbStmt",
@@ -113,6 +134,11 @@ class Script:
         raw = self.directives.get("allow", "")
         return frozenset(r.strip() for r in raw.replace(",", " ").split() if r.strip())
 
+    @property
+    def per_tenant_directive(self) -> bool:
+        """``-- tenantctl: per-tenant``: apply to every tenant, never bake into a template."""
+        return PER_TENANT in self.directives
+
     def timeout(self, name: str) -> float | None:
         from .config import parse_duration
 
@@ -139,6 +165,10 @@ class Migration:
     def transactional(self) -> bool:
         return self.up.transactional
 
+    @property
+    def per_tenant_directive(self) -> bool:
+        return self.up.per_tenant_directive
+
 
 def checksum(text: str) -> str:
     """sha256 of the file with line endings normalised (a CRLF checkout is not drift)."""
@@ -163,8 +193,10 @@ def parse_name(name: str) -> tuple[Version, str, bool]:
 def parse_directives(path: Path, sql: str) -> dict[str, str]:
     """Directives from the leading comment block of a script."""
     directives: dict[str, str] = {}
-    for number, raw in enumerate(sql.splitlines(), start=1):
-        line = raw.strip()
+    # Lines as PostgreSQL and the statement line numbers count them (\n), not as
+    # str.splitlines() does (it also breaks at U+2028, \x1c, ... inside a comment).
+    for number, raw in enumerate(sql.split("\n"), start=1):
+        line = raw.strip(_PG_SPACE)
         if not line:
             continue
         if not line.startswith("--"):
@@ -180,6 +212,11 @@ def parse_directives(path: Path, sql: str) -> dict[str, str]:
             raise MigrationFileError(
                 f"{path.name}:{number}: unknown directive {name!r}",
                 hint=f"known directives: {', '.join(KNOWN_DIRECTIVES)}",
+            )
+        if name in _FLAG_DIRECTIVES_WITHOUT_VALUE and rest:
+            raise MigrationFileError(
+                f"{path.name}:{number}: directive {name!r} takes no value (got {rest!r})",
+                hint=f"write just `-- tenantctl: {name}`, or remove the line",
             )
         if name == "allow":
             previous = directives.get("allow", "")
@@ -197,33 +234,109 @@ def parse_directives(path: Path, sql: str) -> dict[str, str]:
 
 
 def split_statements(path: Path, sql: str) -> tuple[Statement, ...]:
-    """Split a script with PostgreSQL's own parser (pglast / libpg_query)."""
+    """Split a script with PostgreSQL's own parser (pglast / libpg_query).
+
+    Each statement runs from its first token (leading comments and white space
+    dropped) to just before its ``;``; ``line`` is the line of that first token.
+    """
     import pglast
     from pglast.parser import ParseError
 
     try:
         raw_statements = pglast.parse_sql(sql)
     except ParseError as exc:
-        # args = (message, 1-based character position of the error)
-        position = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-        where = f"{path.name}:{sql[:max(position - 1, 0)].count(chr(10)) + 1}" if position else path.name
-        raise MigrationFileError(f"{where}: SQL syntax error: {exc.args[0]}") from None
-    encoded = sql.encode("utf-8")  # pglast locations are byte offsets
+        raise MigrationFileError(
+            f"{_error_where(path, sql, exc)}: SQL syntax error: {exc.args[0] if exc.args else exc}"
+        ) from None
+    index = _index_of(sql)
     out = []
     for raw in raw_statements:
-        start = raw.stmt_location or 0
-        end = start + raw.stmt_len if raw.stmt_len else len(encoded)
-        chunk = encoded[start:end].decode("utf-8")
-        lead = len(chunk) - len(chunk.lstrip())
-        line = encoded[:start].count(b"\n") + chunk[:lead].count("\n") + 1
+        location = raw.stmt_location or 0
+        start = index(location)
+        end = index(location + raw.stmt_len) if raw.stmt_len else len(sql)
+        start = skip_space_and_comments(sql, start, end)
+        chunk = sql[start:end].rstrip(_PG_SPACE)
+        line = sql.count("\n", 0, start) + 1
         kind = type(raw.stmt).__name__
-        out.append(Statement(chunk.strip(), line, kind, _non_transactional(raw.stmt, kind)))
+        out.append(Statement(chunk, line, kind, _non_transactional(raw.stmt, kind)))
     return tuple(out)
+
+
+def skip_space_and_comments(sql: str, start: int, end: int | None = None) -> int:
+    """Index of the first character at or after ``start`` that is not white space or
+    inside a ``--`` or (nested) ``/* */`` comment."""
+    end = len(sql) if end is None else end
+    i = start
+    while i < end:
+        c = sql[i]
+        if c in _PG_SPACE:
+            i += 1
+        elif sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            i = end if newline < 0 else newline + 1
+        elif sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < end and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            break
+    return min(i, end)
+
+
+@lru_cache(maxsize=1)
+def _pglast_units() -> tuple[bool, int]:
+    """(statement locations are UTF-8 byte offsets, base of ParseError positions).
+
+    pglast 8 gives character indexes for both, and 0-based error positions;
+    checked once on a probe so the slicing stays right whatever pglast does.
+    """
+    import pglast
+    from pglast.parser import ParseError
+
+    probe = "-- éé\nselect 1;select 2;"  # the second select: character 15, byte 17
+    in_bytes = pglast.parse_sql(probe)[1].stmt_location == 17
+    base = 0
+    try:
+        pglast.parse_sql("-- éé\nselec")  # the error token: character 6 (0-based)
+    except ParseError as exc:
+        position = exc.args[1] if len(exc.args) > 1 else None
+        base = 1 if position in (7, 9) else 0
+    return in_bytes, base
+
+
+def _index_of(sql: str) -> Callable[[int], int]:
+    """Turn a pglast location into an index into ``sql``."""
+    in_bytes, _ = _pglast_units()
+    if not in_bytes or sql.isascii():
+        return lambda location: location
+    encoded = sql.encode("utf-8")
+    return lambda location: len(encoded[:location].decode("utf-8", errors="ignore"))
+
+
+def _error_where(path: Path, sql: str, exc: Exception) -> str:
+    """``file:line`` of a pglast ParseError (its position: a character index, or None
+    for an error at the end of the input)."""
+    position = exc.args[1] if len(exc.args) > 1 else None
+    if isinstance(position, int) and not isinstance(position, bool):
+        in_bytes, base = _pglast_units()
+        index = _index_of(sql)(position - base) if in_bytes else position - base
+        if 0 <= index <= len(sql):
+            return f"{path.name}:{sql.count(chr(10), 0, index) + 1}"
+    if sql.strip(_PG_SPACE):  # "at end of input": the last line with text on it
+        return f"{path.name}:{sql.rstrip(_PG_SPACE).count(chr(10)) + 1}"
+    return path.name
 
 
 def _non_transactional(node: object, kind: str) -> bool:
     if kind in _NON_TRANSACTIONAL_NODES:
         return True
+    if kind == "VacuumStmt":  # VACUUM may not run in a transaction block; ANALYZE may
+        return bool(getattr(node, "is_vacuumcmd", True))
     if kind == "IndexStmt":
         return bool(getattr(node, "concurrent", False))
     if kind == "DropStmt":
@@ -235,11 +348,28 @@ def _non_transactional(node: object, kind: str) -> bool:
     return False
 
 
-def read_script(path: Path) -> Script:
+def read_script(path: Path, *, root: Path | None = None, allow_external_symlinks: bool = False) -> Script:
+    """Read, check and split one SQL file (a migration, a down script, the seed).
+
+    ``root``: the folder the file must stay inside once resolved (symlinks
+    followed); None: no such check. ``allow_external_symlinks`` lifts the check.
+    """
+    if root is not None and not allow_external_symlinks:
+        problem = external_symlink_problem(path, root)
+        if problem:
+            raise MigrationFileError(problem, hint=ALLOW_SYMLINKS_HINT)
     try:
         sql = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MigrationFileError(f"{path.name}: cannot read: {exc}") from None
+    sql = sql.removeprefix("\ufeff")  # a byte order mark is no SQL (PostgreSQL refuses it)
+    nul = sql.find("\x00")
+    if nul >= 0:
+        # libpg_query reads a C string: everything after a NUL would be silently dropped
+        raise MigrationFileError(
+            f"{path.name}:{sql.count(chr(10), 0, nul) + 1}: contains a NUL byte (\\x00)",
+            hint="SQL text cannot contain NUL; is it a binary file, or saved as UTF-16? save it as UTF-8",
+        )
     directives = parse_directives(path, sql)
     statements = split_statements(path, sql)
     script = Script(path, sql, checksum(sql), directives, statements)
@@ -255,8 +385,39 @@ def read_script(path: Path) -> Script:
     return script
 
 
-def load_migrations(folder: Path) -> tuple[Migration, ...]:
-    """Every migration in the folder, sorted by version. Raises MigrationFileError."""
+def external_symlink_problem(path: Path, root: Path) -> str | None:
+    """Why ``path`` may not be read from under ``root`` (it resolves outside), or None."""
+    try:
+        resolved = path.resolve(strict=True)
+        inside = root.resolve()
+    except (OSError, RuntimeError) as exc:  # dangling link, loop
+        target = _link_target(path)
+        return f"{path.name}: cannot resolve{f' (symlink to {target})' if target else ''}: {exc}"
+    if resolved == inside or resolved.is_relative_to(inside):
+        return None
+    target = _link_target(path)
+    how = f"symlink to {target}" if target is not None else f"resolves to {resolved}"
+    if target is not None and Path(target) != resolved:
+        how += f" ({resolved})"
+    return f"{path.name}: {how}, outside {inside}; refused: {ALLOW_SYMLINKS_HINT}"
+
+
+def _link_target(path: Path) -> str | None:
+    try:
+        return str(path.readlink()) if path.is_symlink() else None
+    except OSError:
+        return None
+
+
+def load_migrations(
+    folder: Path, *, notices: list[str] | None = None, allow_external_symlinks: bool = False
+) -> tuple[Migration, ...]:
+    """Every migration in the folder, sorted by version. Raises MigrationFileError.
+
+    ``notices``: when given, one line is appended per entry that is ignored
+    (a non-SQL file, a sub-folder). Hidden entries (``.name``) are skipped silently.
+    ``allow_external_symlinks``: accept files that resolve outside the folder.
+    """
     if not folder.is_dir():
         raise MigrationFileError(
             f"migrations folder {folder} does not exist",
@@ -266,7 +427,24 @@ def load_migrations(folder: Path) -> tuple[Migration, ...]:
     downs: dict[Version, Path] = {}
     problems: list[str] = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix != ".sql":
+        if path.name.startswith("."):
+            continue
+        if not path.name.lower().endswith(".sql"):
+            if notices is not None:
+                what = "a folder; sub-folders are not read" if path.is_dir() else "not a migration file name"
+                notices.append(f"{folder.name}/{path.name}: ignored ({what})")
+            continue
+        if not allow_external_symlinks:
+            problem = external_symlink_problem(path, folder)
+            if problem:
+                problems.append(problem)
+                continue
+        if not path.is_file():
+            what = "a dangling symlink" if path.is_symlink() and not path.exists() else "not a regular file"
+            problems.append(f"{path.name}: {what}")
+            continue
+        if not path.name.endswith(".sql"):
+            problems.append(f"{path.name}: the suffix must be lower-case .sql")
             continue
         try:
             version, description, is_down = parse_name(path.name)
@@ -292,11 +470,12 @@ def load_migrations(folder: Path) -> tuple[Migration, ...]:
             f"{len(problems)} problem(s) in {folder}:\n  " + "\n  ".join(problems),
             hint="fix or rename the files; nothing was run",
         )
+    root = None if allow_external_symlinks else folder
     migrations = []
     for version in sorted(ups):
         description, path = ups[version]
-        down = read_script(downs[version]) if version in downs else None
-        migrations.append(Migration(version, description, read_script(path), down))
+        down = read_script(downs[version], root=root) if version in downs else None
+        migrations.append(Migration(version, description, read_script(path, root=root), down))
     return tuple(migrations)
 
 
