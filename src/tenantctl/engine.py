@@ -220,8 +220,22 @@ class Engine:
         if not opts.skip_marked or opts.target is not None or unit.mode != "database":
             return False
         marker = self.markers.get((unit.server, unit.database))
-        need_seed = opts.command == "provision" and self.seed is not None
+        need_seed = self._seeds(unit)
         return can_skip(marker, self.migrations, need_seed=need_seed)
+
+    def _seeds(self, unit: Unit) -> bool:
+        """Does this run seed the unit's tenants that were never seeded?
+
+        provision does; so does a full migrate of a dedicated database, which
+        finishes a provisioning interrupted between CREATE DATABASE and the
+        seed (status shows such a tenant as ``unfinished``).
+        """
+        if self.seed is None:
+            return False
+        if self.options.command == "provision":
+            return True
+        return (self.options.command == "migrate" and unit.mode == "database"
+                and self.options.target is None)
 
     def _marked_result(self, unit: Unit) -> list[TenantResult]:
         latest = self.migrations[-1].version.text
@@ -433,6 +447,10 @@ class Engine:
                 raise _MigrationFailed(exc, migration) from exc
             progress.applied.append(migration.version.text)
             progress.to_version = _max_version(progress.to_version, migration.version.text)
+        if plan.pending:
+            # what follows (RLS enforcement, seeds, the marker) must not run in
+            # whatever session state the last migration left behind
+            await self.db.reset_session(session)
         if self.after_migrate is not None:
             try:
                 progress.warnings.extend(await self.after_migrate(session, unit, self.options))
@@ -441,7 +459,7 @@ class Engine:
                     raise
                 raise _MigrationFailed(exc, "(row-level security enforcement)") from exc
         seeded = replay(history).seeded
-        if self.options.command == "provision" and self.seed is not None:
+        if self._seeds(unit):
             for t in unit.tenants:
                 if t.clnt_id in seeded or t.clnt_id in progress.seeded:
                     continue

@@ -90,6 +90,25 @@ class LockNotAcquired(DatabaseError):
         )
 
 
+class LockLost(DatabaseError):
+    """The tenant's migration lock was released while tenantctl held it.
+
+    A migration that calls ``pg_advisory_unlock_all()`` (or unlocks the key)
+    does this. The history write that would follow is refused and the
+    migration's transaction rolled back, so a concurrent run cannot apply the
+    same migration twice. Not transient: the migration itself is the cause.
+    """
+
+    def __init__(self, database: str) -> None:
+        super().__init__(
+            f"{database}: tenantctl's migration lock was released during the migration "
+            "(does it call pg_advisory_unlock_all() or pg_advisory_unlock()?); "
+            "its work was rolled back and not recorded",
+            sqlstate=None,
+            hint="a migration must not release advisory locks it did not take",
+        )
+
+
 class Interrupted(TenantctlError):
     exit_code = EXIT_INTERRUPTED
 

@@ -148,7 +148,7 @@ class FakeDriver:
         return 0
 
     async def apply_statements(self, session: FakeSession, migration: Migration, run_id: Any,
-                               resume_from: int, on_statement: Any = None) -> int:
+                               resume_from: int) -> int:
         await self._tick()
         self._maybe_fail(session, migration)
         session.db.add(migration.version.text, migration.description, KIND_UP,
@@ -166,6 +166,9 @@ class FakeDriver:
         session.db.add(migration.version.text, migration.description, KIND_DOWN,
                        migration.down.checksum, True)
         return 0
+
+    async def reset_session(self, session: FakeSession) -> None:
+        await self._tick()
 
     async def record_repair(self, session: FakeSession, migration: Migration, run_id: Any) -> None:
         session.db.add(migration.version.text, migration.description, KIND_REPAIR,

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, TypeVar
 
 import asyncpg
 
-from .errors import DatabaseError, LockNotAcquired
+from .errors import DatabaseError, LockLost, LockNotAcquired
 from .migrations import Migration, Script
 from .plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, MARKER_SETTING, HistoryRow
 
@@ -31,9 +31,14 @@ MIGRATION_LOCK_KEY = 0x74656E616E7463  # "tenantc"
 
 T = TypeVar("T")
 
+# installed_rank is assigned as max + 1 by every insert (made with the tenant's
+# lock held), never by a sequence: a clone or a crash can leave an identity
+# sequence behind the table, and a rolled-back migration would leave a gap.
+# Tables created by earlier versions keep their identity column; inserts
+# override it (OVERRIDING SYSTEM VALUE), so both shapes behave the same.
 HISTORY_DDL = f"""
 CREATE TABLE IF NOT EXISTS public.{HISTORY_TABLE} (
-    installed_rank  integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    installed_rank  integer     PRIMARY KEY,
     version         text        NOT NULL,
     description     text        NOT NULL,
     kind            text        NOT NULL DEFAULT 'up'
@@ -52,11 +57,44 @@ _READ_HISTORY = f"""
 SELECT installed_rank, version, description, kind, checksum, success, statements_done
 FROM public.{HISTORY_TABLE} ORDER BY installed_rank"""
 
+
+def lock_held_sql(key: int = MIGRATION_LOCK_KEY) -> str:
+    """SQL condition: this session still holds the session-level advisory lock ``key``.
+
+    A migration can release it (``pg_advisory_unlock_all()``); every history
+    write is conditional on it, so a lost lock fails the tenant instead of
+    letting a concurrent run apply the same migration twice.
+    """
+    return (
+        "EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
+        f"AND pid = pg_catalog.pg_backend_pid() AND granted AND classid = {key >> 32} "
+        f"AND objid = {key & 0xFFFFFFFF} AND objsubid = 1)"
+    )
+
+
+_LOCK_HELD = lock_held_sql()
+
 _INSERT_HISTORY = f"""
 INSERT INTO public.{HISTORY_TABLE}
-    (version, description, kind, script, checksum, execution_ms, success, statements_done, run_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+    (installed_rank, version, description, kind, script, checksum, execution_ms, success,
+     statements_done, run_id)
+OVERRIDING SYSTEM VALUE
+SELECT (SELECT coalesce(max(installed_rank), 0) + 1 FROM public.{HISTORY_TABLE}),
+       $1, $2, $3, $4, $5, $6, $7, $8, $9::uuid
+WHERE {_LOCK_HELD}"""
 _INSERT_HISTORY_RANK = _INSERT_HISTORY + " RETURNING installed_rank"
+
+# Sent ahead of every migration, seed and down script (in the same round trip
+# for transactional ones): each starts from the session state the connection
+# opened with (search_path, role, GUCs a script SET at session level, temp
+# tables, prepared statements, cursors, LISTENs), whatever the previous script
+# left behind. RESET ALL returns to the values of the startup packet
+# (lock_timeout, statement_timeout). Not DISCARD ALL: it would also release
+# the tenant's advisory lock. One line, so error line numbers are unchanged.
+SESSION_RESET = (
+    "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; "
+    "DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; "
+)
 
 
 def translate(exc: BaseException, context: str = "") -> DatabaseError:
@@ -312,15 +350,39 @@ async def _apply_timeouts(session: Session, script: Script, *, local: bool) -> N
             )
 
 
+async def reset_session(session: Session) -> None:
+    """Back to the session state the connection opened with; the lock stays held."""
+    await session.execute(SESSION_RESET)
+
+
+async def _insert_history(session: Session, *args: Any) -> None:
+    """Insert a history row if, and only if, the tenant's lock is still held."""
+    status = await session.execute(_INSERT_HISTORY, *args)
+    if status.rsplit(" ", 1)[-1] != "1":
+        raise LockLost(session.database)
+
+
+async def _run_script(session: Session, script: Script) -> None:
+    """Reset, the script, reset again: one round trip, inside the caller's
+    transaction. The second reset lets the history row be written as
+    tenantctl's own user whatever the script SET (a role, a statement_timeout);
+    the newline ends a trailing ``--`` comment. An empty or comment-only script
+    runs nothing but the reset."""
+    if script.statements:
+        await session.execute(SESSION_RESET + script.sql + "\n;" + SESSION_RESET)
+    else:
+        await session.execute(SESSION_RESET)
+
+
 async def apply_transactional(session: Session, migration: Migration, run_id: Any) -> int:
     """Run the migration and insert its history row in one transaction."""
     started = time.monotonic()
     async with session.transaction():
         await _apply_timeouts(session, migration.up, local=True)
-        await session.execute(migration.up.sql)
+        await _run_script(session, migration.up)
         elapsed = int((time.monotonic() - started) * 1000)
-        await session.execute(
-            _INSERT_HISTORY,
+        await _insert_history(
+            session,
             migration.version.text, migration.description, KIND_UP, migration.filename,
             migration.checksum, elapsed, True, None, run_id,
         )
@@ -333,6 +395,7 @@ async def apply_seed(
     """Run the seed script for one tenant; its values arrive as settings, never as SQL text."""
     started = time.monotonic()
     async with session.transaction():
+        await session.execute(SESSION_RESET)
         await session.execute(
             "SELECT set_config('tenantctl.clnt_id', $1, true), "
             "set_config('tenantctl.tenant_name', $2, true), "
@@ -341,9 +404,10 @@ async def apply_seed(
             "set_config('app.current_tenant', $1, true)",
             str(clnt_id), name, ",".join(map(str, sites)),
         )
-        await session.execute(script.sql)
-        await session.execute(
-            _INSERT_HISTORY,
+        if script.statements:
+            await session.execute(script.sql + "\n;" + SESSION_RESET)
+        await _insert_history(
+            session,
             str(clnt_id), f"seed clnt_id {clnt_id}", KIND_SEED, script.path.name,
             script.checksum, int((time.monotonic() - started) * 1000), True, None, run_id,
         )
@@ -354,17 +418,19 @@ async def apply_statements(
     migration: Migration,
     run_id: Any,
     resume_from: int,
-    on_statement: Callable[[int], Awaitable[None]] | None = None,
 ) -> int:
     """Run a no-transaction migration statement by statement, recording progress.
 
     A history row with ``success = false`` and ``statements_done = k`` is kept
     up to date, so a failure (or kill -9) leaves a ``partial`` row saying
     exactly where to resume. Before re-running a CREATE INDEX CONCURRENTLY that
-    failed, an INVALID index it left behind is dropped.
+    failed, an INVALID index it left behind is dropped. Every progress write
+    is conditional on the tenant's lock: a statement that released it stops
+    the migration before the next one runs.
     """
     started = time.monotonic()
     statements = migration.up.statements
+    await reset_session(session)
     rank = await session.fetchval(
         f"SELECT installed_rank FROM public.{HISTORY_TABLE} WHERE version = $1 AND kind = 'up' "
         "AND NOT success ORDER BY installed_rank DESC LIMIT 1",
@@ -375,29 +441,36 @@ async def apply_statements(
             _INSERT_HISTORY_RANK, migration.version.text, migration.description, KIND_UP,
             migration.filename, migration.checksum, 0, False, resume_from, run_id,
         )
+        if rank is None:
+            raise LockLost(session.database)
     await _apply_timeouts(session, migration.up, local=False)
     for index in range(resume_from, len(statements)):
         stmt = statements[index]
         if stmt.kind == "IndexStmt":
             await drop_invalid_index(session, stmt.sql)
         await session.execute(stmt.sql)
-        await session.execute(
-            f"UPDATE public.{HISTORY_TABLE} SET statements_done = $2, run_id = $3 "
-            "WHERE installed_rank = $1",
-            rank, index + 1, run_id,
-        )
-        if on_statement is not None:
-            await on_statement(index)
+        await _update_progress(
+            session, "statements_done = $2, run_id = $3::uuid", rank, index + 1, run_id)
     elapsed = int((time.monotonic() - started) * 1000)
-    await session.execute(
-        f"UPDATE public.{HISTORY_TABLE} SET success = true, execution_ms = $2, "
-        "installed_on = now(), installed_by = current_user WHERE installed_rank = $1",
-        rank, elapsed,
-    )
-    if migration.up.timeout("statement-timeout") is not None or migration.up.timeout("lock-timeout") is not None:
-        # back to the session's own timeouts for the migrations that follow
-        await session.execute("RESET statement_timeout; RESET lock_timeout")
+    await _update_progress(
+        session, "success = true, execution_ms = $2, installed_on = now(), "
+        "installed_by = current_user", rank, elapsed)
+    await reset_session(session)
     return elapsed
+
+
+async def _update_progress(session: Session, assignments: str, rank: int, *args: Any) -> None:
+    """Record a no-transaction migration's progress as tenantctl's own user,
+    leaving the session state the migration's statements SET for the next one."""
+    async with session.transaction():
+        await session.execute(
+            "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE; "
+            "SET LOCAL statement_timeout = 0")
+        status = await session.execute(
+            f"UPDATE public.{HISTORY_TABLE} SET {assignments} WHERE installed_rank = $1 "
+            f"AND {_LOCK_HELD}", rank, *args)
+    if status.rsplit(" ", 1)[-1] != "1":
+        raise LockLost(session.database)
 
 
 async def drop_invalid_index(session: Session, create_index_sql: str) -> None:
@@ -439,18 +512,20 @@ async def apply_down(session: Session, migration: Migration, run_id: Any) -> int
     if script.transactional:
         async with session.transaction():
             await _apply_timeouts(session, script, local=True)
-            await session.execute(script.sql)
+            await _run_script(session, script)
             elapsed = int((time.monotonic() - started) * 1000)
-            await session.execute(
-                _INSERT_HISTORY, migration.version.text, migration.description, KIND_DOWN,
+            await _insert_history(
+                session, migration.version.text, migration.description, KIND_DOWN,
                 script.path.name, script.checksum, elapsed, True, None, run_id,
             )
         return elapsed
+    await reset_session(session)
     for stmt in script.statements:
         await session.execute(stmt.sql)
+    await reset_session(session)
     elapsed = int((time.monotonic() - started) * 1000)
-    await session.execute(
-        _INSERT_HISTORY, migration.version.text, migration.description, KIND_DOWN,
+    await _insert_history(
+        session, migration.version.text, migration.description, KIND_DOWN,
         script.path.name, script.checksum, elapsed, True, len(script.statements), run_id,
     )
     return elapsed
@@ -458,7 +533,7 @@ async def apply_down(session: Session, migration: Migration, run_id: Any) -> int
 
 async def record_repair(session: Session, migration: Migration, run_id: Any) -> None:
     """Accept the file's current checksum for an applied version (a deliberate edit)."""
-    await session.execute(
-        _INSERT_HISTORY, migration.version.text, migration.description, KIND_REPAIR,
+    await _insert_history(
+        session, migration.version.text, migration.description, KIND_REPAIR,
         migration.filename, migration.checksum, 0, True, None, run_id,
     )

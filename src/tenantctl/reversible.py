@@ -249,6 +249,8 @@ def _error(migration: Migration, step: str, script: Script, exc: DatabaseError, 
 
 
 async def _apply(session: Session, script: Script) -> None:
+    if not script.statements:
+        return  # an empty or comment-only script: a no-op
     if script.transactional:
         async with session.transaction():  # a savepoint inside a trial
             await session.execute(script.sql)
