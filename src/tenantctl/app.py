@@ -22,7 +22,7 @@ from .engine import Engine, RunOptions, Unit, group_units
 from .errors import DatabaseError, ServerError
 from .migrations import Migration, Script, Version, load_migrations, read_script
 from .outcome import RunResult, TenantResult
-from .plan import can_skip, plan_migrate, replay
+from .plan import can_skip, marker_version, plan_migrate, replay
 
 T = TypeVar("T")
 
@@ -364,6 +364,14 @@ async def collect_status(
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
     latest = inputs.migrations[-1].version.text if inputs.migrations else None
     sem = asyncio.Semaphore(concurrency)
+    seed_configured = project.seed_path is not None
+    markers: dict[tuple[str, str], str] = {}
+    for server in {u.server for u in units}:
+        admin = await postgres.connect(dsns[server])
+        try:
+            markers.update({(server, db): m for db, m in (await postgres.read_markers(admin)).items()})
+        finally:
+            await admin.close()
 
     async def one(unit: Unit) -> list[dict[str, Any]]:
         async with sem:
@@ -384,8 +392,22 @@ async def collect_status(
                 await session.close()
             plan = plan_migrate(inputs.migrations, history)
             state = replay(history)
+            if plan.drift:
+                summary = "drift"
+            elif plan.gaps:
+                summary = "gap"
+            elif plan.pending:
+                summary = "pending"
+            else:
+                summary = "up_to_date"
+            claimed = marker_version(markers.get((unit.server, unit.database)))
+            behind = (claimed is not None and state.version is not None and state.version < claimed)
             base.update(
-                state="drift" if plan.drift else ("pending" if plan.pending else "up_to_date"),
+                state=summary,
+                gaps=list(plan.gaps),
+                marker_ahead=claimed.text if behind and claimed is not None else None,
+                unseeded=[t.clnt_id for t in unit.tenants if t.clnt_id not in state.seeded]
+                if seed_configured and unit.mode == "database" else [],
                 version=plan.from_version,
                 pending=len(plan.pending),
                 partial=[v.text for v in state.failed],
@@ -414,6 +436,8 @@ async def collect_status(
     for t in tenants:
         row = by_id[t.clnt_id]
         known = outcomes.get(t.clnt_id, {})
+        if t.clnt_id in row.get("unseeded", ()) and row["state"] in ("up_to_date", "pending"):
+            row = dict(row, state="unfinished")
         out.append({
             "clnt_id": t.clnt_id,
             "name": t.name,
@@ -429,6 +453,10 @@ async def collect_status(
             "drift_detail": row.get("drift_detail", []),
             "unknown": row.get("unknown", []),
             "partial_rows": row.get("partial_rows", []),
+            "gaps": row.get("gaps", []),
+            "marker_ahead": row.get("marker_ahead"),
+            "seeded": None if not seed_configured or t.mode != "database"
+            else t.clnt_id not in row.get("unseeded", [t.clnt_id]),
             "last_status": known.get("last_status"),
             "last_run_id": known.get("last_run_id"),
             "last_error": row.get("error") or known.get("last_error"),
@@ -455,6 +483,18 @@ def verify_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"{d['file_checksum'][:12]}: the file was edited after it ran", d["version"], d["file"])
         for v in row.get("unknown", []):
             add(row, "ahead", "applied in the database but not in the migrations folder", v)
+        for v in row.get("gaps", []):
+            add(row, "gap", "not recorded in the history, but newer versions are: its row was "
+                "deleted by hand, or the file was added below versions that already ran; "
+                "migrate would run it again out of order", v)
+        if row.get("marker_ahead"):
+            add(row, "history-behind-marker", f"the database's schema marker says it reached "
+                f"{row['marker_ahead']}, but its history ends at {row['version']}: history rows "
+                "were deleted by hand, or the database was restored from an older backup",
+                row["marker_ahead"])
+        if row["state"] == "unfinished":
+            add(row, "unfinished", "provisioning did not finish: the database exists but the "
+                "seed has not run (the next provision or migrate runs it)")
         for p in row.get("partial_rows", []):
             add(row, "partial", f"failed/partial no-transaction migration "
                 f"({p['statements_done'] or 0} statement(s) done); migrate resumes it", p["version"])

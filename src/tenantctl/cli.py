@@ -144,7 +144,7 @@ def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
 
         raise BadInputError("give --only-failed or --resume RUN_ID, not both")
     tenants = project.select(tuple(kw["ids"]), kw["all_"] or (bool(resume) and not kw["ids"]))
-    inputs = app.load_inputs(project, with_seed=command == "provision")
+    inputs = app.load_inputs(project, with_seed=command in ("provision", "migrate"))
     target = app.resolve_target(inputs, kw.get("to"))
     if command == "rollback":
         app.check_rollback_inputs(inputs, target)

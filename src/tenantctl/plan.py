@@ -64,6 +64,9 @@ class TenantPlan:
     drift: tuple[Drift, ...]
     unknown: tuple[str, ...]  # applied versions missing from the folder
     resume: dict[Version, int]  # partial no-transaction migrations: statements done
+    # pending versions older than the newest applied one: history rows deleted by
+    # hand, or a migration added to the folder below versions that already ran
+    gaps: tuple[str, ...] = ()
 
     @property
     def up_to_date(self) -> bool:
@@ -123,6 +126,8 @@ def plan_migrate(
     if pending:
         last = pending[-1].version
         to_version = last if to_version is None or to_version < last else to_version
+    current = state.version
+    gaps = tuple(m.version.text for m in pending if current is not None and m.version < current)
     return TenantPlan(
         from_version=state.version_text,
         to_version=to_version.text if to_version else None,
@@ -130,6 +135,7 @@ def plan_migrate(
         drift=drift,
         unknown=unknown,
         resume=resume,
+        gaps=gaps,
     )
 
 
@@ -181,6 +187,17 @@ def make_marker(migrations: tuple[Migration, ...], *, seeded: bool) -> str | Non
         fingerprint=folder_fingerprint(migrations),
         seeded=int(seeded),
     )
+
+
+def marker_version(marker: str | None) -> Version | None:
+    """The version a schema marker says its database reached, if it is one of ours."""
+    parts = (marker or "").split(":")
+    if len(parts) != 4 or parts[0] != "v1":
+        return None
+    try:
+        return Version.parse(parts[1])
+    except ValueError:
+        return None
 
 
 def can_skip(marker: str | None, migrations: tuple[Migration, ...], *, need_seed: bool) -> bool:

@@ -57,6 +57,8 @@ def status_table(rows: list[dict[str, Any]]) -> str:
         note = r["state"]
         if r.get("drift"):
             note += f" ({', '.join(r['drift'])})"
+        if r.get("gaps"):
+            note += f" (not recorded: {', '.join(r['gaps'])})"
         if r.get("partial"):
             note += f"; partial: {', '.join(r['partial'])}"
         err = r.get("last_error")
