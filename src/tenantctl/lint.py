@@ -21,15 +21,55 @@ not created in this folder at all. Rules (ids are stable):
   key-leads-with-clnt-id        error    PRIMARY KEY/UNIQUE/FOREIGN KEY not led by clnt_id
   key-site-id-second            warning  such a key of a table with site_id: site_id not second
   rls-disabled                  error    DISABLE / NO FORCE ROW LEVEL SECURITY on a tenant table
+  empty-migration               warning  a file with no statement (empty or comment-only): a
+                                         recorded no-op; fine as a placeholder, but noticed
 
-``-- tenantctl: allow <rule-id>`` in a file's header silences that rule for the file.
-Tables in ``global_tables`` (and tables created without clnt_id) are not tenant tables:
-the clnt_id/site_id/RLS rules skip them and foreign keys pointing at them.
-Only up scripts are linted: down scripts drop things by nature.
+Statements that reach outside the tenant's own database (up AND down scripts):
+
+  ban-drop-database             error    CREATE / DROP / ALTER DATABASE (incl. OWNER, RENAME,
+                                         SET), GRANT/REVOKE ... ON DATABASE
+  ban-cross-database-access     error    CREATE EXTENSION dblink / any *_fdw, CREATE/ALTER
+                                         SERVER, USER MAPPING, FOREIGN TABLE, FOREIGN DATA
+                                         WRAPPER, IMPORT FOREIGN SCHEMA, SUBSCRIPTION; calls of
+                                         dblink* functions anywhere
+  ban-copy-program              error    COPY ... TO/FROM PROGRAM, COPY to/from a server file;
+                                         lo_import/lo_export/pg_read_file/pg_read_binary_file
+  ban-alter-system              error    ALTER SYSTEM (the whole server's configuration)
+  ban-role-ddl                  error    CREATE/ALTER/DROP ROLE/USER/GROUP, GRANT/REVOKE role
+                                         membership, SET ROLE, SET SESSION AUTHORIZATION,
+                                         REASSIGN OWNED, DROP OWNED (roles are cluster-wide)
+
+ALTER <object> OWNER TO is not role DDL: it changes an object of this database
+(shared mode relies on it); ALTER DATABASE ... OWNER TO is ban-drop-database.
+DO blocks and function bodies are scanned as text (comments ignored) for the
+same things: dblink calls, role DDL, ALTER/CREATE/DROP DATABASE, COPY ... PROGRAM
+or to/from a file, ALTER SYSTEM. Dynamic SQL built from pieces is not seen.
+
+Shared mode only (``shared_mode=True``; one database holds many tenants under RLS),
+up and down scripts:
+
+  view-needs-security-invoker   error    CREATE [OR REPLACE] VIEW without
+                                         WITH (security_invoker = true); ALTER VIEW ...
+                                         SET (security_invoker = false) / RESET (security_invoker)
+  shared-materialized-view      error    CREATE MATERIALIZED VIEW (stores every tenant's rows,
+                                         no RLS on it)
+  shared-security-definer       error    CREATE FUNCTION/PROCEDURE ... SECURITY DEFINER,
+                                         ALTER FUNCTION/PROCEDURE ... SECURITY DEFINER
+
+``-- tenantctl: allow <rule-id>`` in a file's header silences that rule for the file
+(a down script has its own header). Tables in ``global_tables`` (and tables created
+without clnt_id) are not tenant tables: the clnt_id/site_id/RLS rules skip them and
+foreign keys pointing at them. The schema rules (indexes, drops, keys, ...) apply to
+up scripts only: down scripts drop things by nature.
+
+Line numbers are those of the statement's first token, or of the offending call
+inside it where the parser gives its position (character positions, see
+migrations.py); nothing here works on UTF-8 byte offsets.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,8 +78,9 @@ from pglast import ast
 from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType as CT
 from pglast.enums import ObjectType as OT
+from pglast.enums import VariableSetKind as VSK
 
-from .migrations import Migration, Script
+from .migrations import Migration, ParsedStatement, Script, func_name, parse_statements, routine_bodies, walk
 
 
 @dataclass(frozen=True)
@@ -95,7 +136,86 @@ RULES: dict[str, Rule] = {r.id: r for r in (
           "XOS keys lead with (clnt_id, site_id, ...)", severity="warning"),
     _rule("rls-disabled", "row level security disabled or unforced on a tenant table",
           "tenant isolation relies on ENABLE + FORCE ROW LEVEL SECURITY; keep both"),
+    _rule("empty-migration", "migration file without any statement",
+          "an empty or comment-only file is recorded as applied and runs nothing; add its SQL, "
+          "or delete the file if it is not meant to ship", severity="warning"),
+    _rule("ban-drop-database", "statement on a database as a whole (other tenants' databases included)",
+          "a migration runs inside one tenant's database and must change only that; databases are "
+          "created, dropped and configured by tenantctl (provision, tenants.yaml)"),
+    _rule("ban-cross-database-access", "access to another database or server (dblink, foreign data "
+          "wrappers, subscriptions)",
+          "a tenant's migration must not read or write other databases; move cross-database data "
+          "work to a reviewed one-off job"),
+    _rule("ban-copy-program", "COPY ... PROGRAM or server file access",
+          "it runs a shell command or reads/writes a file on the database server; load data with "
+          "INSERT in the migration, or from the application"),
+    _rule("ban-alter-system", "ALTER SYSTEM changes the whole server's configuration",
+          "server settings belong to the server's configuration management, not to a tenant's migration"),
+    _rule("ban-role-ddl", "role DDL or role switch (roles are shared by every database of the server)",
+          "create and grant roles outside the migrations (shared mode: tenantctl manages its roles); "
+          "GRANT privileges on this database's objects is fine"),
+    _rule("view-needs-security-invoker", "shared mode: view without security_invoker = true",
+          "a view runs with its owner's rights and bypasses the tenant RLS policies of the tables "
+          "it reads: create it WITH (security_invoker = true)"),
+    _rule("shared-materialized-view", "shared mode: materialized view",
+          "it stores every tenant's rows and has no row level security; use a view WITH "
+          "(security_invoker = true), or a table with clnt_id (tenantctl adds its policy)"),
+    _rule("shared-security-definer", "shared mode: SECURITY DEFINER function or procedure",
+          "it runs with its owner's rights, which bypass RLS when the owner owns the tables; use "
+          "SECURITY INVOKER (the default)"),
 )}
+
+# Rules that do not depend on the simulated schema: checked in down scripts too.
+_OUTSIDE_RULES = ("ban-drop-database", "ban-cross-database-access", "ban-copy-program",
+                  "ban-alter-system", "ban-role-ddl")
+
+_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export", "pg_read_file", "pg_read_binary_file"})
+_CROSS_EXTENSIONS = frozenset({"dblink"})
+_CROSS_NODES = {
+    "CreateForeignServerStmt": "CREATE SERVER",
+    "AlterForeignServerStmt": "ALTER SERVER",
+    "CreateUserMappingStmt": "CREATE USER MAPPING",
+    "AlterUserMappingStmt": "ALTER USER MAPPING",
+    "CreateForeignTableStmt": "CREATE FOREIGN TABLE",
+    "ImportForeignSchemaStmt": "IMPORT FOREIGN SCHEMA",
+    "CreateFdwStmt": "CREATE FOREIGN DATA WRAPPER",
+    "AlterFdwStmt": "ALTER FOREIGN DATA WRAPPER",
+    "CreateSubscriptionStmt": "CREATE SUBSCRIPTION",
+    "AlterSubscriptionStmt": "ALTER SUBSCRIPTION",
+}
+_DATABASE_NODES = {
+    "CreatedbStmt": "CREATE DATABASE",
+    "DropdbStmt": "DROP DATABASE",
+    "AlterDatabaseStmt": "ALTER DATABASE",
+    "AlterDatabaseSetStmt": "ALTER DATABASE ... SET",
+    "AlterDatabaseRefreshCollStmt": "ALTER DATABASE ... REFRESH COLLATION VERSION",
+}
+_ROLE_NODES = {
+    "CreateRoleStmt": "CREATE ROLE/USER/GROUP",
+    "AlterRoleStmt": "ALTER ROLE/USER/GROUP",
+    "AlterRoleSetStmt": "ALTER ROLE/USER ... SET",
+    "DropRoleStmt": "DROP ROLE/USER/GROUP",
+    "ReassignOwnedStmt": "REASSIGN OWNED",
+    "DropOwnedStmt": "DROP OWNED",
+}
+# Text scans of DO blocks and function bodies (comments blanked, lower-cased).
+_BODY_PATTERNS = (
+    ("ban-cross-database-access", re.compile(r"\bdblink\w*\s*\("), "calls {}"),
+    ("ban-cross-database-access",
+     re.compile(r"\b(?:create|alter)\s+(?:server|user\s+mapping|foreign\s+table|subscription)\b"), "runs {}"),
+    ("ban-drop-database", re.compile(r"\b(?:create|drop|alter)\s+database\b"), "runs {}"),
+    ("ban-copy-program", re.compile(r"\bcopy\b[^;]*?\bprogram\b"), "runs COPY ... PROGRAM"),
+    ("ban-copy-program", re.compile(r"\bcopy\b[^;]*?\b(?:from|to)\s+e?'"), "runs COPY to/from a server file"),
+    ("ban-copy-program", re.compile(r"\b(?:lo_import|lo_export|pg_read_file|pg_read_binary_file)\s*\("),
+     "calls {}"),
+    ("ban-alter-system", re.compile(r"\balter\s+system\b"), "runs {}"),
+    ("ban-role-ddl", re.compile(r"\b(?:create|alter|drop)\s+(?:role|user|group)\b(?!\s+mapping)"), "runs {}"),
+    ("ban-role-ddl", re.compile(r"\bset\s+(?:local\s+|session\s+)?role\b"), "runs {}"),
+    ("ban-role-ddl", re.compile(r"\bsession\s+authorization\b"), "runs SET SESSION AUTHORIZATION"),
+    ("ban-role-ddl", re.compile(r"\b(?:reassign|drop)\s+owned\b"), "runs {}"),
+)
+
+_TRUE = frozenset({"true", "on", "yes", "1", "t", "tr", "tru", "y", "ye"})
 
 _TypeSig = tuple[str, tuple[int, ...]]
 
@@ -112,7 +232,9 @@ class _Table:
 @dataclass
 class _Linter:
     global_tables: frozenset[str]
+    shared_mode: bool = False
     tables: dict[str, _Table] = field(default_factory=dict)
+    views: set[str] = field(default_factory=set)
     findings: list[Finding] = field(default_factory=list)
     index: int = 0
     file: str = ""
@@ -120,12 +242,12 @@ class _Linter:
     line: int = 0
 
     # -- helpers --------------------------------------------------------------
-    def report(self, rule_id: str, message: str) -> None:
+    def report(self, rule_id: str, message: str, line: int | None = None) -> None:
         assert self.script is not None
         if rule_id in self.script.allowed_rules:
             return
         rule = RULES[rule_id]
-        self.findings.append(Finding(rule_id, rule.severity, self.file, self.line, message, rule.hint))
+        self.findings.append(Finding(rule_id, rule.severity, self.file, line or self.line, message, rule.hint))
 
     def table(self, rel: Any) -> tuple[str, _Table]:
         name = rel.relname
@@ -164,6 +286,94 @@ class _Linter:
             self.check_key(rel, kind, cols or _names(con.keys))
         elif con.contype == CT.CONSTR_FOREIGN:
             self.check_key(rel, "FOREIGN KEY", cols or _names(con.fk_attrs), con.pktable)
+
+    # -- every statement of up and down scripts ----------------------------------------
+    def everywhere(self, parsed: ParsedStatement) -> None:
+        """The rules that need no schema state: reaching outside the database, shared mode."""
+        node, kind = parsed.node, parsed.statement.kind
+        if kind in _DATABASE_NODES:
+            self.report("ban-drop-database", f"{_DATABASE_NODES[kind]} {getattr(node, 'dbname', '')}".rstrip())
+        elif kind == "RenameStmt" and node.renameType == OT.OBJECT_DATABASE:
+            self.report("ban-drop-database", f"ALTER DATABASE {node.subname} RENAME")
+        elif kind == "AlterOwnerStmt" and node.objectType == OT.OBJECT_DATABASE:
+            self.report("ban-drop-database", f"ALTER DATABASE {getattr(node.object, 'sval', '')} OWNER TO")
+        elif kind == "GrantStmt" and node.objtype == OT.OBJECT_DATABASE:
+            self.report("ban-drop-database", f"{'GRANT' if node.is_grant else 'REVOKE'} ... ON DATABASE")
+        elif kind in _CROSS_NODES:
+            self.report("ban-cross-database-access", _CROSS_NODES[kind])
+        elif kind == "CreateExtensionStmt" and (node.extname in _CROSS_EXTENSIONS or node.extname.endswith("_fdw")):
+            self.report("ban-cross-database-access", f"CREATE EXTENSION {node.extname}")
+        elif kind == "CopyStmt" and node.filename is not None:
+            direction = "FROM" if node.is_from else "TO"
+            what = f"{direction} PROGRAM" if node.is_program else f"{direction} the server file {node.filename!r}"
+            self.report("ban-copy-program", f"COPY {what}")
+        elif kind == "AlterSystemStmt":
+            self.report("ban-alter-system", "ALTER SYSTEM")
+        elif kind in _ROLE_NODES:
+            self.report("ban-role-ddl", _ROLE_NODES[kind])
+        elif kind == "RenameStmt" and node.renameType == OT.OBJECT_ROLE:
+            self.report("ban-role-ddl", f"ALTER ROLE {node.subname} RENAME")
+        elif kind == "GrantRoleStmt":
+            self.report("ban-role-ddl", f"{'GRANT' if node.is_grant else 'REVOKE'} role membership")
+        elif kind == "VariableSetStmt" and node.name in ("role", "session_authorization") \
+                and node.kind in (VSK.VAR_SET_VALUE, VSK.VAR_SET_DEFAULT, VSK.VAR_SET_CURRENT):
+            self.report("ban-role-ddl", "SET ROLE" if node.name == "role" else "SET SESSION AUTHORIZATION")
+        calls = sorted(((getattr(n, "location", None) or 0, n) for n in walk(node) if isinstance(n, ast.FuncCall)),
+                       key=lambda pair: pair[0])
+        for location, call in calls:
+            name = func_name(call)
+            if name.startswith("dblink"):
+                self.report("ban-cross-database-access", f"calls {name}()", parsed.line_at(location))
+            elif name in _FILE_FUNCTIONS:
+                self.report("ban-copy-program", f"calls {name}()", parsed.line_at(location))
+        for body, start in routine_bodies(node, parsed.text):
+            self.scan_body(parsed, body, start)
+        if self.shared_mode:
+            self.shared(parsed)
+
+    def scan_body(self, parsed: ParsedStatement, body: str, start: int) -> None:
+        lowered, hits = body.lower(), {}
+        what = "DO block" if parsed.statement.kind == "DoStmt" else "function body"
+        for rule, pattern, template in _BODY_PATTERNS:
+            match = pattern.search(lowered)
+            if match is None or (rule, template) in hits:
+                continue
+            text = " ".join(body[match.start():match.end()].split()).rstrip("(").rstrip()
+            shown = template.format(text.lower() + "()" if template == "calls {}" else text.upper())
+            line = parsed.statement.line
+            if start >= 0:
+                line = parsed.first_line + parsed.text.count("\n", 0, start) + body.count("\n", 0, match.start())
+            hits[(rule, template)] = (line, rule, f"{what} {shown}")
+        for line, rule, message in sorted(hits.values()):
+            self.report(rule, message, line)
+
+    def shared(self, parsed: ParsedStatement) -> None:
+        node, kind = parsed.node, parsed.statement.kind
+        if kind == "ViewStmt":
+            self.views.add(node.view.relname)
+            if node.view.relpersistence != "t" and not _security_invoker(node.options):
+                self.report("view-needs-security-invoker",
+                            f"view {node.view.relname} without WITH (security_invoker = true)")
+        elif kind == "AlterTableStmt" and (node.objtype == OT.OBJECT_VIEW or node.relation.relname in self.views):
+            for cmd in node.cmds or ():
+                options = [d for d in cmd.def_ or () if getattr(d, "defname", None) == "security_invoker"] \
+                    if isinstance(cmd.def_, tuple) else []
+                if cmd.subtype == AT.AT_ResetRelOptions and options:
+                    self.report("view-needs-security-invoker",
+                                f"RESET (security_invoker) on view {node.relation.relname}")
+                elif cmd.subtype == AT.AT_SetRelOptions and options and not _security_invoker(options):
+                    self.report("view-needs-security-invoker",
+                                f"security_invoker set false on view {node.relation.relname}")
+        elif kind == "CreateTableAsStmt" and node.objtype == OT.OBJECT_MATVIEW:
+            self.report("shared-materialized-view", f"materialized view {node.into.rel.relname}")
+        elif kind in ("CreateFunctionStmt", "AlterFunctionStmt"):
+            elems = node.options if kind == "CreateFunctionStmt" else node.actions
+            if any(getattr(e, "defname", None) == "security" and getattr(e.arg, "boolval", False)
+                   for e in elems or ()):
+                names = node.funcname if kind == "CreateFunctionStmt" else node.func.objname
+                name = ".".join(getattr(n, "sval", "?") for n in names or ())
+                self.report("shared-security-definer", f"{name} is SECURITY DEFINER")
+
 
     # -- statements -----------------------------------------------------------
     def create_table(self, node: Any) -> None:
@@ -367,16 +577,50 @@ def _widens(before: _TypeSig | None, after: _TypeSig | None) -> bool:
     return False
 
 
+def _security_invoker(options: Any) -> bool:
+    """True when reloptions set security_invoker to a true value (PostgreSQL's parse_bool)."""
+    value = False
+    for opt in options or ():
+        if getattr(opt, "defname", None) != "security_invoker":
+            continue
+        arg = opt.arg
+        if arg is None:
+            value = True
+        elif hasattr(arg, "boolval"):
+            value = bool(arg.boolval)
+        elif hasattr(arg, "ival"):
+            value = arg.ival == 1
+        else:
+            value = str(getattr(arg, "sval", "")).strip().lower() in _TRUE
+    return value
+
+
 def lint_migrations(migrations: tuple[Migration, ...], *,
-                    global_tables: frozenset[str] = frozenset()) -> list[Finding]:
-    """Every finding of every up script, in version then line order."""
-    linter = _Linter(frozenset(global_tables))
+                    global_tables: frozenset[str] = frozenset(),
+                    shared_mode: bool = False) -> list[Finding]:
+    """Every finding, in version order: a migration's up script by line, then its down script.
+
+    ``shared_mode``: the migrations also run on a shared (RLS) database; adds the
+    view / materialized view / SECURITY DEFINER rules.
+    """
+    linter = _Linter(frozenset(global_tables), shared_mode=shared_mode)
     for index, migration in enumerate(sorted(migrations, key=lambda m: m.version)):
-        linter.index, linter.file, linter.script = index, migration.filename, migration.up
-        for stmt in migration.up.statements:
-            handler = _HANDLERS.get(stmt.kind)
-            if handler is None:
-                continue
-            linter.line = stmt.line
-            handler(linter, pglast.parse_sql(stmt.sql)[0].stmt)
+        linter.index = index
+        _lint_script(linter, migration.up, up=True)
+        if migration.down is not None:
+            _lint_script(linter, migration.down, up=False)
     return linter.findings
+
+
+def _lint_script(linter: _Linter, script: Script, *, up: bool) -> None:
+    linter.file, linter.script, linter.line = script.path.name, script, 1
+    if up and not script.statements:
+        linter.report("empty-migration", f"{script.path.name} has no statement: it is recorded and runs nothing")
+        return
+    for parsed in parse_statements(script):
+        linter.line = parsed.statement.line
+        if up:
+            handler = _HANDLERS.get(parsed.statement.kind)
+            if handler is not None:
+                handler(linter, parsed.node)
+        linter.everywhere(parsed)

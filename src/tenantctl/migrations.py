@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache, total_ordering
 from pathlib import Path
+from typing import Any
 
 from .errors import MigrationFileError
 
@@ -248,7 +249,7 @@ def split_statements(path: Path, sql: str) -> tuple[Statement, ...]:
         raise MigrationFileError(
             f"{_error_where(path, sql, exc)}: SQL syntax error: {exc.args[0] if exc.args else exc}"
         ) from None
-    index = _index_of(sql)
+    index = location_to_index(sql)
     out = []
     for raw in raw_statements:
         location = raw.stmt_location or 0
@@ -309,7 +310,7 @@ def _pglast_units() -> tuple[bool, int]:
     return in_bytes, base
 
 
-def _index_of(sql: str) -> Callable[[int], int]:
+def location_to_index(sql: str) -> Callable[[int], int]:
     """Turn a pglast location into an index into ``sql``."""
     in_bytes, _ = _pglast_units()
     if not in_bytes or sql.isascii():
@@ -324,7 +325,7 @@ def _error_where(path: Path, sql: str, exc: Exception) -> str:
     position = exc.args[1] if len(exc.args) > 1 else None
     if isinstance(position, int) and not isinstance(position, bool):
         in_bytes, base = _pglast_units()
-        index = _index_of(sql)(position - base) if in_bytes else position - base
+        index = location_to_index(sql)(position - base) if in_bytes else position - base
         if 0 <= index <= len(sql):
             return f"{path.name}:{sql.count(chr(10), 0, index) + 1}"
     if sql.strip(_PG_SPACE):  # "at end of input": the last line with text on it
@@ -477,6 +478,110 @@ def load_migrations(
         down = read_script(downs[version], root=root) if version in downs else None
         migrations.append(Migration(version, description, read_script(path, root=root), down))
     return tuple(migrations)
+
+
+# -- reading statements back as syntax trees (lint, volatile) ---------------------------
+
+@dataclass(frozen=True)
+class ParsedStatement:
+    """A statement of a script with its pglast node; node locations index ``text``,
+    whose first line is ``first_line`` of the file."""
+
+    statement: Statement
+    node: Any
+    text: str
+    first_line: int
+
+    def line_at(self, location: int | None) -> int:
+        """The file line of a pglast location of this node (its statement's line if unknown)."""
+        if location is None or location < 0:
+            return self.statement.line
+        index = location_to_index(self.text)(location)
+        if not 0 <= index <= len(self.text):
+            return self.statement.line
+        return self.first_line + self.text.count("\n", 0, index)
+
+
+def parse_statements(script: Script) -> list[ParsedStatement]:
+    """Every statement of the script with its syntax tree: one parse of the whole file."""
+    import pglast
+
+    raws = pglast.parse_sql(script.sql) if script.statements else ()
+    if len(raws) == len(script.statements):
+        return [ParsedStatement(stmt, raw.stmt, script.sql, 1) for stmt, raw in zip(script.statements, raws)]
+    # a Script built by hand whose text does not match its statements: parse them one by one
+    return [ParsedStatement(stmt, pglast.parse_sql(stmt.sql)[0].stmt, stmt.sql, stmt.line)
+            for stmt in script.statements]
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """Every pglast node in the tree under ``node`` (itself included), depth first."""
+    from pglast import ast
+
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ast.Node):
+            yield item
+            stack.extend(getattr(item, attr) for attr in item)
+        elif isinstance(item, (tuple, list)):
+            stack.extend(reversed(item))
+
+
+def func_name(call: Any) -> str:
+    """Lower-cased unqualified name of a FuncCall."""
+    names = getattr(call, "funcname", None) or ()
+    return (getattr(names[-1], "sval", "") or "").lower() if names else ""
+
+
+def routine_bodies(node: Any, text: str) -> list[tuple[str, int]]:
+    """The source bodies of a DO block or CREATE FUNCTION/PROCEDURE ``AS '...'``:
+    (body with comments blanked out, index in ``text`` where the body starts).
+
+    Comments become spaces (line breaks kept), so a text scan of the body does
+    not match commented-out code and line numbers stay right.
+    """
+    kind = type(node).__name__
+    if kind == "DoStmt":
+        elems = node.args or ()
+    elif kind == "CreateFunctionStmt":
+        elems = node.options or ()
+    else:
+        return []
+    out = []
+    for elem in elems:
+        if getattr(elem, "defname", None) != "as":
+            continue
+        arg = elem.arg
+        first = arg[0] if isinstance(arg, (tuple, list)) and arg else arg
+        body = getattr(first, "sval", None)
+        if not isinstance(body, str):
+            continue
+        start = location_to_index(text)(elem.arg_location) if elem.arg_location is not None else -1
+        if 0 <= start < len(text):
+            if text[start] == "$":
+                close = text.find("$", start + 1)
+                start = close + 1 if close > 0 else start
+            else:
+                start += 2 if text[start] in "eE" else 1
+        out.append((_blank_comments(body), start))
+    return out
+
+
+def _blank_comments(body: str) -> str:
+    from pglast.parser import ParseError, scan
+
+    try:
+        tokens = scan(body)
+    except ParseError:
+        return body
+    chars = list(body)
+    for token in tokens:
+        if token.name in ("SQL_COMMENT", "C_COMMENT"):
+            for i in range(token.start, min(token.end + 1, len(chars))):
+                if chars[i] != "\n":
+                    chars[i] = " "
+    return "".join(chars)
 
 
 def new_migration_path(
