@@ -406,9 +406,12 @@ def test_check_reports_role_problems(shared: Shared) -> None:
                    ("app-role-owns-objects", None, "error"),
                    ("unprotected-table", "ordr.scratch", "error"),
                    ("app-role-excess-privilege", "public.cvs_usr_mast", "error"),
-                   ("security-definer", None, "warning")}
+                   # owned by the superuser that created it, executable by PUBLIC: RLS does not apply
+                   ("security-definer-bypasses-rls", None, "error"),
+                   ("security-definer-search-path", None, "warning")}
     assert any("TRUNCATE ignores" in f.message for f in findings)
     assert any("ordr.scratch" in f.message for f in findings)
+    assert any("ordr.peek()" in f.message and "superuser" in f.message for f in findings)
 
 
 def test_probe_reports_an_app_role_that_cannot_log_in(shared: Shared) -> None:

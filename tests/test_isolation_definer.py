@@ -19,7 +19,7 @@ from tenantctl import isolation_check, postgres
 from tenantctl.postgres import quote_ident
 
 from conftest import Workspace, run
-from test_isolation import Shared, _as_tenant, roles, shared  # noqa: F401 (fixtures)
+from test_isolation import Shared, _as_tenant, _build, _drop
 
 ALL_USERS = ("CREATE FUNCTION all_users() RETURNS SETOF cvs_usr_mast LANGUAGE sql SECURITY DEFINER "
              "AS 'SELECT * FROM cvs_usr_mast'")
@@ -31,6 +31,17 @@ def _checks(findings: list[isolation_check.IsolationFinding]) -> set[tuple[str, 
 
 def _about(findings: list[isolation_check.IsolationFinding], check: str) -> list[str]:
     return [f.message for f in findings if f.check == check]
+
+
+@pytest.fixture
+def shared(ws: Workspace) -> Iterator[Shared]:
+    """test_isolation's XOS tables with rows of tenants 1 and 2, enforced; dropped afterwards."""
+    sh = Shared(ws, f"{ws.prefix}_shared", f"{ws.prefix}_app", f"{ws.prefix}_owner")
+    try:
+        run(_build(sh))
+        yield sh
+    finally:
+        run(_drop(ws, sh.db, [sh.app, sh.owner]))
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 
 Catalog checks: RLS enabled and forced with a tenant-bound policy on every
 ``clnt_id`` table, the app role's attributes, memberships, ownership and
-privileges, views without ``security_invoker``, SECURITY DEFINER functions,
-keys without ``clnt_id``. The live probe connects as the app role with two
-real tenants, inside a transaction that is always rolled back.
+privileges, views without ``security_invoker``, SECURITY DEFINER functions
+(an error when the app role can execute one whose owner bypasses RLS; their
+``search_path``), keys without ``clnt_id``. The live probe connects as the app
+role with two real tenants, inside a transaction that is always rolled back,
+and calls the definer functions it can call without guessing arguments in a
+read-only transaction, each call bounded and in a savepoint rolled back.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from .isolation import (
     _Tables,
     _tables,
 )
-from .postgres import Session
+from .postgres import Session, quote_ident
+
+DEFINER_CALL_TIMEOUT = 5.0  # seconds: statement_timeout of each probe call of a definer function
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,12 @@ async def check_isolation(admin_dsn: str, database: str, *, app_role: str, owner
         tables = await _tables(admin, app_role, global_tables)
         app_exists = await _role_checks(admin, out, app_role, owner_role, tables.tenant)
         await _table_checks(admin, out, app_role, tables)
+        definers = await _definer_checks(admin, out, app_role, tables.tenant)
     finally:
         await admin.close()
     if probe_tenants is not None and tables.tenant and app_exists:
         await _probe(out, probe_dsn or role_dsn(admin_dsn, app_role), database, tables.tenant,
-                     probe_tenants)
+                     probe_tenants, [d for d in definers if d.callable])
     return list(out)
 
 
@@ -182,15 +188,153 @@ async def _table_checks(s: Session, out: _Findings, app_role: str, tables: _Tabl
         elif not any(o.partition("=")[::2] in _INVOKER_ON for o in r["opts"]):
             out.add("view-not-security-invoker", r["label"], f"view {r['label']} reads tenant tables "
                     "with its owner's rights; set security_invoker = true")
-    for r in await s.fetch(
-        "SELECT p.oid::regprocedure::text AS fn FROM pg_proc p JOIN pg_namespace n "
-        f"ON n.oid = p.pronamespace WHERE p.prosecdef AND {_USER_NS} AND "
-        + _NOT_EXT.format(cls="'pg_proc'", oid="p.oid") + " ORDER BY 1"):
-        out.add("security-definer", None, f"function {r['fn']} is SECURITY DEFINER: it runs with its "
-                "owner's rights; make sure it filters by tenant", "warning")
 
 
 _INVOKER_ON = {("security_invoker", v) for v in ("true", "on", "1", "yes", "t", "y")}
+
+
+# ---------------------------------------------------------- SECURITY DEFINER
+
+_DEFINERS = f"""
+SELECT p.oid, n.nspname, p.proname, p.oid::regprocedure::text AS sig, o.rolname AS owner,
+       o.rolsuper, o.rolbypassrls, p.prokind::text AS kind, p.proretset,
+       format_type(p.prorettype, NULL) AS rettype, t.typtype::text AS typtype,
+       p.pronargs, p.pronargdefaults,
+       EXISTS (SELECT FROM unnest(p.proargmodes::text[]) m WHERE m IN ('o', 'b', 't')) AS has_out,
+       (EXISTS (SELECT FROM pg_attribute x WHERE x.attrelid = t.typrelid AND x.attname = 'clnt_id'
+                AND x.attnum > 0 AND NOT x.attisdropped)
+        OR EXISTS (SELECT FROM unnest(p.proargnames, p.proargmodes::text[]) u(nm, md)
+                   WHERE u.md IN ('o', 'b', 't') AND u.nm = 'clnt_id')) AS tenant_column,
+       (SELECT substr(c, length('search_path=') + 1) FROM unnest(p.proconfig) c
+        WHERE c LIKE 'search\\_path=%' LIMIT 1) AS search_path,
+       coalesce(has_function_privilege(a.oid, p.oid, 'EXECUTE')
+                AND has_schema_privilege(a.oid, n.oid, 'USAGE'), false) AS callable,
+       ARRAY(SELECT c.oid FROM pg_class c WHERE c.oid = ANY($2::oid[])
+             AND ((NOT c.relforcerowsecurity AND pg_has_role(p.proowner, c.relowner, 'USAGE'))
+                  OR (NOT c.relrowsecurity AND has_table_privilege(p.proowner, c.oid, 'SELECT')))
+             ORDER BY 1) AS bypassed
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_roles o ON o.oid = p.proowner
+JOIN pg_type t ON t.oid = p.prorettype
+LEFT JOIN pg_roles a ON a.rolname = $1
+WHERE p.prosecdef AND {_USER_NS} AND {_NOT_EXT.format(cls="'pg_proc'", oid="p.oid")}
+ORDER BY 4"""
+
+
+@dataclass(frozen=True)
+class _Definer:
+    sig: str  # regprocedure text, e.g. ordr.peek()
+    call: str  # quoted schema.name, to call it
+    owner: str
+    callable: bool  # the app role has EXECUTE on it and USAGE on its schema
+    tenant_column: bool  # its rows have a clnt_id column
+    skip: str | None  # why the probe does not call it; None: it may
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _path_entries(value: str) -> list[str]:
+    """``search_path`` as stored in proconfig (``"$user", public``) → unquoted names."""
+    return [e.strip().strip('"').replace('""', '"') for e in value.split(",") if e.strip()]
+
+
+def _probe_skip(r: Any) -> str | None:
+    if r["kind"] != "f":
+        return "it is a procedure, not a function" if r["kind"] == "p" else f"its kind is {r['kind']!r}"
+    if r["pronargs"] > r["pronargdefaults"]:
+        required = r["pronargs"] - r["pronargdefaults"]
+        return f"it takes {required} argument(s) without a default (the probe never guesses arguments)"
+    if r["rettype"] == "record" and not r["has_out"]:
+        return "it returns record without a column list"
+    if r["typtype"] == "p" and r["rettype"] != "record":
+        return f"it returns {r['rettype']}"
+    if not (r["proretset"] or r["typtype"] == "c" or r["has_out"]):
+        return f"it returns a single {r['rettype']} value, not rows"
+    return None
+
+
+async def _definer_checks(s: Session, out: _Findings, app_role: str, tenant: list[_Rel]) -> list[_Definer]:
+    """SECURITY DEFINER functions: an error when the app role can execute one whose owner
+    bypasses RLS (every tenant's rows are reachable through it); otherwise a warning."""
+    rows = await s.fetch(_DEFINERS, app_role, [t.oid for t in tenant])
+    if not rows:
+        return []
+    by_oid = {t.oid: t for t in tenant}
+    writable = {r[0] for r in await s.fetch(
+        f"SELECT n.nspname FROM pg_namespace n JOIN pg_roles a ON a.rolname = $1 WHERE {_USER_NS} "
+        "AND has_schema_privilege(a.oid, n.oid, 'CREATE') ORDER BY 1", app_role)}
+    found = []
+    for r in rows:
+        fn, owner = f"function {r['sig']}", r["owner"]
+        if r["rolsuper"]:
+            why = f"{owner} is a superuser"
+        elif r["rolbypassrls"]:
+            why = f"{owner} has BYPASSRLS"
+        elif r["bypassed"]:
+            rels = [by_oid[o] for o in r["bypassed"]]
+            disabled = [t.label for t in rels if not t.rls]
+            unforced = [t.label for t in rels if t.rls]
+            why = " and ".join(part for part in (
+                unforced and f"{owner} owns (or has the rights of the owner of) {_listing(unforced)}, "
+                             "whose row-level security is not forced",
+                disabled and f"{owner} can read {_listing(disabled)}, whose row-level security is disabled",
+            ) if part)
+        else:
+            why = None
+        if r["rettype"] in ("trigger", "event_trigger"):
+            out.add("security-definer", None, f"{fn} is a SECURITY DEFINER trigger function owned by {owner}: "
+                    "it runs with its owner's rights whenever its trigger fires"
+                    + (f" ({why}); make sure it touches only the current tenant's rows" if why else ""),
+                    "warning")
+            continue
+        if why and r["callable"]:
+            out.add("security-definer-bypasses-rls", None,
+                    f"{fn} is SECURITY DEFINER and {app_role} can execute it, but its owner bypasses "
+                    f"row-level security ({why}): whatever it reads or writes is not filtered by tenant, so "
+                    f"every tenant's rows are reachable through it. Make it SECURITY INVOKER, revoke EXECUTE "
+                    f"from PUBLIC and {app_role}, or give it to an owner that is subject to forced RLS")
+        elif why:
+            out.add("security-definer", None, f"{fn} is SECURITY DEFINER and its owner bypasses row-level "
+                    f"security ({why}), but {app_role} cannot execute it; keep it that way (EXECUTE for "
+                    f"PUBLIC or {app_role} would open every tenant's rows)", "warning")
+        elif r["callable"]:
+            out.add("security-definer", None, f"{fn} is SECURITY DEFINER: it runs with the rights of its "
+                    f"owner {owner}, which is subject to forced row-level security; make sure it does not "
+                    "change the tenant setting or reach tables without RLS", "warning")
+        else:
+            out.add("security-definer", None, f"{fn} is SECURITY DEFINER (owner {owner}, subject to forced "
+                    f"row-level security) and {app_role} cannot execute it", "warning")
+        if r["callable"]:
+            _search_path_check(out, r["sig"], r["search_path"], owner, app_role, writable)
+        found.append(_Definer(r["sig"], f"{quote_ident(r['nspname'])}.{quote_ident(r['proname'])}", owner,
+                              r["callable"], r["tenant_column"], _probe_skip(r)))
+    return found
+
+
+def _search_path_check(out: _Findings, sig: str, value: str | None, owner: str, app_role: str,
+                       writable: set[str]) -> None:
+    """A definer function resolves names with its search_path: unpinned, the caller chooses it."""
+    fn = f"function {sig}"
+    fix = f"ALTER FUNCTION {sig} SET search_path = <schema>, pg_temp"
+    if value is None:
+        planted = (f"; {app_role} can create objects in {_listing(sorted(writable))}" if writable else "")
+        out.add("security-definer-search-path", None, f"{fn} is SECURITY DEFINER without a pinned "
+                f"search_path: it resolves unqualified names with the caller's search_path, so a caller can "
+                f"substitute its own tables, functions or operators{planted} ({fix})", "warning")
+        return
+    entries = _path_entries(value)
+    listed = [owner if e == "$user" else e for e in entries]
+    if open_ := [e for e in listed if e in writable]:
+        out.add("security-definer-search-path", None, f"{fn} pins search_path = {value}, but {app_role} can "
+                f"create objects in {_listing(open_)}: it could plant functions or operators that run with "
+                f"the owner's rights", "warning")
+    if not entries or entries[-1].lower() != "pg_temp":
+        out.add("security-definer-search-path", None, f"{fn} pins search_path = {value} without pg_temp "
+                "last: the caller's temporary tables are searched first and can stand in for its tables "
+                f"({fix})", "warning")
 
 
 class _Undo(Exception):
@@ -211,7 +355,7 @@ async def _attempt(s: Session, sql: str, *args: Any) -> tuple[int, DatabaseError
 
 
 async def _probe(out: _Findings, dsn: str, database: str, tables: list[_Rel],
-                 tenants: tuple[int, int]) -> None:
+                 tenants: tuple[int, int], definers: list[_Definer] | None = None) -> None:
     try:
         s = await postgres.connect(dsn, database, lock_timeout=5, statement_timeout=60)
     except DatabaseError as exc:
@@ -224,11 +368,20 @@ async def _probe(out: _Findings, dsn: str, database: str, tables: list[_Rel],
         if who["bypass"]:
             out.add("probe-wrong-role", None, f"the probe logged in as {who['u']}, which bypasses RLS")
             return
-        async with s.transaction():
-            await _probe_tables(s, out, tables, *tenants)
-            raise _Undo  # never keep anything the probe did
-    except _Undo:
-        pass
+        try:
+            async with s.transaction():
+                await _probe_tables(s, out, tables, *tenants)
+                raise _Undo  # never keep anything the probe did
+        except _Undo:
+            pass
+        if definers:
+            try:
+                async with s.transaction():
+                    await s.execute("SET TRANSACTION READ ONLY")  # before anything else in it
+                    await _probe_definers(s, out, definers, tenants[0])
+                    raise _Undo
+            except _Undo:
+                pass
     finally:
         await s.close()
 
@@ -277,3 +430,53 @@ async def _probe_tables(s: Session, out: _Findings, tables: list[_Rel], a: int, 
             elif err is not None and err.sqlstate != "42501":
                 out.add("probe-inconclusive", t.label, f"{t.label}: write probe ({did}) ended with "
                         f"{err.sqlstate} before row-level security was reached", "warning")
+
+
+async def _probe_definers(s: Session, out: _Findings, definers: list[_Definer], a: int) -> None:
+    """Call each definer function the app role can call without arguments, with no tenant set
+    and with tenant ``a`` set: rows with no tenant, or rows of another tenant, are a leak.
+
+    The caller's transaction is READ ONLY; each call runs in a savepoint that is rolled back,
+    under its own statement_timeout (``DEFINER_CALL_TIMEOUT``).
+    """
+    for d in definers:
+        if d.skip is not None:
+            out.add("probe-definer-skipped", None, f"function {d.sig} was not called by the live probe: "
+                    f"{d.skip}", "warning")
+    calls = [d for d in definers if d.skip is None]
+    failed: set[str] = set()
+    timeout = f"{max(1, int(DEFINER_CALL_TIMEOUT * 1000))}ms"
+    alias = "tenantctl_probe_row"
+    for tenant in (None, a):
+        if tenant is not None:
+            await s.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, str(tenant))
+        for d in (d for d in calls if d.sig not in failed):
+            other = (f"count(*) FILTER (WHERE NOT ({alias} IS NULL) AND {alias}.clnt_id IS DISTINCT FROM $1)"
+                     if d.tenant_column else "NULL::bigint")
+            sql = (f"SELECT count(*) FILTER (WHERE NOT ({alias} IS NULL)) AS n, {other} AS other "
+                   f"FROM {d.call}() AS {alias}")
+            try:
+                row = await _rolled_back(s, timeout, sql, *((tenant,) if d.tenant_column else ()))
+            except DatabaseError as err:
+                failed.add(d.sig)
+                out.add("probe-definer-inconclusive", None, f"function {d.sig}: calling it as the app role "
+                        f"failed with {err.sqlstate} {err.message}", "warning")
+                continue
+            if tenant is None and row["n"]:
+                out.add("probe-definer-cross-tenant-read", None, f"function {d.sig} (owner {d.owner}): with no "
+                        f"tenant set, the app role got {row['n']} row(s) from it (the tenant policy shows none)")
+            elif tenant is not None and row["other"]:
+                out.add("probe-definer-cross-tenant-read", None, f"function {d.sig} (owner {d.owner}): with "
+                        f"tenant {tenant} set, it returned {row['other']} row(s) of other tenants")
+
+
+async def _rolled_back(s: Session, timeout: str, sql: str, *args: Any) -> Any:
+    """fetchrow in a savepoint that is always rolled back, with statement_timeout = ``timeout``."""
+    row = None
+    try:
+        async with s.transaction():
+            await s.execute("SELECT set_config('statement_timeout', $1, true)", timeout)
+            row = await s.fetchrow(sql, *args)
+            raise _Undo
+    except _Undo:
+        return row
