@@ -34,18 +34,24 @@ class Inputs:
     project: Project
     migrations: tuple[Migration, ...]
     seed: Script | None
+    notices: tuple[str, ...] = ()  # entries of the folder that were ignored, by name
 
 
 def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
-    migrations = load_migrations(project.migrations_dir)
+    allow = project.settings.allow_external_symlinks
+    notices: list[str] = []
+    migrations = load_migrations(
+        project.migrations_dir, notices=notices, allow_external_symlinks=allow)
     seed = None
     if with_seed and project.seed_path is not None:
         from .errors import MigrationFileError
 
-        if not project.seed_path.is_file():
-            raise MigrationFileError(f"seed file {project.seed_path} does not exist")
-        seed = read_script(project.seed_path)
-    return Inputs(project, migrations, seed)
+        # not resolved: a symlinked seed is judged by where it points
+        seed_path = project.base_dir / (project.file.seed or "")
+        if not seed_path.is_file():
+            raise MigrationFileError(f"seed file {seed_path} does not exist")
+        seed = read_script(seed_path, root=project.base_dir, allow_external_symlinks=allow)
+    return Inputs(project, migrations, seed, tuple(notices))
 
 
 def lint(inputs: Inputs, only: tuple[Path, ...] = ()) -> list[Any]:
@@ -205,6 +211,7 @@ async def run_changes(
     on_start: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
     resume: str | bool | None = None,
+    argv: tuple[str, ...] = (),
 ) -> RunResult:
     """provision / migrate: fan out over the tenants' databases, record the run.
 
@@ -236,7 +243,7 @@ async def run_changes(
             await admin.close()
         book = ledger.Ledger(control)
         await book.sync_registry(project.tenants)
-        await book.start_run(run_id, options.command, [t.clnt_id for t in tenants])
+        await book.start_run(run_id, options.command, [t.clnt_id for t in tenants], argv)
     if on_start is not None:
         on_start(len(tenants))
 
@@ -367,7 +374,10 @@ async def collect_status(
     seed_configured = project.seed_path is not None
     markers: dict[tuple[str, str], str] = {}
     for server in {u.server for u in units}:
-        admin = await postgres.connect(dsns[server])
+        try:
+            admin = await postgres.connect(dsns[server])
+        except DatabaseError:
+            continue  # its tenants show as unreachable below
         try:
             markers.update({(server, db): m for db, m in (await postgres.read_markers(admin)).items()})
         finally:

@@ -26,6 +26,7 @@ class Globals:
     json: bool
     debug: bool
     quiet: bool
+    argv: tuple[str, ...] = ()  # the arguments as given (redacted before they are stored)
 
     def project(self) -> Any:
         from .config import find_config, load_project
@@ -54,7 +55,8 @@ def cli(ctx: click.Context, config: str | None, dsn: str | None, as_json: bool, 
     Exit codes: 0 all good, 1 a tenant failed or drift found, 2 bad input
     (nothing changed), 130 interrupted.
     """
-    ctx.obj = Globals(config, dsn, as_json, debug, quiet)
+    argv = ctx.obj if isinstance(ctx.obj, tuple) else tuple(sys.argv[1:])
+    ctx.obj = Globals(config, dsn, as_json, debug, quiet, argv)
 
 
 def _json_flag(f: Any) -> Any:
@@ -150,6 +152,8 @@ def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
         app.check_rollback_inputs(inputs, target)
     options = _options(g, project, command, kw, target)
     as_json = g.json or kw["as_json"]
+    for notice in inputs.notices:
+        _err(f"warning: {notice}")
     findings = app.lint(inputs)
     if kw["strict_lint"] or project.settings.strict_lint:
         app.refuse_on_lint_errors(findings)
@@ -163,7 +167,8 @@ def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
     try:
         run, interrupted = app.run_async(
             lambda stop: app.run_changes(inputs, tenants, options, on_result=on_result,
-                                         on_start=sink.start, stop=stop, resume=resume)
+                                         on_start=sink.start, stop=stop, resume=resume,
+                                         argv=g.argv)
         )
     finally:
         sink.close()
@@ -402,8 +407,10 @@ def server_start(g: Globals) -> None:
     """Start the embedded server (commands also start it on demand)."""
     from . import app
 
+    from .redact import redact_dsn
+
     project = g.project()
-    click.echo(app.ensure_server(project))
+    click.echo(redact_dsn(app.ensure_server(project)))
 
 
 @server.command("stop")
@@ -432,15 +439,18 @@ def server_status(g: Globals, as_json: bool) -> None:
 
 
 def _fail(exc: TenantctlError, *, debug: bool, as_json: bool) -> NoReturn:
+    from .redact import redact
+
     if debug:
         traceback.print_exc()
-    _err(f"tenantctl: error: {exc.message}")
-    if exc.hint:
-        _err(f"hint: {exc.hint}")
+    message, hint = redact(exc.message), redact(exc.hint) if exc.hint else None
+    _err(f"tenantctl: error: {message}")
+    if hint:
+        _err(f"hint: {hint}")
     if as_json:
         import json
 
-        click.echo(json.dumps({"error": {"message": exc.message, "hint": exc.hint,
+        click.echo(json.dumps({"error": {"message": message, "hint": hint,
                                          "exit_code": exc.exit_code}}))
     sys.exit(exc.exit_code)
 
@@ -448,7 +458,7 @@ def _fail(exc: TenantctlError, *, debug: bool, as_json: bool) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args, prog_name="tenantctl", standalone_mode=False)
+        cli.main(args, prog_name="tenantctl", standalone_mode=False, obj=tuple(args))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -22,6 +22,7 @@ from .config import TenantSpec
 from .errors import DatabaseError
 from .outcome import RunResult, TenantResult
 from .postgres import Session
+from .redact import redact_argv
 
 SCHEMA_LOCK_KEY = 0x74656E616E7464  # serialises control-schema DDL between runs
 
@@ -187,12 +188,15 @@ class Ledger:
                 [",".join(map(str, t.sites)) for t in tenants],
             )
 
-    async def start_run(self, run_id: str, command: str, clnt_ids: list[int]) -> None:
+    async def start_run(
+        self, run_id: str, command: str, clnt_ids: list[int], argv: tuple[str, ...] = ()
+    ) -> None:
+        """Record a run; ``argv`` is stored with every credential redacted."""
         async with self._lock:
             await self._session.execute(
                 "INSERT INTO tenantctl_runs (run_id, command, argv, clnt_ids, host, os_user, "
                 "tool_version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                run_id, command, sys.argv[1:], clnt_ids, socket.gethostname(), _os_user(),
+                run_id, command, redact_argv(list(argv)), clnt_ids, socket.gethostname(), _os_user(),
                 __version__,
             )
 

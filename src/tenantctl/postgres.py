@@ -22,6 +22,7 @@ import asyncpg
 
 from .errors import DatabaseError, LockLost, LockNotAcquired
 from .migrations import Migration, Script
+from .redact import redact
 from .plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, MARKER_SETTING, HistoryRow
 
 HISTORY_TABLE = "tenantctl_schema_history"
@@ -106,12 +107,14 @@ def translate(exc: BaseException, context: str = "") -> DatabaseError:
         state = getattr(exc, "sqlstate", None)
         detail = getattr(exc, "detail", None)
         hint = getattr(exc, "hint", None)
-        return DatabaseError(f"{prefix}{exc}", sqlstate=state, detail=detail, hint=hint)
+        return DatabaseError(
+            redact(f"{prefix}{exc}"), sqlstate=state,
+            detail=redact(detail) if detail else None, hint=redact(hint) if hint else None)
     if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)):
         # No server-side code for a lost/refused connection: report class 08.
         text = str(exc) or type(exc).__name__
-        return DatabaseError(f"{prefix}connection lost or refused: {text}", sqlstate="08006")
-    return DatabaseError(f"{prefix}{type(exc).__name__}: {exc}", sqlstate=None)
+        return DatabaseError(redact(f"{prefix}connection lost or refused: {text}"), sqlstate="08006")
+    return DatabaseError(redact(f"{prefix}{type(exc).__name__}: {exc}"), sqlstate=None)
 
 
 _TRANSLATABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
@@ -192,7 +195,7 @@ async def connect(
     except _TRANSLATABLE as exc:
         raise translate(exc, database or "server") from exc
     except ValueError as exc:  # asyncpg rejects a malformed DSN with ValueError
-        raise DatabaseError(f"invalid DSN: {exc}", sqlstate=None) from exc
+        raise DatabaseError(redact(f"invalid DSN: {exc}"), sqlstate=None) from None
     return Session(conn, database or "server")
 
 
