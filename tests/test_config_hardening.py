@@ -58,3 +58,277 @@ def test_check_identifier_refuses_a_trailing_newline() -> None:
 def test_names_with_a_trailing_newline_are_refused(tmp_path: Path, yaml_text: str, field: str) -> None:
     msg = error_of(write(tmp_path, yaml_text))
     assert field in msg, msg
+
+
+# ------------------------------------------------ 4. bad input that used to fail at run time
+
+MAX_MS = 2147483647  # PostgreSQL's upper bound for statement_timeout / lock_timeout
+
+
+@pytest.mark.parametrize("field", ["lock_timeout", "statement_timeout", "lock_wait"])
+@pytest.mark.parametrize("value", ["99999999h", "2147483648ms", "2147484s", "35792min",
+                                   "1e400", "10000000000000000000000000000000000000000000000000"
+                                   "000000000000000000000000000000000000000000000000000000000"
+                                   "000000000000000000000000000000000000000000000000000000000"
+                                   "000000000000000000000000000000000000000000000000000000000"
+                                   "000000000000000000000000000000000000000000000000000000000"
+                                   "0000000000000000000000000000000000000000000000000000000000000000"])
+def test_durations_beyond_postgres_range_are_refused(tmp_path: Path, field: str, value: str) -> None:
+    msg = error_of(write(tmp_path, f"""
+        settings:
+          {field}: {value}
+        tenants: []
+    """))
+    assert f"tenants.yaml:3: settings.{field}" in msg, msg
+    assert "Traceback" not in msg
+
+
+@pytest.mark.parametrize("value", [".nan", ".NaN", ".inf", "-.inf", '"nan"', '"inf"', '"NaN"', '"infinity"', "-5"])
+def test_nan_and_inf_durations_are_refused(tmp_path: Path, value: str) -> None:
+    msg = error_of(write(tmp_path, f"""
+        settings: {{ lock_timeout: {value} }}
+        tenants: []
+    """))
+    assert "tenants.yaml:2: settings.lock_timeout" in msg, msg
+
+
+def test_largest_postgres_duration_is_accepted(tmp_path: Path) -> None:
+    p = load_project(write(tmp_path, f"""
+        settings: {{ statement_timeout: {MAX_MS}ms, lock_timeout: 2147483s, lock_wait: 0 }}
+        tenants: []
+    """), env={})
+    assert int(p.settings.statement_timeout * 1000) == MAX_MS
+    assert p.settings.lock_timeout == 2147483.0
+
+
+@pytest.mark.parametrize("raw", ["99999999h", "2147483648ms", float("nan"), float("inf"), "nan", "inf",
+                                 10 ** 400, "1" + "0" * 400, -1, True, "5 s s", "5s\nx"])
+def test_parse_duration_refuses_with_value_error(raw: object) -> None:
+    from tenantctl.config import parse_duration
+
+    with pytest.raises(ValueError):
+        parse_duration(raw)
+
+
+@pytest.mark.parametrize("raw,seconds", [("2147483647ms", 2147483.647), ("0", 0.0), ("5s\n", 5.0), (0.5, 0.5)])
+def test_parse_duration_edges(raw: object, seconds: float) -> None:
+    from tenantctl.config import parse_duration
+
+    assert parse_duration(raw) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("name", ['"A\\0B"', '"A\\x07"', '"line\\nbreak"', '"A\\x7f"', '"A\\u0085"', '"A\\e"'])
+def test_control_characters_in_a_tenant_name_are_refused(tmp_path: Path, name: str) -> None:
+    msg = error_of(write(tmp_path, f"""
+        tenants:
+          - {{ clnt_id: 1, name: "ok", sites: [1] }}
+          - {{ clnt_id: 2, name: {name}, sites: [1] }}
+    """))
+    assert "tenants.yaml:4: tenants[1].name" in msg, msg
+    assert "control character" in msg
+    assert "\x00" not in msg
+
+
+def test_tab_and_unicode_in_a_tenant_name_are_fine(tmp_path: Path) -> None:
+    p = load_project(write(tmp_path, """
+        tenants:
+          - { clnt_id: 1, name: "Zürich\\tKlinik – 東京", sites: [1] }
+    """), env={})
+    assert p.tenants[0].name == "Zürich\tKlinik – 東京"
+
+
+@pytest.mark.parametrize("field", ["app_role", "owner_role"])
+@pytest.mark.parametrize("role", ["postgres", "pg_monitor", "pg_read_all_data", "pg_", "public", "none",
+                                  "current_user", "session_user", "current_role"])
+def test_reserved_role_names_are_refused(tmp_path: Path, field: str, role: str) -> None:
+    msg = error_of(write(tmp_path, f"""
+        shared:
+          {field}: {role}
+        tenants: []
+    """))
+    assert f"tenants.yaml:3: shared.{field}" in msg, msg
+
+
+def test_app_role_must_differ_from_owner_role(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, """
+        shared:
+          app_role: cvs_app
+          owner_role: cvs_app
+        tenants: []
+    """))
+    assert "tenants.yaml:4: shared.owner_role" in msg and "app_role" in msg, msg
+
+
+def _servers(dsn: str) -> str:
+    return f"""
+        servers:
+          main:
+            dsn: "{dsn}"
+        tenants: []
+    """
+
+
+@pytest.mark.parametrize("dsn,says", [
+    ("postgresql://u:Hunter2Pw@localhost:99999/db", "99999"),
+    ("postgresql://u:Hunter2Pw@localhost:0/db", "port"),
+    ("postgresql://u:Hunter2Pw@localhost:abc/db", "abc"),
+    ("postgresql://u:Hunter2Pw@localhost:/db?port=99999", "99999"),
+    ("postgresql://u:Hunter2Pw@h1:5432,h2:99999/db", "99999"),
+    ("postgresql://u:Hunter2Pw@[::1]:70000/db", "70000"),
+    ("postgresql://u:Hunter2Pw@h1,h2/db?port=5432,abc", "abc"),
+    ("postgresql://u:Hunter2Pw@h1/db?port=-1", "port"),
+    ("mysql://u:Hunter2Pw@localhost/db", "postgresql://"),
+    ("http://u:Hunter2Pw@localhost/db", "postgresql://"),
+    ("localhost", "postgresql://"),
+    ("host=localhost port=99999 password=Hunter2Pw", "99999"),
+    ("host=localhost port=abc password=Hunter2Pw", "abc"),
+    ("host=localhost password='Hunter2Pw", "quote"),
+    ("host=localhost =x password=Hunter2Pw", "key=value"),
+    ("postgresql://u:Hunter2Pw@local host/db", "postgresql://"),
+    ("postgresql://u:Hun/ter2Pw@localhost:5432/db", "percent-encode"),
+    ("postgresql://u:Hun?ter2Pw@localhost:5432/db", "percent-encode"),
+    ("postgresql://u:Hun#ter2Pw@localhost:5432/db", "percent-encode"),
+])
+def test_bad_server_dsn_is_refused_without_the_password(tmp_path: Path, dsn: str, says: str) -> None:
+    msg = error_of(write(tmp_path, _servers(dsn)))
+    assert "tenants.yaml:4: servers.main.dsn" in msg, msg
+    assert says in msg, msg
+    assert "Hunter2Pw" not in msg
+
+
+@pytest.mark.parametrize("dsn", [
+    "embedded",
+    "postgresql://u:pw@localhost:5432/db",
+    "postgres://localhost/db",
+    "postgresql://",
+    "postgresql:///db?host=/var/run/postgresql",
+    "postgresql://u@h1:5432,h2:5433,h3/db?target_session_attrs=read-write",
+    "postgresql://[::1]:5432/db",
+    "postgresql://[2001:db8::1]/db",
+    "postgresql://u:p%40ss@%2Fvar%2Frun%2Fpostgresql/db",
+    "postgresql://h/db?port=5432",
+    "postgresql://h1,h2/db?port=5432,5433",
+    "postgresql://h:65535/db",
+    "host=localhost port=5432 user=u password=pw dbname=db",
+    "host=h1,h2 port=5432,5433 dbname=db",
+    "host = localhost  password = 'a b\\' c'  dbname=x",
+])
+def test_good_server_dsns_are_accepted(tmp_path: Path, dsn: str) -> None:
+    p = load_project(write(tmp_path, _servers(dsn.replace("\\", "\\\\").replace('"', '\\"'))), env={})
+    assert p.servers["main"].dsn
+
+
+def test_dsn_from_the_environment_is_validated_and_redacted(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, _servers("${MAIN_DSN}")), env={"MAIN_DSN": "postgresql://u:Hunter2Pw@h:99999/d"})
+    assert "tenants.yaml:4: servers.main.dsn" in msg and "99999" in msg
+    assert "Hunter2Pw" not in msg
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_dsn_override_is_validated_and_redacted(tmp_path: Path, how: str) -> None:
+    path = write(tmp_path, "tenants: []\n")
+    bad = "postgresql://u:Hunter2Pw@localhost:99999/db"
+    with pytest.raises(ConfigError) as info:
+        if how == "flag":
+            load_project(path, dsn=bad, env={})
+        else:
+            load_project(path, env={"TENANTCTL_DSN": bad})
+    msg = str(info.value)
+    assert ("--dsn" if how == "flag" else "TENANTCTL_DSN") in msg, msg
+    assert "99999" in msg and "Hunter2Pw" not in msg
+    assert load_project(path, dsn="postgresql://u:pw@localhost:5432/db", env={}).servers
+
+
+def test_probe_dsn_is_interpolated_and_validated(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        shared:
+          probe_dsn: "${CVS_APP_DSN}"
+        tenants: []
+    """)
+    p = load_project(path, env={"CVS_APP_DSN": "postgresql://cvs_app:pw@h/db"})
+    assert p.file.shared.probe_dsn == "postgresql://cvs_app:pw@h/db"
+    msg = error_of(path, env={"CVS_APP_DSN": "postgresql://cvs_app:Hunter2Pw@h:0/db"})
+    assert "tenants.yaml:3: shared.probe_dsn" in msg and "Hunter2Pw" not in msg
+    msg = error_of(path, env={})
+    assert "tenants.yaml:3: shared.probe_dsn" in msg and "CVS_APP_DSN is not set" in msg
+
+
+def test_validation_errors_never_print_a_dsn_password(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, """
+        servers:
+          main: { dsn: "postgresql://u:Hunter2Pw@h/db", max_connections: 0 }
+        shared: { probe_dsn: ["postgresql://u:Hunter2Pw@h/db"] }
+        tenants: []
+    """))
+    assert "servers.main.max_connections" in msg and "shared.probe_dsn" in msg
+    assert "Hunter2Pw" not in msg
+
+
+def test_allow_external_symlinks_setting(tmp_path: Path) -> None:
+    from tenantctl.config import Settings
+
+    assert Settings().allow_external_symlinks is False
+    assert "allow_external_symlinks" in (Settings.__doc__ or "")
+    p = load_project(write(tmp_path, "settings: { allow_external_symlinks: true }\ntenants: []\n"), env={})
+    assert p.settings.allow_external_symlinks is True
+    msg = error_of(write(tmp_path, "settings: { allow_external_symlinks: sometimes }\ntenants: []\n"))
+    assert "tenants.yaml:1: settings.allow_external_symlinks" in msg
+
+
+# ------------------------------------------------ through the CLI: exit 2, nothing created
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from conftest import Workspace  # noqa: E402
+
+
+def run_cli(config: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """A real process: a crash (SIGSEGV) or a hang shows up as such, not as a dead pytest."""
+    return subprocess.run(
+        [sys.executable, "-m", "tenantctl", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def assert_refused(ws: Workspace, *args: str, says: str) -> None:
+    result = ws.cli(*args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert ws.databases() == set(), "bad input must not create anything"
+
+
+@pytest.mark.parametrize("extra,says", [
+    ("settings: { statement_timeout: 99999999h }\n", "tenants.yaml:5: settings.statement_timeout"),
+    ("settings: { lock_timeout: .nan }\n", "tenants.yaml:5: settings.lock_timeout"),
+    ("shared: { app_role: postgres }\n", "tenants.yaml:5: shared.app_role"),
+])
+def test_bad_settings_refused_before_any_database_is_created(ws: Workspace, extra: str, says: str) -> None:
+    ws.write_config(TENANT, extra)
+    ws.add_migration("v1_init.sql", "create table t (clnt_id int2);")
+    assert_refused(ws, "provision", "--all", says=says)
+
+
+def test_control_character_in_name_refused_before_any_database_is_created(ws: Workspace) -> None:
+    ws.write_config('  - { clnt_id: 1, name: "A\\0B", sites: [1] }\n')
+    ws.add_migration("v1_init.sql", "create table t (clnt_id int2);")
+    assert_refused(ws, "provision", "--all", says="tenants.yaml:6: tenants[0].name: contains a control character")
+
+
+def test_lock_timeout_flag_beyond_postgres_range_is_refused(ws: Workspace) -> None:
+    ws.write_config(TENANT)
+    ws.add_migration("v1_init.sql", "create table t (clnt_id int2);")
+    assert_refused(ws, "provision", "--all", "--lock-timeout", "99999999h", says="--lock-timeout")
+    assert_refused(ws, "provision", "--all", "--statement-timeout", "nan", says="--statement-timeout")
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://u:Hunter2Pw@localhost:99999/db",
+                                 "postgresql://u:Hunter2Pw@localhost:abc/db"])
+def test_bad_dsn_flag_is_exit_2_without_the_password(tmp_path: Path, dsn: str) -> None:
+    config = write(tmp_path, "tenants:\n" + TENANT)
+    proc = run_cli(config, "--dsn", dsn, "status")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "--dsn" in proc.stderr and "port" in proc.stderr
+    assert "Hunter2Pw" not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -8,8 +8,10 @@ this module is a frozen :class:`Project`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +27,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .redact import redact, redact_dsn
 
 DEFAULT_CONFIG = "tenants.yaml"
 CONFIG_ENV = "TENANTCTL_CONFIG"
@@ -43,21 +46,44 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
 INT2_MAX = 32767
+# PostgreSQL's timeouts (statement_timeout, lock_timeout) are int4 milliseconds;
+# a longer value is refused by the server (22023) after databases were created.
+MAX_DURATION_MS = 2147483647
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 128 else "a huge number"
+    return text if len(text) <= limit else text[: limit - 4] + "…" + text[-3:]
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``5``, ``5s``, ``500ms``, ``2min``, ``1h``."""
+    """Seconds from ``5``, ``5s``, ``500ms``, ``2min``, ``1h``.
+
+    Raises ValueError for anything else: negative, NaN or infinite values, and
+    durations longer than PostgreSQL accepts for a timeout (2147483647 ms,
+    about 24.8 days).
+    """
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 5s, 500ms or 2min")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         match = _DURATION.fullmatch(str(value))
         if not match:
-            raise ValueError(f"{value!r} is not a duration such as 5s, 500ms or 2min")
+            raise ValueError(f"{_short(value)} is not a duration such as 5s, 500ms or 2min")
         seconds = float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+    if math.isnan(seconds):
+        raise ValueError("a duration must be a number, not NaN")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    # postgres.py sends int(seconds * 1000) ms
+    if math.isinf(seconds) or seconds * 1000 >= MAX_DURATION_MS + 1:
+        raise ValueError(
+            f"{_short(value)} is too long: PostgreSQL's limit is {MAX_DURATION_MS}ms (about 24.8 days)"
+        )
     return seconds
 
 
@@ -90,7 +116,164 @@ def check_table_name(value: str) -> str:
     return value
 
 
+# Role names PostgreSQL reserves or that would hand the shared database to the
+# wrong principal: ``postgres`` (the bootstrap superuser), ``pg_*`` (predefined
+# roles), and the pseudo-roles GRANT/ALTER understand specially.
+RESERVED_ROLES = frozenset({"postgres", "public", "none", "current_user", "session_user", "current_role"})
+
+
+def check_role(value: str) -> str:
+    check_identifier(value)
+    if value in RESERVED_ROLES or value.startswith("pg_"):
+        raise ValueError(
+            f"{value!r} is reserved by PostgreSQL (postgres, pg_*, public, none, current_user, "
+            "session_user, current_role): choose a role of its own"
+        )
+    return value
+
+
+def check_dsn(dsn: str) -> str:
+    """``dsn`` unchanged if it is ``embedded``, a postgresql:// (or postgres://) URL or
+    a libpq key=value string with valid ports; else ValueError (password redacted)."""
+    if dsn == EMBEDDED:
+        return dsn
+    scheme = _SCHEME.match(dsn)
+    if scheme:
+        problem = _url_problem(dsn, scheme.group(1))
+    elif "=" in dsn:
+        problem = _keyword_problem(dsn)
+    else:
+        problem = "not a PostgreSQL connection string"
+    if problem:
+        raise ValueError(
+            f"{problem} in {redact_dsn(dsn)!r} (expected {EMBEDDED!r}, "
+            "postgresql://user@host:port/database or key=value pairs such as "
+            "'host=db port=5432 dbname=app')"
+        )
+    return dsn
+
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _port_problem(port: str) -> str | None:
+    if port == "":
+        return None  # libpq: the default port
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        return f"port {_short(port)} is not a number from 1 to 65535"
+    return None
+
+
+def _url_problem(dsn: str, scheme: str) -> str | None:
+    from urllib.parse import parse_qsl
+
+    if scheme.lower() not in ("postgresql", "postgres"):
+        return f"scheme {scheme!r} is not postgresql:// or postgres://"
+    if any(c.isspace() for c in dsn):
+        return "whitespace in a URL (percent-encode it, e.g. %20)"
+    rest = dsn[len(scheme) + 3:]
+    # read as urllib (and so asyncpg) reads it: the authority ends at the first
+    # '/', '?' or '#', the user information at its last '@'
+    end = re.search(r"[/?#]", rest)
+    authority = rest[: end.start()] if end else rest
+    query = rest.partition("#")[0].partition("?")[2]
+    hostspec = authority.rpartition("@")[2]
+    problem = _hosts_problem(hostspec)
+    if problem and "@" not in authority and "@" in rest:
+        # "u:pa/ss@h": a raw '/' or '?' in the password ended the authority early,
+        # so what looks like a host is part of the password: never echo it
+        return ("the password (or user) holds a raw '/', '?' or '#': percent-encode it "
+                "(%2F, %3F, %23; %40 for '@')")
+    if problem:
+        return problem
+    if "#" in rest:
+        return "a '#' (a URL fragment, which PostgreSQL ignores): percent-encode it as %23"
+    if query:
+        try:
+            params = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            return "the query string is not key=value&key=value"
+        for key, value in params:
+            if key == "port":
+                for port in value.split(","):
+                    problem = _port_problem(port)
+                    if problem:
+                        return problem
+    return None
+
+
+def _hosts_problem(hostspec: str) -> str | None:
+    for host in hostspec.split(","):
+        if host.startswith("["):
+            end = host.find("]")
+            if end < 0:
+                return f"unclosed '[' in host {_short(host)}"
+            after = host[end + 1:]
+            if after and not after.startswith(":"):
+                return f"unexpected {_short(after)} after the IPv6 address"
+            port = after[1:] if after else ""
+        else:
+            port = host.partition(":")[2]
+            if ":" in port:
+                return f"host {_short(host)} has more than one ':' (put IPv6 addresses in [ ])"
+        problem = _port_problem(port)
+        if problem:
+            return problem
+    return None
+
+
+def _keyword_problem(dsn: str) -> str | None:
+    """libpq's conninfo syntax: key = value pairs, values optionally 'quoted'."""
+    i, n = 0, len(dsn)
+    while True:
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n:
+            return None
+        start = i
+        while i < n and dsn[i] != "=" and not dsn[i].isspace():
+            i += 1
+        key = dsn[start:i]
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            return f"{_short(key) if key else 'an empty key'} is not a key of a key=value pair"
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n or dsn[i] != "=":
+            return f"key {key!r} is not followed by '=' (key=value pairs)"
+        i += 1
+        while i < n and dsn[i].isspace():
+            i += 1
+        value = []
+        if i < n and dsn[i] == "'":
+            i += 1
+            while True:
+                if i >= n:
+                    return f"the quote of the value of {key!r} is not closed"
+                if dsn[i] == "\\" and i + 1 < n:
+                    value.append(dsn[i + 1])
+                    i += 2
+                elif dsn[i] == "'":
+                    i += 1
+                    break
+                else:
+                    value.append(dsn[i])
+                    i += 1
+        else:
+            while i < n and not dsn[i].isspace():
+                if dsn[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(dsn[i])
+                i += 1
+        if key == "port":
+            for port in "".join(value).split(","):
+                problem = _port_problem(port)
+                if problem:
+                    return problem
+
+
 Identifier = Annotated[str, BeforeValidator(check_identifier)]
+RoleName = Annotated[str, BeforeValidator(check_role)]
 WaveName = Annotated[str, BeforeValidator(check_wave)]
 TableName = Annotated[str, BeforeValidator(check_table_name)]
 Int2Id = Annotated[int, Field(strict=True, ge=1, le=INT2_MAX)]
@@ -122,8 +305,8 @@ class Server(_Model):
 class Shared(_Model):
     server: str | None = None
     database: Identifier = "cvs_shared"
-    app_role: Identifier = "cvs_app"
-    owner_role: Identifier = "cvs_owner"
+    app_role: RoleName = "cvs_app"
+    owner_role: RoleName = "cvs_owner"
     # tables without clnt_id that every tenant may read (reference data)
     global_tables: tuple[TableName, ...] = ()
     # how check-isolation logs in as app_role (default: the server DSN with the user swapped)
@@ -131,7 +314,16 @@ class Shared(_Model):
 
 
 class Settings(_Model):
-    """Run settings; every one can also be given on the command line."""
+    """Run settings; most can also be given on the command line.
+
+    Durations (``lock_timeout``, ``statement_timeout``, ``lock_wait``) accept
+    ``5``, ``5s``, ``500ms``, ``2min``, ``1h``, at most 2147483647 ms.
+
+    ``allow_external_symlinks`` (default false): a migration or seed file that
+    is a symbolic link to somewhere outside the project folder is refused
+    unless this is true (a link could otherwise make tenantctl run SQL from
+    anywhere on the machine).
+    """
 
     concurrency: int = Field(default=8, ge=1, le=1000)
     lock_timeout: Duration = 5.0
@@ -140,6 +332,7 @@ class Settings(_Model):
     retries: int = Field(default=3, ge=0, le=100)
     strict_lint: bool = False  # lint errors refuse a migrate/provision (exit 2)
     template: bool = True  # provision new databases by cloning a migrated template
+    allow_external_symlinks: bool = False  # migration/seed links may point outside the project
 
 
 class Tenant(_Model):
@@ -150,6 +343,18 @@ class Tenant(_Model):
     wave: WaveName | None = None
     server: str | None = None
     database: Identifier | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        # Names are data (bind parameters, settings), but a NUL cannot be stored
+        # in PostgreSQL text at all, and line breaks or escapes garble logs.
+        for i, ch in enumerate(name):
+            if ch != "\t" and unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+                raise ValueError(
+                    f"contains a control character (U+{ord(ch):04X}) at position {i + 1}"
+                )
+        return name
 
     @field_validator("sites")
     @classmethod
@@ -288,10 +493,17 @@ def load_project(
     try:
         model = ConfigFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(path, lines, exc)) from None
+        raise ConfigError(redact(_format_validation(path, lines, exc))) from None
 
-    problems: list[tuple[tuple[Any, ...], str]] = []
+    problems: list[tuple[tuple[Any, ...] | str, str]] = []
     servers = _resolve_servers(model, dsn, env, problems)
+    model = _resolve_probe_dsn(model, env, problems)
+    if model.shared.app_role == model.shared.owner_role:
+        problems.append((
+            ("shared", "owner_role"),
+            f"{model.shared.owner_role!r} is also shared.app_role: the application role must "
+            "not own the tables (it would bypass row-level security)",
+        ))
     default = model.default_server or (next(iter(model.servers)) if model.servers else "default")
     if model.default_server and model.default_server not in servers:
         problems.append((("default_server",), f"no server named {model.default_server!r}"))
@@ -337,9 +549,11 @@ def load_project(
             TenantSpec(t.clnt_id, t.name, t.sites, mode, t.wave, server, database)
         )
     if problems:
-        raise ConfigError(
-            "\n".join(f"{_where(path, lines, loc)}: {msg}" for loc, msg in problems)
-        )
+        # messages that hold a DSN redacted it already (check_dsn)
+        raise ConfigError("\n".join(
+            f"{loc if isinstance(loc, str) else _where(path, lines, loc)}: {msg}"
+            for loc, msg in problems
+        ))
     return Project(path, model, servers, default, tuple(tenants))
 
 
@@ -347,22 +561,49 @@ def _resolve_servers(
     model: ConfigFile,
     dsn: str | None,
     env: dict[str, str],
-    problems: list[tuple[tuple[Any, ...], str]],
+    problems: list[tuple[tuple[Any, ...] | str, str]],
 ) -> dict[str, Server]:
+    """Servers with ${VAR}s expanded and the --dsn / TENANTCTL_DSN override applied;
+    every DSN checked (scheme, ports) so a bad one is exit 2, not a failed connect."""
     servers: dict[str, Server] = {}
     for name, server in model.servers.items():
         try:
-            servers[name] = server.model_copy(update={"dsn": interpolate_env(server.dsn, env)})
+            servers[name] = server.model_copy(
+                update={"dsn": check_dsn(interpolate_env(server.dsn, env))}
+            )
         except ValueError as exc:
             problems.append((("servers", name, "dsn"), str(exc)))
     override = dsn or env.get(DSN_ENV)
     default = model.default_server or (next(iter(model.servers)) if model.servers else "default")
     if override:
+        try:
+            check_dsn(override)
+        except ValueError as exc:
+            problems.append(("--dsn (or TENANTCTL_DSN)" if dsn else DSN_ENV, str(exc)))
         base = servers.get(default) or Server(dsn=override)
         servers[default] = base.model_copy(update={"dsn": override})
     elif not model.servers:
         servers[default] = Server(dsn=EMBEDDED)
     return servers
+
+
+def _resolve_probe_dsn(
+    model: ConfigFile, env: dict[str, str], problems: list[tuple[tuple[Any, ...] | str, str]]
+) -> ConfigFile:
+    """shared.probe_dsn with ${VAR}s expanded (it usually holds the app role's password)."""
+    raw = model.shared.probe_dsn
+    if raw is None:
+        return model
+    try:
+        probe = check_dsn(interpolate_env(raw, env))
+    except ValueError as exc:
+        problems.append((("shared", "probe_dsn"), str(exc)))
+        return model
+    if probe == EMBEDDED:
+        problems.append((("shared", "probe_dsn"), "must be a connection string of the app role"))
+        return model
+    shared = model.shared.model_copy(update={"probe_dsn": probe})
+    return model.model_copy(update={"shared": shared})
 
 
 # libyaml when PyYAML was built with it: a registry of 1,000 tenants parses in
