@@ -275,6 +275,181 @@ def test_allow_external_symlinks_setting(tmp_path: Path) -> None:
     assert "tenants.yaml:1: settings.allow_external_symlinks" in msg
 
 
+# ------------------------------------------------ 1. database names that collide
+
+TWO_SERVERS = """
+servers:
+  main: { dsn: "postgresql://u@a/x" }
+  other: { dsn: "postgresql://u@b/x" }
+"""
+
+
+@pytest.mark.parametrize("name,says", [
+    ("tenantctl_template", "template"),
+    ("template1", "PostgreSQL"),
+    ("template0", "PostgreSQL"),
+    ("postgres", "PostgreSQL"),
+    ("tenantctl", "control"),
+])
+def test_tenant_database_cannot_be_a_reserved_database(tmp_path: Path, name: str, says: str) -> None:
+    msg = error_of(write(tmp_path, f"""
+        tenants:
+          - {{ clnt_id: 1, name: "A", sites: [1] }}
+          - {{ clnt_id: 2, name: "B", sites: [1], database: {name} }}
+    """))
+    assert "tenants.yaml:4: tenants[1].database" in msg, msg
+    assert says in msg and name in msg
+
+
+def test_pattern_database_colliding_with_template_names_the_template(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, """
+        template_database: cvs_client_2
+        tenants:
+          - { clnt_id: 1, name: "A", sites: [1] }
+          - { clnt_id: 2, name: "B", sites: [1] }
+    """))
+    assert "tenants.yaml:2: template_database" in msg, msg
+    assert "clnt_id 2" in msg
+
+
+def test_pattern_database_colliding_with_control_names_the_control_database(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, """
+        control_database: cvs_client_1
+        tenants:
+          - { clnt_id: 1, name: "A", sites: [1] }
+    """))
+    assert "tenants.yaml:2: control_database" in msg, msg
+    assert "clnt_id 1" in msg
+
+
+def test_dedicated_tenant_cannot_use_the_shared_database(tmp_path: Path) -> None:
+    # even when no tenant is in shared mode: the name is bound to that purpose
+    msg = error_of(write(tmp_path, """
+        tenants:
+          - { clnt_id: 1, name: "A", sites: [1], database: cvs_shared }
+    """))
+    assert "tenants.yaml:3: tenants[0].database" in msg and "shared" in msg, msg
+    msg = error_of(write(tmp_path, """
+        shared: { database: cvs_client_1 }
+        tenants:
+          - { clnt_id: 1, name: "A", sites: [1] }
+          - { clnt_id: 2, name: "B", sites: [1], mode: shared }
+    """))
+    assert "tenants.yaml:2: shared.database" in msg and "clnt_id 1" in msg, msg
+
+
+@pytest.mark.parametrize("field,yaml_key", [
+    ("template_database", "template_database: {name}"),
+    ("control_database", "control_database: {name}"),
+    ("shared.database", "shared: {{ database: {name} }}"),
+])
+@pytest.mark.parametrize("name", ["postgres", "template0", "template1"])
+def test_purpose_databases_cannot_be_postgres_own(tmp_path: Path, field: str, yaml_key: str, name: str) -> None:
+    msg = error_of(write(tmp_path, yaml_key.format(name=name) + "\ntenants: []\n"))
+    assert f"tenants.yaml:1: {field}" in msg, msg
+    assert "PostgreSQL" in msg
+
+
+@pytest.mark.parametrize("config,field,other", [
+    ("template_database: tenantctl\n", "template_database", "control_database"),
+    ("control_database: tenantctl_template\n", "control_database", "template_database"),
+    ("shared: { database: tenantctl }\n", "shared.database", "control_database"),
+    ("shared: { database: tenantctl_template }\n", "shared.database", "template_database"),
+    ("control_database: x\ntemplate_database: x\n", "template_database", "control_database"),
+])
+def test_purpose_databases_must_differ(tmp_path: Path, config: str, field: str, other: str) -> None:
+    msg = error_of(write(tmp_path, config + "tenants: []\n"))
+    assert f": {field}:" in msg and other in msg, msg
+    assert msg.startswith("tenants.yaml:")
+
+
+def test_control_database_collision_on_another_server_is_fine(tmp_path: Path) -> None:
+    # the control database lives on the default server (main); `tenantctl` on
+    # `other` is just a database there
+    p = load_project(write(tmp_path, TWO_SERVERS + """
+tenants:
+  - { clnt_id: 1, name: "A", sites: [1], server: other, database: tenantctl }
+"""), env={})
+    assert p.tenants[0].database == "tenantctl"
+    msg = error_of(write(tmp_path, TWO_SERVERS + """
+tenants:
+  - { clnt_id: 1, name: "A", sites: [1], server: main, database: tenantctl }
+"""))
+    assert "tenants[0].database" in msg and "control" in msg
+
+
+def test_template_is_reserved_on_every_server(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, TWO_SERVERS + """
+tenants:
+  - { clnt_id: 1, name: "A", sites: [1], server: other, database: tenantctl_template }
+"""))
+    assert "tenants[0].database" in msg and "template" in msg, msg
+
+
+def test_shared_database_reserved_on_its_server(tmp_path: Path) -> None:
+    text = TWO_SERVERS + """
+shared: { server: other }
+tenants:
+  - { clnt_id: 1, name: "A", sites: [1], server: SERVER, database: cvs_shared }
+"""
+    msg = error_of(write(tmp_path, text.replace("SERVER", "other")))
+    assert "tenants[0].database" in msg and "shared" in msg, msg
+    p = load_project(write(tmp_path, text.replace("SERVER", "main")), env={})
+    assert p.tenants[0].database == "cvs_shared"
+
+
+def test_two_tenants_cannot_share_a_database_name(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, """
+        tenants:
+          - { clnt_id: 1, name: "A", sites: [1] }
+          - { clnt_id: 2, name: "B", sites: [1], database: cvs_client_1 }
+    """))
+    assert "tenants.yaml:4: tenants[1].database" in msg and "clnt_id 1" in msg, msg
+
+
+def test_shared_tenants_share_the_shared_database(tmp_path: Path) -> None:
+    p = load_project(write(tmp_path, """
+        tenants:
+          - { clnt_id: 1, name: "A", sites: [1], mode: shared }
+          - { clnt_id: 2, name: "B", sites: [1], mode: shared }
+          - { clnt_id: 3, name: "C", sites: [1] }
+    """), env={})
+    assert [t.database for t in p.tenants] == ["cvs_shared", "cvs_shared", "cvs_client_3"]
+
+
+def test_database_roles_lists_every_purpose_per_server(tmp_path: Path) -> None:
+    p = load_project(write(tmp_path, TWO_SERVERS + """
+shared: { server: other, database: pool_a }
+tenants:
+  - { clnt_id: 7, name: "A", sites: [1] }
+  - { clnt_id: 8, name: "B", sites: [1], server: other }
+  - { clnt_id: 9, name: "C", sites: [1], mode: shared }
+"""), env={})
+    roles = p.database_roles()
+    assert roles == {
+        "main": {
+            "postgres": "system", "template0": "system", "template1": "system",
+            "tenantctl": "control", "tenantctl_template": "template", "cvs_client_7": "tenant 7",
+        },
+        "other": {
+            "postgres": "system", "template0": "system", "template1": "system",
+            "tenantctl_template": "template", "pool_a": "shared", "cvs_client_8": "tenant 8",
+        },
+    }
+    # a copy: callers cannot change the project's view
+    roles["main"]["x"] = "y"
+    assert "x" not in p.database_roles()["main"]
+
+
+def test_database_roles_of_the_default_embedded_server(tmp_path: Path) -> None:
+    p = load_project(write(tmp_path, "tenants:\n" + TENANT), env={})
+    assert p.database_roles() == {"default": {
+        "postgres": "system", "template0": "system", "template1": "system",
+        "tenantctl": "control", "tenantctl_template": "template", "cvs_shared": "shared",
+        "cvs_client_1": "tenant 1",
+    }}
+
+
 # ------------------------------------------------ through the CLI: exit 2, nothing created
 
 import subprocess  # noqa: E402

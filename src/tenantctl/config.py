@@ -46,6 +46,8 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
 INT2_MAX = 32767
+# PostgreSQL's own databases: never a tenant's, the template, control or shared one.
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
 # PostgreSQL's timeouts (statement_timeout, lock_timeout) are int4 milliseconds;
 # a longer value is refused by the server (22023) after databases were created.
 MAX_DURATION_MS = 2147483647
@@ -434,6 +436,30 @@ class Project:
         """Where tenantctl keeps local state (the embedded server) for this file."""
         return self.base_dir / ".tenantctl"
 
+    def database_roles(self) -> dict[str, dict[str, str]]:
+        """Per server, every database name bound to a purpose: ``{server: {database:
+        purpose}}`` with purpose ``"system"`` (postgres, template0, template1),
+        ``"template"``, ``"control"``, ``"shared"`` or ``"tenant <clnt_id>"``.
+
+        load_project guarantees no name has two purposes on one server; use this
+        at run time to check that a database about to be created or used is not
+        one tenantctl (or PostgreSQL) keeps for something else. A fresh dict.
+        """
+        roles: dict[str, dict[str, str]] = {}
+
+        def claim(server: str, name: str, purpose: str) -> None:
+            on = roles.setdefault(server, dict.fromkeys(SYSTEM_DATABASES, "system"))
+            on.setdefault(name, purpose)
+
+        for server in self.servers:
+            roles.setdefault(server, dict.fromkeys(SYSTEM_DATABASES, "system"))
+        for server, name, purpose in _purpose_databases(self.file, self.servers, self.default_server):
+            claim(server, name, purpose)
+        for t in self.tenants:
+            if t.mode == "database":
+                claim(t.server, t.database, f"tenant {t.clnt_id}")
+        return roles
+
     def is_embedded(self, server: str) -> bool:
         return self.servers[server].dsn == EMBEDDED
 
@@ -543,11 +569,10 @@ def load_project(
             if other is not None:
                 problems.append((where + ("database",), f"database {database} is also used by clnt_id {other}"))
             databases[database] = t.clnt_id
-        if database == model.control_database:
-            problems.append((where + ("database",), f"{database} is the control database"))
         tenants.append(
             TenantSpec(t.clnt_id, t.name, t.sites, mode, t.wave, server, database)
         )
+    _check_databases(model, servers, default, tenants, seen, lines, problems)
     if problems:
         # messages that hold a DSN redacted it already (check_dsn)
         raise ConfigError("\n".join(
@@ -555,6 +580,79 @@ def load_project(
             for loc, msg in problems
         ))
     return Project(path, model, servers, default, tuple(tenants))
+
+
+_FIELDS = {"template": "template_database", "control": "control_database", "shared": "shared.database"}
+
+
+def _purpose_databases(
+    file: ConfigFile, servers: dict[str, Server], default: str
+) -> list[tuple[str, str, str]]:
+    """(server, database, purpose) of the databases tenantctl itself uses: the
+    template on every server (any of them may provision), the control database
+    on the default server, the shared database on its server."""
+    out = [(server, file.template_database, "template") for server in servers]
+    out.append((default, file.control_database, "control"))
+    out.append((file.shared.server or default, file.shared.database, "shared"))
+    return out
+
+
+def _check_databases(
+    model: ConfigFile,
+    servers: dict[str, Server],
+    default: str,
+    tenants: list[TenantSpec],
+    index: dict[int, int],
+    lines: dict[tuple[Any, ...], int],
+    problems: list[tuple[tuple[Any, ...] | str, str]],
+) -> None:
+    """Every database name bound to one purpose per server: PostgreSQL's own,
+    the template, the control and the shared database, each dedicated tenant's.
+
+    A collision is reported at the name the file spells out (a tenant's
+    ``database:`` or ``template_database:``), not at a default or a pattern.
+    """
+    system = ", ".join(SYSTEM_DATABASES)
+    locs = {"template": ("template_database",), "control": ("control_database",),
+            "shared": ("shared", "database")}
+    names = {"template": model.template_database, "control": model.control_database,
+             "shared": model.shared.database}
+    # the purpose databases: not PostgreSQL's own, and pairwise distinct wherever they live
+    for purpose, name in names.items():
+        if name in SYSTEM_DATABASES:
+            problems.append((locs[purpose], f"{name} is one of PostgreSQL's own databases ({system})"))
+    purposes = list(names)
+    for a_i, a in enumerate(purposes):
+        for b in purposes[a_i + 1:]:
+            if names[a] != names[b] or names[a] in SYSTEM_DATABASES:
+                continue
+            # blame the one written in the file (the later line if both are)
+            blame, other = (a, b) if lines.get(locs[a], 0) > lines.get(locs[b], 0) else (b, a)
+            problems.append((locs[blame], f"{names[blame]} is also the {other} database ({_FIELDS[other]})"))
+    claimed: dict[tuple[str, str], str] = {}
+    for server, name, purpose in _purpose_databases(model, servers, default):
+        claimed.setdefault((server, name), purpose)
+    for t in tenants:
+        if t.mode != "database":
+            continue  # a shared-mode tenant lives in the shared database: its purpose
+        i = index[t.clnt_id]
+        loc = ("tenants", i, "database")
+        if t.database in SYSTEM_DATABASES:
+            problems.append((loc, f"{t.database} is one of PostgreSQL's own databases ({system})"))
+            continue
+        purpose = claimed.get((t.server, t.database))
+        if purpose is None:
+            continue
+        if loc not in lines and locs[purpose] in lines:  # the name came from database_pattern
+            problems.append((
+                locs[purpose],
+                f"{t.database} is also the database of clnt_id {t.clnt_id} (tenants[{i}], "
+                f"from database_pattern) on server {t.server}",
+            ))
+        else:
+            problems.append((
+                loc, f"{t.database} is the {purpose} database ({_FIELDS[purpose]}) on server {t.server}"
+            ))
 
 
 def _resolve_servers(
