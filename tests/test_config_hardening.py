@@ -507,3 +507,108 @@ def test_bad_dsn_flag_is_exit_2_without_the_password(tmp_path: Path, dsn: str) -
     assert "--dsn" in proc.stderr and "port" in proc.stderr
     assert "Hunter2Pw" not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------ 3. YAML denial of service
+
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+tenants: []
+"""
+
+
+def _limited() -> None:  # pragma: no cover - runs in the child
+    """Before the fix the bomb reached 12 GB: cap the child so a regression fails, not swaps."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def run_load(config: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tenantctl", "--config", str(config), "status"],
+        capture_output=True, text=True, timeout=timeout, preexec_fn=_limited,
+    )
+
+
+def test_billion_laughs_is_refused_quickly(tmp_path: Path) -> None:
+    config = tmp_path / "tenants.yaml"
+    config.write_text(BILLION_LAUGHS)
+    proc = run_load(config)  # a generous timeout: the fix answers in well under a second
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "tenants.yaml:" in proc.stderr and "alias" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_deep_nesting_is_refused_without_crashing(tmp_path: Path) -> None:
+    config = tmp_path / "tenants.yaml"
+    config.write_text("settings: " + "[" * 100_000 + "]" * 100_000 + "\ntenants: []\n")
+    proc = run_load(config)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])  # not -11 (SIGSEGV)
+    assert "tenants.yaml:1:" in proc.stderr and "nest" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_deep_block_nesting_is_refused(tmp_path: Path) -> None:
+    text = "".join("  " * i + f"k{i}:\n" for i in range(60)) + "  " * 60 + "x: 1\n"
+    msg = error_of(write(tmp_path, text))
+    assert msg.startswith("tenants.yaml:") and "nest" in msg and "50" in msg, msg
+
+
+def test_fifty_levels_are_still_fine_for_yaml(tmp_path: Path) -> None:
+    # 50 levels are parsed (and then refused by the schema, not by the limit)
+    msg = error_of(write(tmp_path, "tenants: " + "[" * 49 + "]" * 49 + "\n"))
+    assert "nest" not in msg and "tenants[0]" in msg, msg
+
+
+def test_too_many_aliases_are_refused(tmp_path: Path) -> None:
+    body = "tenants:\n  - { clnt_id: 1, name: T1, sites: [&s 1] }\n" + "".join(
+        f"  - {{ clnt_id: {i}, name: T{i}, sites: [*s] }}\n" for i in range(2, 120)
+    )
+    msg = error_of(write(tmp_path, body))
+    assert "alias" in msg and "100" in msg and msg.startswith("tenants.yaml:"), msg
+
+
+def test_a_few_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    p = load_project(write(tmp_path, """
+        tenants:
+          - &first { clnt_id: 1, name: A, sites: &sites [1, 2], wave: canary }
+          - { <<: *first, clnt_id: 2, name: B }
+          - { clnt_id: 3, name: C, sites: *sites }
+    """), env={})
+    assert [(t.clnt_id, t.sites, t.wave) for t in p.tenants] == [
+        (1, (1, 2), "canary"), (2, (1, 2), "canary"), (3, (1, 2), None)]
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, "tenants: &t [*t]\n"))
+    assert msg.startswith("tenants.yaml:1:") and "alias" in msg, msg
+    msg = error_of(write(tmp_path, "settings: &s { x: *s }\ntenants: []\n"))
+    assert msg.startswith("tenants.yaml:1:") and "alias" in msg, msg
+
+
+def test_alias_expansion_is_bounded_even_with_few_aliases(tmp_path: Path) -> None:
+    # 6 levels of 10 aliases: 60 aliases, but a million nodes once expanded
+    levels = ["l0: &l0 [" + ",".join(["1"] * 10) + "]"]
+    for n in range(1, 7):
+        levels.append(f"l{n}: &l{n} [" + ",".join([f"*l{n - 1}"] * 10) + "]")
+    msg = error_of(write(tmp_path, "\n".join(levels) + "\ntenants: []\n"))
+    assert "alias" in msg and msg.startswith("tenants.yaml:"), msg
+
+
+def test_undefined_alias_is_a_yaml_error(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, "tenants: *nowhere\n"))
+    assert msg.startswith("tenants.yaml:1:") and ("alias" in msg or "not valid YAML" in msg), msg
+
+
+def test_complex_mapping_key_is_refused(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, "settings: { [1]: 2 }\ntenants: []\n"))
+    assert msg.startswith("tenants.yaml:1:") and "key" in msg, msg

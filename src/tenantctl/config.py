@@ -709,12 +709,92 @@ def _resolve_probe_dsn(
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# Limits checked on the event stream before anything is composed, so hostile
+# YAML costs a linear scan of its text and nothing more:
+# * nesting: a tenants.yaml is 4 levels deep (tenants / entry / sites / id);
+#   100,000 levels crashed the process (SIGSEGV in the recursive composer).
+MAX_YAML_DEPTH = 50
+# * aliases: a registry needs few or none (an anchored tenant entry merged into
+#   a few others with `<<: *base`, a shared `sites:` list). 100 uses is far above
+#   that and still small enough to read every one of them.
+MAX_YAML_ALIASES = 100
+# * expansion: each alias use stands for its whole anchored node, and anchors
+#   may nest ("billion laughs": 9 levels of 9 aliases expand to 387 million
+#   nodes with only 72 alias uses; it ran for minutes and reached 12 GB). Every
+#   later step (line index, validation) walks the expanded tree, so the nodes
+#   aliases add are counted and bounded too.
+MAX_YAML_ALIAS_NODES = 100_000
+
+
+def _check_yaml_events(path: Path, text: str) -> None:
+    """Refuse a document nested too deep or expanding too much through aliases.
+
+    Walks PyYAML's event stream (libyaml when available): no recursion, no
+    composed tree, memory bounded by the anchors' sizes.
+    """
+    depth = 0
+    aliases = 0
+    added = 0
+    sizes: dict[str, int] = {}  # anchor -> nodes it stands for, expanded
+    frames: list[list[Any]] = []  # open collections: [nodes so far, anchor]
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(
+                    f"{path.name}:{event.start_mark.line + 1}: YAML nested more than "
+                    f"{MAX_YAML_DEPTH} levels deep (a tenants.yaml needs about 4)"
+                )
+            frames.append([1, event.anchor])
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            count, anchor = frames.pop()
+            if anchor is not None:
+                sizes[anchor] = count
+            if frames:
+                frames[-1][0] += count
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            if frames:
+                frames[-1][0] += 1
+        elif isinstance(event, yaml.AliasEvent):
+            where = f"{path.name}:{event.start_mark.line + 1}"
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError(
+                    f"{where}: more than {MAX_YAML_ALIASES} YAML aliases (*name); "
+                    "write the values out instead"
+                )
+            if any(anchor == event.anchor for _, anchor in frames):
+                raise ConfigError(f"{where}: YAML alias *{event.anchor} refers to a node containing itself")
+            size = sizes.get(event.anchor)
+            if size is None:
+                continue  # undefined: the composer reports it with its line
+            added += size
+            if added > MAX_YAML_ALIAS_NODES:
+                raise ConfigError(
+                    f"{where}: YAML aliases expand to more than {MAX_YAML_ALIAS_NODES:,} "
+                    "values (nested anchors, as in a \"billion laughs\" document)"
+                )
+            if frames:
+                frames[-1][0] += size
+
+
 def _parse_yaml(path: Path, text: str) -> tuple[dict[tuple[Any, ...], int], Any]:
     try:
+        _check_yaml_events(path, text)
+        lines: dict[tuple[Any, ...], int] = {}
         loader = _LOADER(text)
         try:
             node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
+            if node is None:
+                return lines, None
+            # index first: constructing flattens `<<: *base` merges into the
+            # mapping in place, and an explicit key overriding a merged one
+            # would then look like a duplicate
+            _index_lines(path, node, (), lines)
+            data = loader.construct_document(node)
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
@@ -722,9 +802,6 @@ def _parse_yaml(path: Path, text: str) -> tuple[dict[tuple[Any, ...], int], Any]
         where = f"{path.name}:{mark.line + 1}" if mark else path.name
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _index_lines(path, node, (), lines)
     return lines, data
 
 
@@ -733,6 +810,11 @@ def _index_lines(path: Path, node: yaml.Node, prefix: tuple[Any, ...], out: dict
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(
+                    f"{path.name}:{key_node.start_mark.line + 1}: a key must be a plain value, "
+                    "not a list or a mapping"
+                )
             key = key_node.value
             if key in seen:
                 raise ConfigError(
