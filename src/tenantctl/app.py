@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import embedded, ledger, postgres
+from . import embedded, ledger, postgres, purpose
 from .config import EMBEDDED, Project, TenantSpec
 from .engine import Engine, RunOptions, Unit, group_units
 from .errors import DatabaseError, ServerError
@@ -73,8 +73,10 @@ def lint(inputs: Inputs, only: tuple[Path, ...] = ()) -> list[Any]:
             version, description, is_down = Version.parse("999999"), path.stem, False
         if not is_down:
             migrations.append(Migration(version, description, read_script(path)))
+    project = inputs.project
     findings = lint_migrations(
-        tuple(migrations), global_tables=frozenset(inputs.project.file.shared.global_tables)
+        tuple(migrations), global_tables=frozenset(project.file.shared.global_tables),
+        shared_mode=any(t.mode == "shared" for t in project.tenants),
     )
     if wanted:
         names = {p.name for p in wanted}
@@ -124,12 +126,15 @@ class _Facts:
     caps: dict[str, int]
     existing: set[tuple[str, str]]
     markers: dict[tuple[str, str], str]
+    purposes: dict[tuple[str, str], str]  # what tenantctl created each database for
+    claims: dict[tuple[str, str], tuple[int, ...]]  # registry: who lives where (before this run)
 
 
 async def _server_facts(project: Project, dsns: dict[str, str], units: list[Unit]) -> _Facts:
     """Per server, one admin session: connection cap, which unit databases exist,
-    and every database's schema marker (what lets a no-op run skip sessions)."""
-    facts = _Facts({}, set(), {})
+    every database's schema marker (what lets a no-op run skip sessions) and
+    purpose tag (what keeps a run out of databases that are not the tenant's)."""
+    facts = _Facts({}, set(), {}, {}, {})
     for name, dsn in dsns.items():
         admin = await postgres.connect(dsn)
         try:
@@ -142,6 +147,9 @@ async def _server_facts(project: Project, dsns: dict[str, str], units: list[Unit
             facts.existing |= {(name, db) for db in await postgres.existing_databases(admin, names)}
             facts.markers.update(
                 {(name, db): m for db, m in (await postgres.read_markers(admin)).items()}
+            )
+            facts.purposes.update(
+                {(name, db): p for db, p in (await postgres.read_purposes(admin)).items()}
             )
         finally:
             await admin.close()
@@ -169,9 +177,12 @@ async def _prepare_templates(
     name = project.file.template_database
     need = sorted({u.server for u in units
                    if u.mode == "database" and (u.server, u.database) not in facts.existing})
+    baked = template_migrations(inputs.migrations, notes) if need else ()
+    if not baked:
+        return {}
     templates: dict[str, str] = {}
     for server in need:
-        if can_skip(facts.markers.get((server, name)), inputs.migrations, need_seed=False):
+        if can_skip(facts.markers.get((server, name)), baked, need_seed=False):
             templates[server] = name
             continue
         admin = await postgres.connect(dsns[server])
@@ -179,13 +190,18 @@ async def _prepare_templates(
             await postgres.acquire_migration_lock(admin, options.lock_wait, key=TEMPLATE_LOCK_KEY)
             # another run may have rebuilt it while we waited
             current = (await postgres.read_markers(admin)).get(name)
-            if not can_skip(current, inputs.migrations, need_seed=False):
+            if not can_skip(current, baked, need_seed=False):
+                refusal = await _template_refusal(admin, server, name, current, facts)
+                if refusal is not None:
+                    notes.append(f"{refusal}; provisioning with plain migrations on {server}")
+                    continue
                 await postgres.drop_database(admin, name)
                 await postgres.create_database(admin, name)
+                await postgres.write_purpose(admin, purpose.TEMPLATE, name)
                 build = Engine(
-                    inputs.migrations, dsns,
+                    baked, dsns,
                     replace(options, command="migrate", target=None, skip_marked=False),
-                    run_id=run_id,
+                    run_id=run_id, purposes={(server, name): purpose.TEMPLATE},
                 )
                 _, _, error, ms = await build.run_single(Unit(server, name, "template", ()))
                 if error is not None:
@@ -195,11 +211,43 @@ async def _prepare_templates(
                                  "plain migrations")
                     continue
                 notes.append(f"template {name} on {server} rebuilt at "
-                             f"{inputs.migrations[-1].version.text} in {ms} ms")
+                             f"{baked[-1].version.text} in {ms} ms")
             templates[server] = name
         finally:
             await admin.close()
     return templates
+
+
+def template_migrations(migrations: tuple[Migration, ...], notes: list[str]) -> tuple[Migration, ...]:
+    """The migrations a template may hold: those before the first one that must run
+    per tenant (it writes random values, such as a signing key, that every clone
+    would otherwise share). Later ones run in each tenant after the clone."""
+    from .volatile import per_tenant_migrations
+
+    per_tenant = per_tenant_migrations(migrations)
+    for index, migration in enumerate(migrations):
+        reason = per_tenant.get(migration.version)
+        if reason is not None:
+            notes.append(f"template stops before {migration.filename}: it runs in each tenant "
+                         f"after the clone ({reason})")
+            return migrations[:index]
+    return migrations
+
+
+async def _template_refusal(admin: postgres.Session, server: str, name: str,
+                            marker: str | None, facts: _Facts) -> str | None:
+    """Why the configured template database must not be dropped and rebuilt, if so."""
+    tag = (await postgres.read_purposes(admin)).get(name)
+    if tag == purpose.TEMPLATE:
+        return None
+    if tag is not None:
+        return purpose.mismatch(name, purpose.TEMPLATE, tag)
+    if not await postgres.existing_databases(admin, [name]):
+        return None
+    if marker is not None and not facts.claims.get((server, name)):
+        return None  # a template built before purpose tags existed
+    return (f"template_database {name} exists on {server} but was not created by tenantctl as "
+            "its template: not dropped")
 
 
 async def run_changes(
@@ -241,9 +289,19 @@ async def run_changes(
             )
         finally:
             await admin.close()
+        # who the registry placed where, read before tenants.yaml's view is synced in
+        facts.claims = await ledger.placements(control)
         book = ledger.Ledger(control)
         await book.sync_registry(project.tenants)
         await book.start_run(run_id, options.command, [t.clnt_id for t in tenants], argv)
+    else:
+        existing_control = await ledger.connect_existing(
+            dsns[project.default_server], project.file.control_database)
+        if existing_control is not None:
+            try:
+                facts.claims = await ledger.placements(existing_control)
+            finally:
+                await existing_control.close()
     if on_start is not None:
         on_start(len(tenants))
 
@@ -254,12 +312,14 @@ async def run_changes(
             await on_result(result)
 
     templates = await _prepare_templates(inputs, dsns, units, facts, options, run_id, notes)
+    baked = len(template_migrations(inputs.migrations, [])) if templates else 0
     hook = None
     if any(u.mode == "shared" for u in units) and not options.dry_run:
         hook = await _shared_mode_hook(project, dsns)
     engine = Engine(
         inputs.migrations, dsns, options, seed=inputs.seed, server_caps=facts.caps,
         existing=facts.existing, markers=facts.markers, templates=templates,
+        template_migrations=baked, purposes=facts.purposes, claims=facts.claims,
         on_result=record, stop=stop, run_id=run_id, after_migrate=hook,
     )
     try:

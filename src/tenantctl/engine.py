@@ -28,7 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import postgres
+from . import postgres, purpose
 from .config import TenantSpec
 from .errors import DatabaseError, LockNotAcquired, TenantctlError
 from .migrations import Migration, Script, Version
@@ -135,6 +135,9 @@ class Engine:
         existing: set[tuple[str, str]] | None = None,
         markers: dict[tuple[str, str], str] | None = None,
         templates: dict[str, str] | None = None,
+        template_migrations: int | None = None,
+        purposes: dict[tuple[str, str], str] | None = None,
+        claims: dict[tuple[str, str], tuple[int, ...]] | None = None,
         on_result: ResultCallback | None = None,
         stop: asyncio.Event | None = None,
         run_id: str | None = None,
@@ -153,6 +156,14 @@ class Engine:
         self.existing = existing
         self.markers = markers or {}
         self.templates = templates or {}
+        # how many of the folder's migrations the templates hold (all by default);
+        # the rest run in each clone (they must run per tenant)
+        self.template_migrations = (len(migrations) if template_migrations is None
+                                    else template_migrations)
+        # what each existing database was created for, and which registered
+        # tenants live where (tenantctl.purpose module)
+        self.purposes = purposes or {}
+        self.claims = claims or {}
         self.on_result = on_result
         self.stop = stop or asyncio.Event()
         self._global = asyncio.Semaphore(options.concurrency)
@@ -189,6 +200,14 @@ class Engine:
         return results
 
     async def _guarded(self, unit: Unit) -> list[TenantResult]:
+        wrong = purpose.mismatch(unit.database, purpose.for_unit(unit.mode, self._ids(unit)),
+                                 self.purposes.get((unit.server, unit.database)))
+        if wrong is not None:
+            self.failures += 1
+            error = TenantError(wrong, None, None, None, purpose.ADOPT_HINT)
+            return await self._emit([
+                TenantResult(t.clnt_id, unit.database, unit.mode, FAILED, error=error)
+                for t in unit.tenants])
         if self._marked_up_to_date(unit):
             reason = self._should_skip()
             if reason is not None:
@@ -222,6 +241,26 @@ class Engine:
         marker = self.markers.get((unit.server, unit.database))
         need_seed = self._seeds(unit)
         return can_skip(marker, self.migrations, need_seed=need_seed)
+
+    @staticmethod
+    def _ids(unit: Unit) -> tuple[int, ...]:
+        return tuple(t.clnt_id for t in unit.tenants)
+
+    async def _adopt(self, session: Any, unit: Unit, progress: _Progress) -> None:
+        """An existing database without a purpose tag: adopt it (and tag it) only
+        when that cannot take over someone else's database."""
+        key = (unit.server, unit.database)
+        if key in self.purposes or progress.created:
+            return
+        expected = purpose.for_unit(unit.mode, self._ids(unit))
+        has_history, has_objects = await self.db.database_contents(session)
+        refusal = purpose.adoption_refusal(
+            unit.database, expected, has_history=has_history, has_objects=has_objects,
+            claimed_by=self.claims.get(key, ()))
+        if refusal is not None:
+            raise TenantctlError(refusal, hint=purpose.ADOPT_HINT)
+        if not self.options.dry_run and await self.db.write_purpose(session, expected):
+            self.purposes[key] = expected
 
     def _seeds(self, unit: Unit) -> bool:
         """Does this run seed the unit's tenants that were never seeded?
@@ -332,11 +371,13 @@ class Engine:
         )
         try:
             if opts.dry_run:
+                await self._adopt(session, unit, progress)
                 await self._plan_only(session, progress)
                 return
             # Session-level lock: released when the session closes below
             # (one round trip less per tenant than an explicit unlock).
             await self.db.acquire_migration_lock(session, opts.lock_wait)
+            await self._adopt(session, unit, progress)
             await self._migrate_locked(session, unit, progress)
         finally:
             await session.close()
@@ -368,11 +409,18 @@ class Engine:
                 )
                 created = await self.db.create_database(admin, unit.database, None)
             progress.created = progress.created or created
+            if created:
+                tag = purpose.for_unit(unit.mode, self._ids(unit))
+                if await self.db.write_purpose(admin, tag, unit.database):
+                    self.purposes[(unit.server, unit.database)] = tag
             if cloned:
-                latest = self.migrations[-1].version.text
-                progress.from_version = progress.to_version = latest
+                held = self.migrations[self.template_migrations - 1].version.text
+                progress.from_version = progress.to_version = held
                 progress.read_once = True
-                if self.seed is None:
+                # a template stopped before a per-tenant migration: the clone
+                # still needs a session that applies the rest
+                cloned = self.template_migrations == len(self.migrations)
+                if cloned and self.seed is None:
                     # The marker is set from the admin session: no session on the
                     # new database (its first connection costs as much as the clone).
                     await self.db.write_marker(

@@ -29,6 +29,7 @@ class FakeDatabase:
     has_history: bool = False
     lock_owner: int | None = None
     marker: str | None = None
+    purpose: str | None = None
     rank: int = 0
 
     def add(self, version: str, description: str, kind: str, checksum: str, success: bool,
@@ -166,6 +167,14 @@ class FakeDriver:
         session.db.add(migration.version.text, migration.description, KIND_DOWN,
                        migration.down.checksum, True)
         return 0
+
+    async def write_purpose(self, session: FakeSession, purpose: str,
+                            database: str | None = None) -> bool:
+        self.server.databases[database or session.database].purpose = purpose
+        return True
+
+    async def database_contents(self, session: FakeSession) -> tuple[bool, bool]:
+        return session.db.has_history, False
 
     async def reset_session(self, session: FakeSession) -> None:
         await self._tick()

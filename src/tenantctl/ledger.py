@@ -17,9 +17,9 @@ import sys
 import uuid
 from typing import Any
 
-from . import __version__, postgres
+from . import __version__, postgres, purpose
 from .config import TenantSpec
-from .errors import DatabaseError
+from .errors import DatabaseError, ServerError
 from .outcome import RunResult, TenantResult
 from .postgres import Session
 from .redact import redact_argv
@@ -118,10 +118,14 @@ async def open_control(admin: Session, dsn: str, database: str) -> Session:
     except DatabaseError as exc:
         if exc.sqlstate != "3D000":
             raise
-        await postgres.create_database(admin, database)
+        if await postgres.create_database(admin, database):
+            await postgres.write_purpose(admin, purpose.CONTROL, database)
         session = await postgres.connect(dsn, database)
     try:
         exists = await session.fetchval("SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL")
+        tag = (await postgres.read_purposes(admin)).get(database)
+        if tag != purpose.CONTROL:
+            await _adopt_control(session, database, tag, exists)
         if not exists:
             async with session.transaction():
                 # Poll, never block: two first runs at once must not race on DDL.
@@ -134,6 +138,21 @@ async def open_control(admin: Session, dsn: str, database: str) -> Session:
         await session.close()
         raise
     return session
+
+
+async def _adopt_control(session: Session, database: str, tag: str | None, ledger: bool) -> None:
+    """An untagged control database is adopted when it already holds the ledger
+    (made by a tenantctl from before purpose tags) or is empty; never otherwise."""
+    refusal = purpose.mismatch(database, purpose.CONTROL, tag)
+    if refusal is None and not ledger:
+        has_objects = (await postgres.database_contents(session))[1]
+        if has_objects:
+            refusal = (f"control_database {database} exists and holds objects, but tenantctl did "
+                       "not create it: refusing to put the run ledger in it")
+    if refusal is not None:
+        raise ServerError(refusal, hint="set control_database in tenants.yaml to a database of "
+                          "its own (tenantctl creates it)")
+    await postgres.write_purpose(session, purpose.CONTROL)
 
 
 async def connect_existing(dsn: str, database: str) -> Session | None:
@@ -221,6 +240,14 @@ class Ledger:
                 "WHERE run_id = $1",
                 run.run_id, status, json.dumps(summary),
             )
+
+
+async def placements(session: Session) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(server, database) -> the registered tenants that live there."""
+    rows = await session.fetch(
+        "SELECT server, database, array_agg(clnt_id ORDER BY clnt_id) AS ids "
+        "FROM tenantctl_tenants GROUP BY server, database")
+    return {(r["server"], r["database"]): tuple(r["ids"]) for r in rows}
 
 
 async def last_outcomes(session: Session) -> dict[int, dict[str, Any]]:

@@ -238,16 +238,62 @@ async def existing_databases(admin: Session, names: list[str]) -> set[str]:
 
 async def read_markers(admin: Session) -> dict[str, str]:
     """Every database's tenantctl schema marker on this server, in one query."""
+    return await read_setting(admin, MARKER_SETTING)
+
+
+async def read_purposes(admin: Session) -> dict[str, str]:
+    """Every database's purpose tag (``tenant:7``, ``shared``, ``template``, ``control``)."""
+    return await read_setting(admin, PURPOSE_SETTING)
+
+
+async def read_setting(admin: Session, name: str) -> dict[str, str]:
+    """A per-database setting of every database on this server, in one query."""
     rows = await admin.fetch(
-        "SELECT d.datname, substr(c, length($1) + 2) AS marker "
+        "SELECT d.datname, substr(c, length($1) + 2) AS value "
         "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
         "unnest(s.setconfig) AS c WHERE s.setrole = 0 AND c LIKE $1 || '=%'",
-        MARKER_SETTING,
+        name,
     )
-    return {r["datname"]: r["marker"] for r in rows}
+    return {r["datname"]: r["value"] for r in rows}
 
 
-_MARKER_SAFE = re.compile(r"^[0-9a-z.:_-]{1,200}$")
+# What tenantctl created a database for, kept in the database's own settings
+# (a shared catalog, read for a whole server in one query). A database that
+# carries another purpose, or none and holds someone else's objects, is never
+# migrated, seeded or dropped by tenantctl.
+PURPOSE_SETTING = "tenantctl.purpose"
+_PURPOSE_SAFE = re.compile(r"(?:tenant:[0-9]{1,5}|shared|template|control)")
+_MARKER_SAFE = re.compile(r"[0-9a-z.:_-]{1,200}")
+
+
+async def write_purpose(session: Session, purpose: str, database: str | None = None) -> bool:
+    """Tag a database with its purpose; False when not permitted (not its owner)."""
+    if not _PURPOSE_SAFE.fullmatch(purpose):
+        raise ValueError(f"unexpected purpose {purpose!r}")
+    target = quote_ident(database or session.database)
+    try:
+        await session.execute(f"ALTER DATABASE {target} SET {PURPOSE_SETTING} = '{purpose}'")
+    except DatabaseError as exc:
+        if exc.sqlstate == "42501":
+            return False
+        raise
+    return True
+
+
+async def database_contents(session: Session) -> tuple[bool, bool]:
+    """(has tenantctl's history table, has any other relation of its own).
+
+    What decides whether an untagged database may be adopted: one that
+    tenantctl migrated before purpose tags existed, or an empty one.
+    """
+    row = await session.fetchrow(
+        f"SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL AS history, EXISTS ("
+        "SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+        "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
+        f"AND NOT (n.nspname = 'public' AND c.relname LIKE '{HISTORY_TABLE}%')) AS objects"
+    )
+    return bool(row["history"]), bool(row["objects"])
 
 
 async def write_marker(session: Session, marker: str | None, database: str | None = None) -> bool:
@@ -263,7 +309,7 @@ async def write_marker(session: Session, marker: str | None, database: str | Non
     if marker is None:
         sql = f"ALTER DATABASE {target} RESET {MARKER_SETTING}"
     else:
-        if not _MARKER_SAFE.match(marker):
+        if not _MARKER_SAFE.fullmatch(marker):
             raise ValueError(f"unexpected marker {marker!r}")
         sql = f"ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
     try:
