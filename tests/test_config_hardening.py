@@ -612,3 +612,34 @@ def test_undefined_alias_is_a_yaml_error(tmp_path: Path) -> None:
 def test_complex_mapping_key_is_refused(tmp_path: Path) -> None:
     msg = error_of(write(tmp_path, "settings: { [1]: 2 }\ntenants: []\n"))
     assert msg.startswith("tenants.yaml:1:") and "key" in msg, msg
+
+
+@pytest.mark.parametrize("text,says", [
+    ("tenants:\n  - { clnt_id: %s, name: A, sites: [1] }\n" % ("9" * 5000), "tenants.yaml:2: a number"),
+    ("settings: { lock_timeout: %s }\ntenants: []\n" % ("9" * 5000), "tenants.yaml:1: a number"),
+    ("tenants:\n  - { clnt_id: 1, name: A, sites: [1], wave: %s }\n" % ("1" * 5000), "tenants.yaml:2: a number"),
+    ("tenants: []\nwaves: [a] \x00\n", "tenants.yaml:2: not valid YAML: character U+0000"),
+])
+def test_oversized_numbers_and_bad_characters_are_refused(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(text)
+    msg = error_of(path)
+    assert msg.startswith(says), msg[:300]
+    assert len(msg) < 500
+
+
+def test_control_character_in_dsn_is_refused(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, _servers("postgresql://u:Hunter2Pw@h/d\\0b")))
+    assert "tenants.yaml:4: servers.main.dsn: a control character" in msg and "Hunter2Pw" not in msg
+
+
+def test_migration_header_duration_beyond_postgres_range_is_refused(tmp_path: Path) -> None:
+    from tenantctl.errors import MigrationFileError
+    from tenantctl.migrations import parse_directives
+
+    sql = "-- tenantctl: statement-timeout=99999999h\nselect 1;\n"
+    with pytest.raises(MigrationFileError, match="v1_a.sql:1: statement-timeout"):
+        parse_directives(tmp_path / "v1_a.sql", sql)
+    sql = "-- tenantctl: lock-timeout=nan\nselect 1;\n"
+    with pytest.raises(MigrationFileError, match="v1_a.sql:1: lock-timeout"):
+        parse_directives(tmp_path / "v1_a.sql", sql)

@@ -140,7 +140,9 @@ def check_dsn(dsn: str) -> str:
     if dsn == EMBEDDED:
         return dsn
     scheme = _SCHEME.match(dsn)
-    if scheme:
+    if any(unicodedata.category(c) == "Cc" and c not in " \t\r\n" for c in dsn):
+        problem = "a control character"
+    elif scheme:
         problem = _url_problem(dsn, scheme.group(1))
     elif "=" in dsn:
         problem = _keyword_problem(dsn)
@@ -726,6 +728,9 @@ MAX_YAML_ALIASES = 100
 MAX_YAML_ALIAS_NODES = 100_000
 
 
+_NUMBER_LIKE = re.compile(r"[-+]?[0-9][0-9a-fA-FxXoObB_:.]*")
+
+
 def _check_yaml_events(path: Path, text: str) -> None:
     """Refuse a document nested too deep or expanding too much through aliases.
 
@@ -754,6 +759,12 @@ def _check_yaml_events(path: Path, text: str) -> None:
             if frames:
                 frames[-1][0] += count
         elif isinstance(event, yaml.ScalarEvent):
+            if event.implicit[0] and len(event.value) > 1000 and _NUMBER_LIKE.fullmatch(event.value):
+                # PyYAML would turn it into an int; past 4,300 digits Python refuses
+                raise ConfigError(
+                    f"{path.name}:{event.start_mark.line + 1}: a number of "
+                    f"{len(event.value):,} characters (quote it if it is meant as text)"
+                )
             if event.anchor is not None:
                 sizes[event.anchor] = 1
             if frames:
@@ -797,6 +808,11 @@ def _parse_yaml(path: Path, text: str) -> tuple[dict[tuple[Any, ...], int], Any]
             data = loader.construct_document(node)
         finally:
             loader.dispose()
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, max(0, exc.position)) + 1
+        raise ConfigError(
+            f"{path.name}:{line}: not valid YAML: character U+{exc.character:04X}: {exc.reason}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path.name}:{mark.line + 1}" if mark else path.name
@@ -863,6 +879,6 @@ def _format_validation(path: Path, lines: dict, exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the README's tenants.yaml reference)"
         elif "input" in err and not isinstance(err["input"], (dict, list)):
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {_short(err['input'], 80)})"
         out.append(f"{_where(path, lines, loc)}: {msg}")
     return "\n".join(out)
