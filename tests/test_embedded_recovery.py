@@ -259,3 +259,52 @@ def test_a_server_that_cannot_start_reports_the_log_tail_and_a_hint(state: Path)
         embedded.ensure_running(state, on_wait=lambda m: None)
     assert time.monotonic() - started < 30
     assert "shared_buffers" in info.value.message and info.value.hint
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+def _cli(config: Path, *args: str) -> tuple[int, str, str]:
+    """tenantctl with no --dsn: the embedded server next to ``config``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from tenantctl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(["--config", str(config), *args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_server_start_and_status_after_kill_9(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TENANTCTL_DSN", raising=False)
+    base = Path(tempfile.mkdtemp(prefix="tenantctl-recovery-cli-"))
+    state = base / ".tenantctl"
+    try:
+        (base / "migrations").mkdir()
+        config = base / "tenants.yaml"
+        config.write_text('migrations: migrations\ntenants:\n  - { clnt_id: 1, name: "One", sites: [1] }\n')
+        code, out, err = _cli(config, "server", "start")
+        assert code == 0, err
+        old = _crash(state)
+        code, out, err = _cli(config, "server", "status")
+        assert code == 0 and out.startswith("stopped"), out  # not "running (pid <dead>)"
+        code, out, err = _cli(config, "server", "start")
+        assert code == 0, err
+        assert out.strip().startswith("postgresql://")
+        assert "crash" in err and str(old) in err  # one line on stderr says what happened
+        assert run(_fetchval(out.strip(), "SELECT 1")) == 1
+        code, out, err = _cli(config, "server", "status")
+        assert out.startswith(f"running (pid {_postmaster_pid(state)})")
+        code, out, err = _cli(config, "server", "stop")
+        assert (code, out.strip()) == (0, "stopped")
+    finally:
+        pgdata = (state / embedded.PGDATA).resolve()
+        for p in _server_procs(pgdata):
+            p.kill()
+        shutil.rmtree(base, ignore_errors=True)
