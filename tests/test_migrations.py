@@ -14,6 +14,7 @@ from tenantctl.migrations import (
     new_migration_path,
     parse_name,
     read_script,
+    skip_space_and_comments,
     split_statements,
 )
 
@@ -310,3 +311,16 @@ def test_per_tenant_directive(tmp_path: Path) -> None:
 def test_per_tenant_directive_takes_no_value(tmp_path: Path) -> None:
     with pytest.raises(MigrationFileError, match=r"v1_a.sql:1: .*per-tenant"):
         load_migrations(folder(tmp_path, {"v1_a.sql": "-- tenantctl: per-tenant=false\nselect 1;"}))
+
+
+@pytest.mark.parametrize("text, rest", [
+    ("  select 1", "select 1"),
+    ("-- a\nselect 1", "select 1"),
+    ("-- a\rselect 1", "select 1"),  # PostgreSQL ends a -- comment at \r too
+    ("/* a /* nested */ still comment */\r\n\tselect 1", "select 1"),
+    ("/* é */ -- ü\n/**/select 1", "select 1"),
+    ("\u00a0select", "\u00a0select"),  # not white space to PostgreSQL
+    ("-- only a comment", ""),
+])
+def test_skip_space_and_comments(text: str, rest: str) -> None:
+    assert text[skip_space_and_comments(text, 0):] == rest

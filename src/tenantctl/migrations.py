@@ -272,9 +272,9 @@ def skip_space_and_comments(sql: str, start: int, end: int | None = None) -> int
         c = sql[i]
         if c in _PG_SPACE:
             i += 1
-        elif sql.startswith("--", i):
-            newline = sql.find("\n", i)
-            i = end if newline < 0 else newline + 1
+        elif sql.startswith("--", i):  # to the end of the line (\n or \r, as scan.l)
+            ends = [j for j in (sql.find("\n", i), sql.find("\r", i)) if j >= 0]
+            i = min(ends) + 1 if ends else end
         elif sql.startswith("/*", i):
             depth, i = 1, i + 2
             while i < end and depth:
