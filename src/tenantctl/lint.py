@@ -73,14 +73,21 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pglast
 from pglast import ast
 from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType as CT
 from pglast.enums import ObjectType as OT
 from pglast.enums import VariableSetKind as VSK
 
-from .migrations import Migration, ParsedStatement, Script, func_name, parse_statements, routine_bodies, walk
+from .migrations import (
+    Migration,
+    ParsedStatement,
+    Script,
+    func_name,
+    parse_statements,
+    routine_bodies,
+    walk,
+)
 
 
 @dataclass(frozen=True)

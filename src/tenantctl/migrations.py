@@ -452,9 +452,8 @@ def load_migrations(
         except ValueError as exc:
             problems.append(f"{path.name}: {exc}")
             continue
-        table = downs if is_down else ups
-        if version in table:
-            other = table[version] if is_down else table[version][1]
+        if version in (downs if is_down else ups):
+            other = downs[version] if is_down else ups[version][1]
             problems.append(f"{path.name}: version {version} is also used by {other.name}")
             continue
         if is_down:

@@ -67,7 +67,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .migrations import Migration, ParsedStatement, Version, func_name, parse_statements, routine_bodies, walk
+from .migrations import (
+    Migration,
+    ParsedStatement,
+    Version,
+    func_name,
+    parse_statements,
+    routine_bodies,
+    walk,
+)
 
 VOLATILE_GENERATORS = frozenset({
     "gen_random_uuid", "uuidv4", "uuidv7",
@@ -135,20 +143,18 @@ def _statement(state: _State, parsed: ParsedStatement) -> str | None:
     if kind == "CreateStmt":
         _create_table(state, node)
         return None
-    if kind == "CreateDomainStmt":
-        generated = _generated_default(state, node.constraints)
-        name = _last(node.domainname)
-        if generated:
-            state.domains[name] = generated
+    if kind in ("CreateDomainStmt", "AlterDomainStmt"):
+        if kind == "CreateDomainStmt":
+            domain, default = _last(node.domainname), _generated_default(state, node.constraints)
+        elif node.subtype == "T":  # ALTER DOMAIN ... SET/DROP DEFAULT
+            call = _calls(state, node.def_)
+            domain, default = _last(node.typeName), call[0] if call else None
         else:
-            state.domains.pop(name, None)
-        return None
-    if kind == "AlterDomainStmt" and node.subtype == "T":
-        name, generated = _last(node.typeName), _calls(state, node.def_)
-        if generated:
-            state.domains[name] = generated[0]
+            return None
+        if default:
+            state.domains[domain] = default
         else:
-            state.domains.pop(name, None)
+            state.domains.pop(domain, None)
         return None
     if kind == "CreateFunctionStmt":
         _create_function(state, node, parsed)
@@ -177,20 +183,19 @@ def _statement(state: _State, parsed: ParsedStatement) -> str | None:
         or (kind == "CopyStmt" and node.is_from) \
         or (kind == "SelectStmt")  # SELECT ... INTO, or a top-level SELECT calling functions
     if kind == "CreateTableAsStmt":
-        generated = _calls(state, node.query)
-        name = node.into.rel.relname
-        state.tables[name] = _Table(None, rows=not node.into.skipData)
-        if node.objtype.name == "OBJECT_MATVIEW" and node.into.skipData and generated:
-            state.matviews[name] = generated[0]
+        query_call = _calls(state, node.query)
+        created = node.into.rel.relname
+        state.tables[created] = _Table(None, rows=not node.into.skipData)
+        if node.objtype.name == "OBJECT_MATVIEW" and node.into.skipData and query_call:
+            state.matviews[created] = query_call[0]
         writes = not node.into.skipData
     if kind == "SelectStmt" and node.intoClause is not None:
         state.tables[node.intoClause.rel.relname] = _Table(None, rows=True)
     reason = None
     if writes or _has_dml(node):
-        generated = _calls(state, node)
-        if generated:
-            name, location = generated
-            reason = f"writes {name} (line {parsed.line_at(location)})"
+        call = _calls(state, node)
+        if call:
+            reason = f"writes {call[0]} (line {parsed.line_at(call[1])})"
     for inner in walk(node):
         why = _dml_defaults(state, inner)
         if reason is None and why:
@@ -270,16 +275,16 @@ def _alter_table(state: _State, node: Any, parsed: ParsedStatement) -> str | Non
                     reason = (f"adds column {col.colname} with default {generated} to table {name}, "
                               f"which may hold rows (line {line})")
         elif sub == "AT_ColumnDefault":
-            generated = _calls(state, cmd.def_) if cmd.def_ is not None else None
-            if generated:
-                table.defaults[cmd.name] = generated[0]
+            call = _calls(state, cmd.def_) if cmd.def_ is not None else None
+            if call:
+                table.defaults[cmd.name] = call[0]
             else:
                 table.defaults.pop(cmd.name, None)
         elif sub == "AT_AlterColumnType":
-            generated = _calls(state, cmd.def_.raw_default) if cmd.def_ is not None else None
-            if generated and table.rows and reason is None:
-                reason = (f"rewrites column {name}.{cmd.name} with {generated[0]}, on a table that may hold "
-                          f"rows (line {parsed.line_at(generated[1])})")
+            call = _calls(state, cmd.def_.raw_default) if cmd.def_ is not None else None
+            if call and table.rows and reason is None:
+                reason = (f"rewrites column {name}.{cmd.name} with {call[0]}, on a table that may hold "
+                          f"rows (line {parsed.line_at(call[1])})")
         elif sub == "AT_DropColumn":
             table.defaults.pop(cmd.name, None)
             if table.columns is not None and cmd.name in table.columns:
@@ -291,7 +296,7 @@ def _drop(state: _State, node: Any) -> None:
     what = node.removeType.name
     for obj in node.objects or ():
         if what in ("OBJECT_TABLE", "OBJECT_MATVIEW"):
-            name = getattr(obj[-1], "sval", None)
+            name = str(getattr(obj[-1], "sval", ""))
             state.tables.pop(name, None)
             state.matviews.pop(name, None)
         elif what in ("OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE"):
@@ -299,9 +304,9 @@ def _drop(state: _State, node: Any) -> None:
         elif what == "OBJECT_DOMAIN":
             state.domains.pop(_last(getattr(obj, "names", ())), None)
         elif what == "OBJECT_TRIGGER" and len(obj) >= 2:
-            table = state.tables.get(getattr(obj[-2], "sval", None))
+            table = state.tables.get(str(getattr(obj[-2], "sval", "")))
             if table is not None:
-                table.triggers.pop(getattr(obj[-1], "sval", None), None)
+                table.triggers.pop(str(getattr(obj[-1], "sval", "")), None)
 
 
 def _rename(state: _State, node: Any) -> None:
