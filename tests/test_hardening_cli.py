@@ -103,3 +103,33 @@ def test_shared_mode_lint_flags_views_at_migrate_time(ws: Workspace) -> None:
     result = ws.cli("provision", "--all", "--strict-lint")
     assert result.exit_code == 2
     assert "view-needs-security-invoker" in result.stderr
+
+
+def test_shared_tenant_with_its_own_database_is_a_contradiction(ws: Workspace) -> None:
+    ws.write_config('  - { clnt_id: 1, name: "A", sites: [1], mode: shared, database: mine }\n')
+    ws.add_migration("v1_init.sql", "create table t (clnt_id int2);")
+    assert_refused(ws, "provision", "--all", says="tenants[0].database: a shared-mode tenant")
+
+
+def test_libpq_keyword_dsn_connects(ws: Workspace) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(ws.dsn)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    user = parts.netloc.rpartition("@")[0].split(":")[0] or "postgres"
+    host = query.get("host") or parts.hostname
+    port = query.get("port") or (str(parts.port) if parts.port else "5432")
+    keyword = f"host='{host}' port={port} user={user} dbname=postgres"
+    ws.write_config(ONE)
+    ws.add_migration("v1_init.sql", "create table t (clnt_id int2);")
+    result = ws.cli("--dsn", keyword, "provision", "--all")
+    assert result.exit_code == 0, result.stderr
+    assert ws.versions(1) == ["1"]
+
+
+def test_sub_millisecond_timeouts_round_up_not_to_none() -> None:
+    from tenantctl.postgres import milliseconds
+
+    assert milliseconds(0.0004) == "1ms"
+    assert milliseconds(0) == "0ms"
+    assert milliseconds(2.5) == "2500ms"

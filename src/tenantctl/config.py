@@ -565,6 +565,10 @@ def load_project(
         if mode == "shared":
             database = model.shared.database
             server = model.shared.server or default
+            for key in ("database", "server"):
+                if getattr(t, key) is not None:
+                    problems.append((where + (key,), f"a shared-mode tenant lives in "
+                                     f"shared.{key}; remove {key}: here, or set mode: database"))
         else:
             database = t.database or model.database_pattern.format(clnt_id=t.clnt_id)
             other = databases.get(database)

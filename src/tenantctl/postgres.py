@@ -11,7 +11,9 @@ SQLSTATE, once, here.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import urllib.parse
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -184,12 +186,12 @@ async def connect(
     """Open a dedicated connection; session timeouts ride on the startup packet."""
     settings = {"application_name": "tenantctl"}
     if lock_timeout is not None:
-        settings["lock_timeout"] = f"{int(lock_timeout * 1000)}ms"
+        settings["lock_timeout"] = milliseconds(lock_timeout)
     if statement_timeout is not None:
-        settings["statement_timeout"] = f"{int(statement_timeout * 1000)}ms"
+        settings["statement_timeout"] = milliseconds(statement_timeout)
     try:
         conn = await asyncpg.connect(
-            dsn, database=database, timeout=timeout, server_settings=settings,
+            url_dsn(dsn), database=database, timeout=timeout, server_settings=settings,
             statement_cache_size=0,
         )
     except _TRANSLATABLE as exc:
@@ -197,6 +199,54 @@ async def connect(
     except ValueError as exc:  # asyncpg rejects a malformed DSN with ValueError
         raise DatabaseError(redact(f"invalid DSN: {exc}"), sqlstate=None) from None
     return Session(conn, database or "server")
+
+
+def milliseconds(seconds: float) -> str:
+    """A timeout setting: whole milliseconds, rounded up (0 alone means none)."""
+    return f"{math.ceil(seconds * 1000)}ms"
+
+
+def url_dsn(dsn: str) -> str:
+    """A libpq ``key=value`` connection string as the URL asyncpg reads; URLs as they are.
+
+    Values may be single-quoted, with ``\\'`` and ``\\\\`` escapes (libpq's rules);
+    every key travels in the query string, where asyncpg reads host, port, user,
+    password, dbname, sslmode and the rest.
+    """
+    if "://" in dsn or "=" not in dsn:
+        return dsn
+    pairs: list[tuple[str, str]] = []
+    i, n = 0, len(dsn)
+    while i < n:
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        key_start = i
+        while i < n and dsn[i] not in "= \t\r\n":
+            i += 1
+        key = dsn[key_start:i]
+        while i < n and dsn[i].isspace():
+            i += 1
+        i += 1  # the '=' (check_dsn in config refused anything else at load time)
+        while i < n and dsn[i].isspace():
+            i += 1
+        value: list[str] = []
+        quoted = i < n and dsn[i] == "'"
+        i += 1 if quoted else 0
+        while i < n:
+            c = dsn[i]
+            if c == "\\" and i + 1 < n:
+                value.append(dsn[i + 1])
+                i += 2
+                continue
+            if (quoted and c == "'") or (not quoted and c.isspace()):
+                i += 1
+                break
+            value.append(c)
+            i += 1
+        pairs.append((key, "".join(value)))
+    return "postgresql://?" + urllib.parse.urlencode(pairs)
 
 
 def quote_ident(name: str) -> str:
@@ -395,7 +445,7 @@ async def _apply_timeouts(session: Session, script: Script, *, local: bool) -> N
         seconds = script.timeout(directive)
         if seconds is not None:
             await session.execute(
-                "SELECT set_config($1, $2, $3)", guc, f"{int(seconds * 1000)}ms", local
+                "SELECT set_config($1, $2, $3)", guc, milliseconds(seconds), local
             )
 
 
