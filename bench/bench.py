@@ -587,11 +587,11 @@ async def real(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def simulate(n: int, concurrency: int, trace: bool) -> dict[str, Any]:
-    """The engine over N in-memory tenant databases (tenantctl.fake.FakeDriver): no
+    """The engine over N in-memory tenant databases (tenantctl.drivers.fake.FakeDriver): no
     server, no sockets, so what is left is tenantctl's own scheduling and planning."""
     from tenantctl.config import TenantSpec
     from tenantctl.engine import Engine, RunOptions, group_units
-    from tenantctl.fake import FakeDriver  # the driver seam: Engine(..., db=FakeDriver())
+    from tenantctl.drivers.fake import FakeDriver  # the driver seam: Engine(..., db=FakeDriver())
     from tenantctl.migrations import load_migrations
 
     root = Path(tempfile.mkdtemp(prefix="tenantctl-sim-"))

@@ -14,7 +14,7 @@ import pytest
 from conftest import Workspace
 from tenantctl.config import TenantSpec
 from tenantctl.engine import Engine, RunOptions, group_units
-from tenantctl.fake import FakeDriver
+from tenantctl.drivers.fake import FakeDriver
 from tenantctl.migrations import load_migrations
 
 BASE = "create table cvs_usr_mast (clnt_id int2 not null, site_id int2 not null, usr_id int not null, primary key (clnt_id, site_id, usr_id));\n"

@@ -128,7 +128,7 @@ def test_libpq_keyword_dsn_connects(ws: Workspace) -> None:
 
 
 def test_sub_millisecond_timeouts_round_up_not_to_none() -> None:
-    from tenantctl.postgres import milliseconds
+    from tenantctl.drivers.postgres import milliseconds
 
     assert milliseconds(0.0004) == "1ms"
     assert milliseconds(0) == "0ms"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tenantctl import isolation, isolation_check, postgres
+from tenantctl import isolation, isolation_check
+from tenantctl.drivers import postgres
 from tenantctl.errors import DatabaseError, TenantctlError
 
 from conftest import Workspace, run
@@ -66,10 +67,10 @@ class Shared:
     app: str
     owner: str
 
-    async def admin(self) -> postgres.Session:
+    async def admin(self) -> postgres.PgSession:
         return await postgres.connect(self.ws.dsn, self.db)
 
-    async def as_app(self) -> postgres.Session:
+    async def as_app(self) -> postgres.PgSession:
         return await postgres.connect(isolation_check.role_dsn(self.ws.dsn, self.app), self.db)
 
     async def sql(self, *statements: str) -> None:
@@ -143,7 +144,7 @@ def shared(roles: Shared) -> Shared:
     return roles
 
 
-async def _counts(s: postgres.Session, tables: set[str]) -> dict[str, int]:
+async def _counts(s: postgres.PgSession, tables: set[str]) -> dict[str, int]:
     return {t: await s.fetchval(f"SELECT count(*) FROM {t}") for t in sorted(tables)}
 
 

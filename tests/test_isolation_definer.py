@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tenantctl import isolation_check, postgres
-from tenantctl.postgres import quote_ident
+from tenantctl import isolation_check
+from tenantctl.drivers import postgres
+from tenantctl.drivers.postgres import quote_ident
 
 from conftest import Workspace, run
 from test_isolation import Shared, _as_tenant, _build, _drop

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from conftest import EXAMPLE_MIGRATIONS, Workspace
-from tenantctl import postgres
+from tenantctl.drivers import postgres
 from tenantctl.errors import BadInputError
 from tenantctl.migrations import load_migrations
 from tenantctl.reversible import KINDS, Difference, check_reversible, diff, snapshot

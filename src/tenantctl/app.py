@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import embedded, ledger, postgres, purpose
+from . import embedded, ledger, purpose
+from .drivers import postgres
 from .config import EMBEDDED, Project, TenantSpec
 from .engine import Engine, RunOptions, Unit, group_units
 from .errors import DatabaseError, ServerError
@@ -234,7 +235,7 @@ def template_migrations(migrations: tuple[Migration, ...], notes: list[str]) -> 
     return migrations
 
 
-async def _template_refusal(admin: postgres.Session, server: str, name: str,
+async def _template_refusal(admin: postgres.PgSession, server: str, name: str,
                             marker: str | None, facts: _Facts) -> str | None:
     """Why the configured template database must not be dropped and rebuilt, if so."""
     tag = (await postgres.read_purposes(admin)).get(name)
@@ -357,7 +358,7 @@ async def _shared_mode_hook(project: Project, dsns: dict[str, str]) -> Any:
     finally:
         await admin.close()
 
-    async def after_migrate(session: postgres.Session, unit: Unit, options: RunOptions) -> list[str]:
+    async def after_migrate(session: postgres.PgSession, unit: Unit, options: RunOptions) -> list[str]:
         if unit.mode != "shared" or options.command not in ("migrate", "provision", "rollback"):
             return []
         await isolation.ensure_registry(session)

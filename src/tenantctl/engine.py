@@ -28,7 +28,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import postgres, purpose
+from . import purpose
+from .drivers import postgres
 from .config import TenantSpec
 from .errors import DatabaseError, LockNotAcquired, TenantctlError
 from .migrations import Migration, Script, Version

@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from . import postgres
+from .drivers import postgres
 from .errors import BadInputError, DatabaseError, TenantctlError
-from .postgres import Session, quote_ident
+from .drivers.postgres import PgSession as Session
+from .drivers.postgres import quote_ident
 
 OWNER_ROLE_DEFAULT = "cvs_owner"
 POLICY_NAME = "tenantctl_tenant"

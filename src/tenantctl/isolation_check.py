@@ -16,7 +16,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import postgres
+from .drivers import postgres
 from .errors import DatabaseError
 from .isolation import (
     _NOT_EXT,
@@ -28,7 +28,8 @@ from .isolation import (
     _Tables,
     _tables,
 )
-from .postgres import Session, quote_ident
+from .drivers.postgres import PgSession as Session
+from .drivers.postgres import quote_ident
 
 DEFINER_CALL_TIMEOUT = 5.0  # seconds: statement_timeout of each probe call of a definer function
 

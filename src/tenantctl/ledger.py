@@ -17,11 +17,12 @@ import sys
 import uuid
 from typing import Any
 
-from . import __version__, postgres, purpose
+from . import __version__, purpose
+from .drivers import postgres
 from .config import TenantSpec
 from .errors import DatabaseError, ServerError
 from .outcome import RunResult, TenantResult
-from .postgres import Session
+from .drivers.postgres import PgSession as Session
 from .redact import redact_argv
 
 SCHEMA_LOCK_KEY = 0x74656E616E7464  # serialises control-schema DDL between runs

@@ -25,10 +25,10 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import postgres
+from .drivers import postgres
 from .errors import BadInputError, DatabaseError
 from .migrations import Migration, Script
-from .postgres import Session
+from .drivers.postgres import PgSession as Session
 
 Snapshot = dict[str, dict[str, str]]
 

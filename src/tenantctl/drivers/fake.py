@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DatabaseError, LockNotAcquired
-from .migrations import Migration, Script
-from .plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
+from ..errors import DatabaseError, LockNotAcquired
+from ..migrations import Migration, Script
+from ..plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
 
 
 @dataclass

@@ -1,38 +1,36 @@
-"""The PostgreSQL adapter: the only module that imports asyncpg.
+"""The PostgreSQL driver: tenantctl's operations, as SQL, over :mod:`pg_session`.
 
-It connects (one connection bound to one database, dedicated, never pooled, so
-a session advisory lock lives exactly as long as we hold it), takes the
-per-tenant migration lock by polling ``pg_try_advisory_lock``, reads and writes
-the history table, applies migrations, creates databases, and translates every
-driver error into a :class:`~tenantctl.errors.DatabaseError` carrying the
-SQLSTATE, once, here.
+:data:`DRIVER` (a :class:`PostgresDriver`) is what the engine and the use
+cases are given. It takes the per-tenant migration lock by polling
+``pg_try_advisory_lock`` (a blocked ``pg_advisory_lock`` waiter can deadlock
+with a concurrent CREATE INDEX CONCURRENTLY in the other session), reads and
+writes the history table, applies migrations, creates and tags databases.
+It imports no asyncpg: connections and error translation live in
+:mod:`tenantctl.drivers.pg_session`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
-import urllib.parse
 import re
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-import asyncpg
+from ..errors import DatabaseError, LockLost, LockNotAcquired
+from ..migrations import Migration, Script
+from ..plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, MARKER_SETTING, HistoryRow
+from .base import Session
+from .pg_session import PgSession, connect, milliseconds, quote_ident
 
-from .errors import DatabaseError, LockLost, LockNotAcquired
-from .migrations import Migration, Script
-from .redact import redact
-from .plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, MARKER_SETTING, HistoryRow
+__all__ = ["DRIVER", "PostgresDriver", "PgSession", "connect", "quote_ident", "milliseconds"]
 
 HISTORY_TABLE = "tenantctl_schema_history"
 # One advisory-lock key for "tenantctl is migrating this database". Advisory
 # locks are per database, so the same key in every tenant database is correct.
 MIGRATION_LOCK_KEY = 0x74656E616E7463  # "tenantc"
 
-T = TypeVar("T")
 
 # installed_rank is assigned as max + 1 by every insert (made with the tenant's
 # lock held), never by a sequence: a clone or a crash can leave an identity
@@ -57,7 +55,7 @@ CREATE TABLE IF NOT EXISTS public.{HISTORY_TABLE} (
 )"""
 
 _READ_HISTORY = f"""
-SELECT installed_rank, version, description, kind, checksum, success, statements_done
+SELECT installed_rank AS rank, version, description, kind, checksum, success, statements_done
 FROM public.{HISTORY_TABLE} ORDER BY installed_rank"""
 
 
@@ -100,162 +98,6 @@ SESSION_RESET = (
 )
 
 
-def translate(exc: BaseException, context: str = "") -> DatabaseError:
-    """Map a driver/OS error to DatabaseError, keeping the SQLSTATE."""
-    prefix = f"{context}: " if context else ""
-    if isinstance(exc, DatabaseError):
-        return exc
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None)
-        detail = getattr(exc, "detail", None)
-        hint = getattr(exc, "hint", None)
-        return DatabaseError(
-            redact(f"{prefix}{exc}"), sqlstate=state,
-            detail=redact(detail) if detail else None, hint=redact(hint) if hint else None)
-    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)):
-        # No server-side code for a lost/refused connection: report class 08.
-        text = str(exc) or type(exc).__name__
-        return DatabaseError(redact(f"{prefix}connection lost or refused: {text}"), sqlstate="08006")
-    return DatabaseError(redact(f"{prefix}{type(exc).__name__}: {exc}"), sqlstate=None)
-
-
-_TRANSLATABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
-
-
-class Session:
-    """One connection to one database. Every call translates driver errors."""
-
-    def __init__(self, conn: asyncpg.Connection, database: str) -> None:
-        self._conn = conn
-        self.database = database
-
-    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        try:
-            return await fn(*args)
-        except _TRANSLATABLE as exc:
-            raise translate(exc, self.database) from exc
-
-    async def execute(self, sql: str, *args: Any) -> str:
-        return await self._call(self._conn.execute, sql, *args)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        return await self._call(self._conn.fetch, sql, *args)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
-        return await self._call(self._conn.fetchrow, sql, *args)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._call(self._conn.fetchval, sql, *args)
-
-    async def executemany(self, sql: str, args: list[tuple[Any, ...]]) -> None:
-        await self._call(self._conn.executemany, sql, args)
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        try:
-            async with self._conn.transaction():
-                yield
-        except _TRANSLATABLE as exc:
-            raise translate(exc, self.database) from exc
-
-    @property
-    def backend_pid(self) -> int:
-        return self._conn.get_server_pid()
-
-    @property
-    def closed(self) -> bool:
-        return self._conn.is_closed()
-
-    async def close(self) -> None:
-        if self._conn.is_closed():
-            return
-        try:
-            await asyncio.wait_for(self._conn.close(), timeout=5)
-        except Exception:  # closing a broken connection: nothing left to save
-            self._conn.terminate()
-
-
-async def connect(
-    dsn: str,
-    database: str | None = None,
-    *,
-    timeout: float = 10.0,
-    lock_timeout: float | None = None,
-    statement_timeout: float | None = None,
-) -> Session:
-    """Open a dedicated connection; session timeouts ride on the startup packet."""
-    settings = {"application_name": "tenantctl"}
-    if lock_timeout is not None:
-        settings["lock_timeout"] = milliseconds(lock_timeout)
-    if statement_timeout is not None:
-        settings["statement_timeout"] = milliseconds(statement_timeout)
-    try:
-        conn = await asyncpg.connect(
-            url_dsn(dsn), database=database, timeout=timeout, server_settings=settings,
-            statement_cache_size=0,
-        )
-    except _TRANSLATABLE as exc:
-        raise translate(exc, database or "server") from exc
-    except ValueError as exc:  # asyncpg rejects a malformed DSN with ValueError
-        raise DatabaseError(redact(f"invalid DSN: {exc}"), sqlstate=None) from None
-    return Session(conn, database or "server")
-
-
-def milliseconds(seconds: float) -> str:
-    """A timeout setting: whole milliseconds, rounded up (0 alone means none)."""
-    return f"{math.ceil(seconds * 1000)}ms"
-
-
-def url_dsn(dsn: str) -> str:
-    """A libpq ``key=value`` connection string as the URL asyncpg reads; URLs as they are.
-
-    Values may be single-quoted, with ``\\'`` and ``\\\\`` escapes (libpq's rules);
-    every key travels in the query string, where asyncpg reads host, port, user,
-    password, dbname, sslmode and the rest.
-    """
-    if "://" in dsn or "=" not in dsn:
-        return dsn
-    pairs: list[tuple[str, str]] = []
-    i, n = 0, len(dsn)
-    while i < n:
-        while i < n and dsn[i].isspace():
-            i += 1
-        if i >= n:
-            break
-        key_start = i
-        while i < n and dsn[i] not in "= \t\r\n":
-            i += 1
-        key = dsn[key_start:i]
-        while i < n and dsn[i].isspace():
-            i += 1
-        i += 1  # the '=' (check_dsn in config refused anything else at load time)
-        while i < n and dsn[i].isspace():
-            i += 1
-        value: list[str] = []
-        quoted = i < n and dsn[i] == "'"
-        i += 1 if quoted else 0
-        while i < n:
-            c = dsn[i]
-            if c == "\\" and i + 1 < n:
-                value.append(dsn[i + 1])
-                i += 2
-                continue
-            if (quoted and c == "'") or (not quoted and c.isspace()):
-                i += 1
-                break
-            value.append(c)
-            i += 1
-        pairs.append((key, "".join(value)))
-    return "postgresql://?" + urllib.parse.urlencode(pairs)
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier the way PostgreSQL's quote_ident does."""
-    if "\x00" in name:
-        raise ValueError("identifier contains NUL")
-    return '"' + name.replace('"', '""') + '"'
-
-
 # ------------------------------------------------------------ server level
 
 
@@ -280,10 +122,10 @@ async def drop_database(admin: Session, name: str) -> None:
 
 
 async def existing_databases(admin: Session, names: list[str]) -> set[str]:
-    rows = await admin.fetch(
-        "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", names
+    rows = await admin.fetch_as(
+        _Name, "SELECT datname AS name FROM pg_database WHERE datname = ANY($1::text[])", names
     )
-    return {r["datname"] for r in rows}
+    return {r.name for r in rows}
 
 
 async def read_markers(admin: Session) -> dict[str, str]:
@@ -298,13 +140,13 @@ async def read_purposes(admin: Session) -> dict[str, str]:
 
 async def read_setting(admin: Session, name: str) -> dict[str, str]:
     """A per-database setting of every database on this server, in one query."""
-    rows = await admin.fetch(
-        "SELECT d.datname, substr(c, length($1) + 2) AS value "
+    rows = await admin.fetch_as(
+        _Setting, "SELECT d.datname AS database, substr(c, length($1) + 2) AS value "
         "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
         "unnest(s.setconfig) AS c WHERE s.setrole = 0 AND c LIKE $1 || '=%'",
         name,
     )
-    return {r["datname"]: r["value"] for r in rows}
+    return {r.database: r.value for r in rows}
 
 
 # What tenantctl created a database for, kept in the database's own settings
@@ -336,14 +178,15 @@ async def database_contents(session: Session) -> tuple[bool, bool]:
     What decides whether an untagged database may be adopted: one that
     tenantctl migrated before purpose tags existed, or an empty one.
     """
-    row = await session.fetchrow(
-        f"SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL AS history, EXISTS ("
+    row = await session.fetch_one_as(
+        _Contents, f"SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL AS history, EXISTS ("
         "SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
         "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
         f"AND NOT (n.nspname = 'public' AND c.relname LIKE '{HISTORY_TABLE}%')) AS objects"
     )
-    return bool(row["history"]), bool(row["objects"])
+    assert row is not None
+    return row.history, row.objects
 
 
 async def write_marker(session: Session, marker: str | None, database: str | None = None) -> bool:
@@ -372,11 +215,11 @@ async def write_marker(session: Session, marker: str | None, database: str | Non
 
 
 async def max_connections(admin: Session) -> int:
-    row = await admin.fetchrow(
-        "SELECT current_setting('max_connections')::int AS m, "
-        "current_setting('superuser_reserved_connections')::int AS r"
+    value = await admin.fetch_value(
+        "SELECT current_setting('max_connections')::int "
+        "- current_setting('superuser_reserved_connections')::int"
     )
-    return int(row["m"]) - int(row["r"])
+    return int(value)
 
 
 # ------------------------------------------------------------ tenant level
@@ -395,7 +238,7 @@ async def acquire_migration_lock(
     start = time.monotonic()
     delay = poll_s
     while True:
-        if await session.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        if await session.fetch_value("SELECT pg_try_advisory_lock($1)", key):
             return time.monotonic() - start
         waited = time.monotonic() - start
         if waited >= wait_s:
@@ -427,16 +270,12 @@ async def open_history(session: Session) -> list[HistoryRow]:
 
 async def read_history(session: Session, *, missing_ok: bool = True) -> list[HistoryRow]:
     try:
-        rows = await session.fetch(_READ_HISTORY)
+        rows = await session.fetch_as(HistoryRow, _READ_HISTORY)
     except DatabaseError as exc:
         if missing_ok and exc.sqlstate == "42P01":
             return []
         raise
-    return [
-        HistoryRow(r["installed_rank"], r["version"], r["description"], r["kind"],
-                   r["checksum"], r["success"], r["statements_done"])
-        for r in rows
-    ]
+    return rows
 
 
 async def _apply_timeouts(session: Session, script: Script, *, local: bool) -> None:
@@ -530,13 +369,13 @@ async def apply_statements(
     started = time.monotonic()
     statements = migration.up.statements
     await reset_session(session)
-    rank = await session.fetchval(
+    rank = await session.fetch_value(
         f"SELECT installed_rank FROM public.{HISTORY_TABLE} WHERE version = $1 AND kind = 'up' "
         "AND NOT success ORDER BY installed_rank DESC LIMIT 1",
         migration.version.text,
     )
     if rank is None:
-        rank = await session.fetchval(
+        rank = await session.fetch_value(
             _INSERT_HISTORY_RANK, migration.version.text, migration.description, KIND_UP,
             migration.filename, migration.checksum, 0, False, resume_from, run_id,
         )
@@ -585,8 +424,8 @@ async def drop_invalid_index(session: Session, create_index_sql: str) -> None:
     if not name:
         return
     schema = getattr(stmt.relation, "schemaname", None)
-    row = await session.fetchrow(
-        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    row = await session.fetch_one_as(
+        _Relation, "SELECT n.nspname AS schema, c.relname AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relname = $1 AND NOT i.indisvalid "
         "AND ($2::text IS NULL AND n.nspname = ANY(current_schemas(false)) OR n.nspname = $2)",
@@ -594,7 +433,7 @@ async def drop_invalid_index(session: Session, create_index_sql: str) -> None:
     )
     if row is not None:
         await session.execute(
-            f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(row['nspname'])}.{quote_ident(row['relname'])}"
+            f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(row.schema)}.{quote_ident(row.name)}"
         )
 
 
@@ -636,3 +475,54 @@ async def record_repair(session: Session, migration: Migration, run_id: Any) -> 
         session, migration.version.text, migration.description, KIND_REPAIR,
         migration.filename, migration.checksum, 0, True, None, run_id,
     )
+
+
+@dataclass(frozen=True)
+class _Name:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Setting:
+    database: str
+    value: str
+
+
+@dataclass(frozen=True)
+class _Contents:
+    history: bool
+    objects: bool
+
+
+@dataclass(frozen=True)
+class _Relation:
+    schema: str
+    name: str
+
+
+class PostgresDriver:
+    """The :class:`~tenantctl.drivers.base.Driver` for PostgreSQL: this module's
+    functions, as one object the engine and the use cases are handed."""
+
+    connect = staticmethod(connect)
+    create_database = staticmethod(create_database)
+    drop_database = staticmethod(drop_database)
+    existing_databases = staticmethod(existing_databases)
+    max_connections = staticmethod(max_connections)
+    read_markers = staticmethod(read_markers)
+    read_purposes = staticmethod(read_purposes)
+    write_marker = staticmethod(write_marker)
+    write_purpose = staticmethod(write_purpose)
+    acquire_migration_lock = staticmethod(acquire_migration_lock)
+    database_contents = staticmethod(database_contents)
+    open_history = staticmethod(open_history)
+    read_history = staticmethod(read_history)
+    reset_session = staticmethod(reset_session)
+    apply_transactional = staticmethod(apply_transactional)
+    apply_statements = staticmethod(apply_statements)
+    apply_seed = staticmethod(apply_seed)
+    apply_down = staticmethod(apply_down)
+    record_repair = staticmethod(record_repair)
+
+
+DRIVER = PostgresDriver()

@@ -1,0 +1,161 @@
+"""The driver seam: what tenantctl needs from a database server, as Protocols.
+
+Everything that touches a database goes through a :class:`Driver` and the
+:class:`Session` objects it opens. ``tenantctl.postgres`` is the real driver
+(the only module that imports asyncpg); ``tenantctl.fake`` is an in-memory one
+for the engine's simulation mode. Both pass one contract suite
+(``tests/test_driver_contract.py``), in the spirit of golang-migrate's
+``database/testing``: a new driver (a Citus-aware one, a copy/dump step for
+tenant moves) is done when it passes that suite.
+
+Rows cross the boundary as dataclasses: ``Session.fetch_as(Row, sql)`` maps
+each result column onto the field of the same name, so no driver record type
+leaks into the rest of the code.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from .migrations import Migration, Script
+    from .plan import HistoryRow
+
+R = TypeVar("R")
+
+
+class Session(Protocol):
+    """One connection to one database; every error is a ``DatabaseError``.
+
+    ``async with`` closes it. Session-level advisory locks live exactly as
+    long as the session, so a session is never pooled or shared.
+    """
+
+    database: str
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run SQL; returns the command status (``INSERT 0 1``). Without
+        arguments several statements may be sent at once."""
+        ...
+
+    async def fetch_as(self, row: type[R], sql: str, *args: Any) -> list[R]:
+        """Every result row as ``row(**columns)``."""
+        ...
+
+    async def fetch_one_as(self, row: type[R], sql: str, *args: Any) -> R | None:
+        """The first result row as ``row(**columns)``, or None."""
+        ...
+
+    async def fetch_value(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row (None when there is none)."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """A transaction (a savepoint when one is open); rolled back on an exception."""
+        ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Session: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Driver(Protocol):
+    """Opens sessions and performs tenantctl's own operations on them.
+
+    The engine and the use cases call only these; per-tenant operations
+    assume the caller holds the tenant's migration lock
+    (:meth:`acquire_migration_lock`), and every history write fails with
+    ``LockLost`` if the lock was released in the meantime.
+    """
+
+    async def connect(
+        self, dsn: str, database: str | None = None, *, timeout: float = 10.0,
+        lock_timeout: float | None = None, statement_timeout: float | None = None,
+    ) -> Session:
+        """A dedicated session on ``database`` (the server's maintenance
+        database when None). A missing database is ``DatabaseError`` 3D000."""
+        ...
+
+    # ---------------------------------------------------------------- server level
+    async def create_database(self, admin: Session, name: str,
+                              template: str | None = None) -> bool:
+        """True when created; False when it existed (also after losing a race)."""
+        ...
+
+    async def drop_database(self, admin: Session, name: str) -> None: ...
+
+    async def existing_databases(self, admin: Session, names: list[str]) -> set[str]: ...
+
+    async def max_connections(self, admin: Session) -> int:
+        """Connections the server allows to ordinary users."""
+        ...
+
+    async def read_markers(self, admin: Session) -> dict[str, str]:
+        """database -> schema marker (``tenantctl.schema``), for the whole server."""
+        ...
+
+    async def read_purposes(self, admin: Session) -> dict[str, str]:
+        """database -> purpose tag (``tenantctl.purpose``), for the whole server."""
+        ...
+
+    async def write_marker(self, session: Session, marker: str | None,
+                           database: str | None = None) -> bool:
+        """Set (None: clear) a database's marker; False when not permitted."""
+        ...
+
+    async def write_purpose(self, session: Session, purpose: str,
+                            database: str | None = None) -> bool:
+        """Tag a database with its purpose; False when not permitted."""
+        ...
+
+    # ---------------------------------------------------------------- tenant level
+    async def acquire_migration_lock(self, session: Session, wait_s: float, *,
+                                     key: int | None = None) -> float:
+        """Poll the lock (never block) for up to ``wait_s``; seconds waited, or
+        ``LockNotAcquired``."""
+        ...
+
+    async def database_contents(self, session: Session) -> tuple[bool, bool]:
+        """(holds tenantctl's history, holds other relations)."""
+        ...
+
+    async def open_history(self, session: Session) -> list[HistoryRow]:
+        """The history, creating its table on first use (lock held)."""
+        ...
+
+    async def read_history(self, session: Session, *,
+                           missing_ok: bool = True) -> list[HistoryRow]: ...
+
+    async def reset_session(self, session: Session) -> None:
+        """Back to the state the session opened with; the lock stays held."""
+        ...
+
+    async def apply_transactional(self, session: Session, migration: Migration,
+                                  run_id: str | None) -> int:
+        """The migration and its history row in one transaction; milliseconds taken."""
+        ...
+
+    async def apply_statements(self, session: Session, migration: Migration,
+                               run_id: str | None, resume_from: int) -> int:
+        """A no-transaction migration, statement by statement from ``resume_from``,
+        its progress recorded after each; milliseconds taken."""
+        ...
+
+    async def apply_seed(self, session: Session, script: Script, clnt_id: int, name: str,
+                         sites: tuple[int, ...], run_id: str | None) -> None: ...
+
+    async def apply_down(self, session: Session, migration: Migration,
+                         run_id: str | None) -> int: ...
+
+    async def record_repair(self, session: Session, migration: Migration,
+                            run_id: str | None) -> None: ...
