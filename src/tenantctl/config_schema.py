@@ -1,0 +1,120 @@
+"""The schema of tenants.yaml: pydantic models, ``extra="forbid"``, frozen.
+
+They check each field on its own (names, durations, ranges); the checks across
+fields (server names, database collisions, ...) are load_project's, in config.py.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .config_fields import (
+    INT2_MAX,
+    Duration,
+    Identifier,
+    Int2Id,
+    RoleName,
+    TableName,
+    WaveName,
+    check_identifier,
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Server(_Model):
+    dsn: str = Field(min_length=1)
+    max_connections: int | None = Field(default=None, ge=1, le=10000)
+
+
+class Shared(_Model):
+    server: str | None = None
+    database: Identifier = "cvs_shared"
+    app_role: RoleName = "cvs_app"
+    owner_role: RoleName = "cvs_owner"
+    # tables without clnt_id that every tenant may read (reference data)
+    global_tables: tuple[TableName, ...] = ()
+    # how check-isolation logs in as app_role (default: the server DSN with the user swapped)
+    probe_dsn: str | None = None
+
+
+class Settings(_Model):
+    """Run settings; most can also be given on the command line.
+
+    Durations (``lock_timeout``, ``statement_timeout``, ``lock_wait``) accept
+    ``5``, ``5s``, ``500ms``, ``2min``, ``1h``, at most 2147483647 ms.
+
+    ``allow_external_symlinks`` (default false): a migration or seed file that
+    is a symbolic link to somewhere outside the project folder is refused
+    unless this is true (a link could otherwise make tenantctl run SQL from
+    anywhere on the machine).
+    """
+
+    concurrency: int = Field(default=8, ge=1, le=1000)
+    lock_timeout: Duration = 5.0
+    statement_timeout: Duration = 0.0
+    lock_wait: Duration = 120.0
+    retries: int = Field(default=3, ge=0, le=100)
+    strict_lint: bool = False  # lint errors refuse a migrate/provision (exit 2)
+    template: bool = True  # provision new databases by cloning a migrated template
+    allow_external_symlinks: bool = False  # migration/seed links may point outside the project
+
+
+class Tenant(_Model):
+    clnt_id: Int2Id
+    name: str = Field(min_length=1, max_length=200)
+    sites: tuple[Int2Id, ...] = Field(min_length=1)
+    mode: Literal["database", "shared"] | None = None
+    wave: WaveName | None = None
+    server: str | None = None
+    database: Identifier | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        # Names are data (bind parameters, settings), but a NUL cannot be stored
+        # in PostgreSQL text at all, and line breaks or escapes garble logs.
+        for i, ch in enumerate(name):
+            if ch != "\t" and unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+                raise ValueError(
+                    f"contains a control character (U+{ord(ch):04X}) at position {i + 1}"
+                )
+        return name
+
+    @field_validator("sites")
+    @classmethod
+    def _unique_sites(cls, sites: tuple[int, ...]) -> tuple[int, ...]:
+        dupes = sorted({s for s in sites if sites.count(s) > 1})
+        if dupes:
+            raise ValueError(f"site ids must be unique, repeated: {dupes}")
+        return sites
+
+
+class ConfigFile(_Model):
+    migrations: str = "migrations"
+    seed: str | None = None
+    database_pattern: str = "cvs_client_{clnt_id}"
+    control_database: Identifier = "tenantctl"
+    template_database: Identifier = "tenantctl_template"
+    default_mode: Literal["database", "shared"] = "database"
+    default_server: str | None = None
+    servers: dict[Identifier, Server] = Field(default_factory=dict)
+    shared: Shared = Field(default_factory=Shared)
+    waves: tuple[WaveName, ...] = ("canary",)
+    settings: Settings = Field(default_factory=Settings)
+    tenants: tuple[Tenant, ...] = ()
+
+    @field_validator("database_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if not isinstance(value, str) or value.count("{clnt_id}") != 1:
+            raise ValueError("must contain {clnt_id} exactly once")
+        # the longest and the shortest result must both be plain identifiers
+        for clnt_id in (INT2_MAX, 1):
+            check_identifier(value.replace("{clnt_id}", str(clnt_id)))
+        return value
