@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from conftest import Workspace, run
 from tenantctl import isolation, isolation_check
 from tenantctl.drivers import postgres
 from tenantctl.errors import DatabaseError, TenantctlError
-
-from conftest import Workspace, run
 
 SCHEMA = [
     """CREATE TABLE cvs_site_mast (
@@ -209,7 +208,7 @@ def test_no_tenant_or_reset_tenant_reads_nothing(shared: Shared) -> None:
             await s.close()
 
     for counts in run(go()):
-        assert counts == {t: 0 for t in TENANT_TABLES}
+        assert counts == dict.fromkeys(TENANT_TABLES, 0)
 
 
 def test_tenant_sees_exactly_its_own_rows(shared: Shared) -> None:

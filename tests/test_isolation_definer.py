@@ -15,11 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from conftest import Workspace, run
 from tenantctl import isolation_check
 from tenantctl.drivers import postgres
 from tenantctl.drivers.postgres import quote_ident
-
-from conftest import Workspace, run
 from test_isolation import Shared, _as_tenant, _build, _drop
 
 ALL_USERS = ("CREATE FUNCTION all_users() RETURNS SETOF cvs_usr_mast LANGUAGE sql SECURITY DEFINER "

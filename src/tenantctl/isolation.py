@@ -6,16 +6,18 @@ NOSUPERUSER, NOBYPASSRLS, NOINHERIT, owns nothing) and sets the tenant per
 transaction with ``set_config('app.current_tenant', $1, true)``. The tables
 belong to ``owner_role`` (NOLOGIN) and have RLS enabled *and forced*, with one
 policy ``tenantctl_tenant`` that fails closed when no tenant is set (the
-setting reads ``''`` after a reset, hence ``nullif``) — DESIGN.md §3.
+setting reads ``''`` after a reset, hence ``nullif``): a connection that
+forgot to set its tenant sees no rows and can write none.
 
 - :func:`ensure_roles` creates the two cluster-wide roles (admin connection).
 - :func:`enforce` brings every table of the shared database to that state;
   run it after every migration run (idempotent: it changes only what differs).
 - :func:`ensure_registry` / :func:`register` keep the shared tenant registry.
-- :func:`check_isolation` audits the catalog and, given two tenants, probes
-  live as the app role inside a transaction that is always rolled back.
+- :func:`tenantctl.isolation_check.check_isolation` audits the catalog and,
+  given two tenants, probes live as the app role inside a transaction that is
+  always rolled back.
 
-Only ``postgres`` talks to the driver; this module uses its Sessions.
+Every function works on a :class:`~tenantctl.drivers.base.Session` it is given.
 """
 
 from __future__ import annotations
@@ -23,16 +25,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .drivers import postgres
+from .drivers.base import Session
+from .drivers.postgres import HISTORY_TABLE, quote_ident
 from .errors import BadInputError, DatabaseError, TenantctlError
-from .drivers.postgres import PgSession as Session
-from .drivers.postgres import quote_ident
 
 OWNER_ROLE_DEFAULT = "cvs_owner"
 POLICY_NAME = "tenantctl_tenant"
 TENANT_SETTING = "app.current_tenant"
 REGISTRY_TABLE = "tenantctl_shared_tenants"
-BOOKKEEPING = frozenset({postgres.HISTORY_TABLE, REGISTRY_TABLE})  # in schema public
+BOOKKEEPING = frozenset({HISTORY_TABLE, REGISTRY_TABLE})  # in schema public
 TENANT_EXPR = "clnt_id = (SELECT nullif(current_setting('app.current_tenant', true), '')::int2)"
 # pg_get_expr() of TENANT_EXPR; enforce() also learns the server's own text.
 _DEPARSED = ("(clnt_id = ( SELECT (NULLIF(current_setting('app.current_tenant'::text, true), "
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS public.{REGISTRY_TABLE} (
 )"""
 
 _RELATIONS = f"""
-SELECT c.oid, n.nspname, c.relname, c.relowner, c.relrowsecurity AS rls,
+SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relowner AS owner, c.relrowsecurity AS rls,
        c.relforcerowsecurity AS force, a.attnum AS tenant_attnum,
        ARRAY(SELECT x.privilege_type FROM aclexplode(c.relacl) x WHERE x.grantee = r.oid) AS granted,
        ARRAY(SELECT p FROM unnest($2::text[]) p WHERE has_table_privilege(r.oid, c.oid, p)) AS effective
@@ -62,6 +63,19 @@ LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'clnt_id' AND a.a
 LEFT JOIN pg_roles r ON r.rolname = $1
 WHERE c.relkind IN ('r', 'p') AND {_USER_NS} AND {_NOT_EXT.format(cls="'pg_class'", oid="c.oid")}
 ORDER BY n.nspname, c.relname"""
+
+
+@dataclass(frozen=True)
+class _RelationRow:
+    oid: int
+    schema: str
+    name: str
+    owner: int
+    rls: bool
+    force: bool
+    tenant_attnum: int | None
+    granted: list[str]
+    effective: list[str]
 
 
 @dataclass(frozen=True)
@@ -95,9 +109,9 @@ class _Tables:
 
 
 async def _tables(session: Session, app_role: str, global_tables: frozenset[str]) -> _Tables:
-    rows = await session.fetch(_RELATIONS, app_role, list(APP_PRIVILEGES + _RISKY))
-    rels = [_Rel(r["oid"], r["nspname"], r["relname"], r["relowner"], r["rls"], r["force"],
-                 r["tenant_attnum"], frozenset(r["granted"]), frozenset(r["effective"])) for r in rows]
+    rows = await session.fetch_as(_RelationRow, _RELATIONS, app_role, list(APP_PRIVILEGES + _RISKY))
+    rels = [_Rel(r.oid, r.schema, r.name, r.owner, r.rls, r.force, r.tenant_attnum,
+                 frozenset(r.granted), frozenset(r.effective)) for r in rows]
     out = _Tables([], [], [], [], [])
     seen: set[str] = set()
     for rel in rels:
@@ -121,7 +135,7 @@ async def _tables(session: Session, app_role: str, global_tables: frozenset[str]
 
 
 async def _create_role(admin: Session, name: str, options: str) -> None:
-    if await admin.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", name):
+    if await admin.fetch_value("SELECT true FROM pg_roles WHERE rolname = $1", name):
         return
     try:
         async with admin.transaction():  # a savepoint if the caller is in a transaction
@@ -131,6 +145,13 @@ async def _create_role(admin: Session, name: str, options: str) -> None:
         # concurrent CREATE ROLE of the same name committed first.
         if exc.sqlstate not in ("42710", "23505"):
             raise
+
+
+@dataclass(frozen=True)
+class _AppRole:
+    rolsuper: bool
+    rolbypassrls: bool
+    member: bool
 
 
 async def ensure_roles(admin: Session, *, app_role: str, owner_role: str) -> None:
@@ -144,12 +165,13 @@ async def ensure_roles(admin: Session, *, app_role: str, owner_role: str) -> Non
                             hint="the app role must not own the shared tables: use two roles")
     await _create_role(admin, owner_role, "NOLOGIN")
     await _create_role(admin, app_role, "LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT")
-    row = await admin.fetchrow(
-        "SELECT a.rolsuper, a.rolbypassrls, pg_has_role(a.oid, o.oid, 'MEMBER') AS member "
+    row = await admin.fetch_one_as(
+        _AppRole, "SELECT a.rolsuper, a.rolbypassrls, pg_has_role(a.oid, o.oid, 'MEMBER') AS member "
         "FROM pg_roles a, pg_roles o WHERE a.rolname = $1 AND o.rolname = $2",
         app_role, owner_role,
     )
-    problems = [what for what, bad in (("SUPERUSER", row["rolsuper"]), ("BYPASSRLS", row["rolbypassrls"]))
+    assert row is not None  # both roles exist: created above if they were missing
+    problems = [what for what, bad in (("SUPERUSER", row.rolsuper), ("BYPASSRLS", row.rolbypassrls))
                 if bad]
     if problems:
         attrs = " and ".join(problems)
@@ -159,7 +181,7 @@ async def ensure_roles(admin: Session, *, app_role: str, owner_role: str) -> Non
             hint=f"use another app_role in tenants.yaml, or have an administrator run "
                  f"ALTER ROLE {quote_ident(app_role)} NO{' NO'.join(problems)} (tenantctl will not)",
         )
-    if row["member"]:
+    if row.member:
         raise TenantctlError(
             f"app role {app_role} is a member of the owner role {owner_role}: it could bypass or "
             "drop the tenant policies",
@@ -179,6 +201,24 @@ class EnforceResult:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Me:
+    su: bool | None
+    app: int | None  # oid of the app role
+    owner: int | None  # oid of the owner role
+    ver: int  # server_version_num
+
+
+@dataclass(frozen=True)
+class _Policy:
+    polrelid: int
+    cmd: str
+    polpermissive: bool
+    polroles: list[int]
+    qual: str | None
+    chk: str | None
+
+
 async def enforce(session: Session, *, app_role: str, owner_role: str,
                   global_tables: frozenset[str]) -> EnforceResult:
     """Bring ownership, RLS, the tenant policy and grants in line; one transaction."""
@@ -190,49 +230,50 @@ async def enforce(session: Session, *, app_role: str, owner_role: str,
 
     app, owner = quote_ident(app_role), quote_ident(owner_role)
     async with session.transaction():
-        me = await session.fetchrow(
-            "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS su, "
+        me = await session.fetch_one_as(
+            _Me, "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS su, "
             "(SELECT oid FROM pg_roles WHERE rolname = $1) AS app, "
             "(SELECT oid FROM pg_roles WHERE rolname = $2) AS owner, "
             "current_setting('server_version_num')::int AS ver", app_role, owner_role)
-        if me["app"] is None or me["owner"] is None:
-            raise TenantctlError(f"role {app_role if me['app'] is None else owner_role} does not exist",
+        assert me is not None  # a SELECT without FROM returns one row
+        if me.app is None or me.owner is None:
+            raise TenantctlError(f"role {app_role if me.app is None else owner_role} does not exist",
                                  hint="create the roles first (ensure_roles / tenantctl provision)")
         tables = await _tables(session, app_role, global_tables)
         warnings = list(tables.warnings)
-        can_own = bool(me["su"]) or await _join_owner(session, owner_role, me["ver"], done, warnings)
-        policies = {r["polrelid"]: r for r in await session.fetch(
-            "SELECT polrelid, polcmd::text AS cmd, polpermissive, polroles, "
+        can_own = bool(me.su) or await _join_owner(session, owner_role, me.ver, done, warnings)
+        policies = {r.polrelid: r for r in await session.fetch_as(
+            _Policy, "SELECT polrelid, polcmd::text AS cmd, polpermissive, polroles, "
             "pg_get_expr(polqual, polrelid) AS qual, pg_get_expr(polwithcheck, polrelid) AS chk "
             "FROM pg_policy WHERE polname = $1", POLICY_NAME)}
         # The owner role needs USAGE on the schemas (foreign-key checks and ON DELETE
         # CASCADE run as the owner of the table they touch) and CREATE (a non-superuser
         # can only hand a table to a role that may create in its schema).
         for schema in sorted({t.schema for t in tables.tenant} if can_own else ()):
-            if not await session.fetchval("SELECT has_schema_privilege($1, $2, 'USAGE') AND "
-                                          "has_schema_privilege($1, $2, 'CREATE')", owner_role, schema):
+            if not await session.fetch_value("SELECT has_schema_privilege($1, $2, 'USAGE') AND "
+                                             "has_schema_privilege($1, $2, 'CREATE')", owner_role, schema):
                 await run(f"GRANT USAGE, CREATE ON SCHEMA {quote_ident(schema)} TO {owner}")
         known = {_DEPARSED}
         clause = f"USING ({TENANT_EXPR}) WITH CHECK ({TENANT_EXPR})"
         for t in tables.tenant:
-            if can_own and t.owner != me["owner"]:
+            if can_own and t.owner != me.owner:
                 await run(f"ALTER TABLE {t.qname} OWNER TO {owner}")
             parts = [s for s, ok in (("ENABLE", t.rls), ("FORCE", t.force)) if not ok]
             if parts:
                 await run(f"ALTER TABLE {t.qname} " + ", ".join(f"{p} ROW LEVEL SECURITY" for p in parts))
             pol, on = policies.get(t.oid), f"{quote_ident(POLICY_NAME)} ON {t.qname}"
-            if pol is not None and (pol["cmd"] != "*" or not pol["polpermissive"]):
+            if pol is not None and (pol.cmd != "*" or not pol.polpermissive):
                 await run(f"DROP POLICY {on}")
                 pol = None
             changed = True
             if pol is None:
                 await run(f"CREATE POLICY {on} AS PERMISSIVE FOR ALL TO PUBLIC {clause}")
-            elif list(pol["polroles"]) != [0] or pol["qual"] not in known or pol["chk"] not in known:
+            elif list(pol.polroles) != [0] or pol.qual not in known or pol.chk not in known:
                 await run(f"ALTER POLICY {on} TO PUBLIC {clause}")
             else:
                 changed = False
             if changed:  # learn how this server deparses the expression
-                known.add(await session.fetchval(
+                known.add(await session.fetch_value(
                     "SELECT pg_get_expr(polqual, polrelid) FROM pg_policy "
                     "WHERE polrelid = $1 AND polname = $2", t.oid, POLICY_NAME))
             missing = [p for p in APP_PRIVILEGES if p not in t.granted]
@@ -247,15 +288,16 @@ async def enforce(session: Session, *, app_role: str, owner_role: str,
         await _grant_sequences(session, [t.oid for t in tables.tenant], app_role, run)
         for schema in sorted({t.schema for t in tables.tenant + tables.globals}):
             ns = quote_ident(schema)
-            if not await session.fetchval("SELECT has_schema_privilege($1, $2, 'USAGE')", app_role, schema):
+            if not await session.fetch_value("SELECT has_schema_privilege($1, $2, 'USAGE')",
+                                             app_role, schema):
                 await run(f"GRANT USAGE ON SCHEMA {ns} TO {app}")
             # Sequences only: a table created by the owner role must stay closed to
             # the app until enforce has put RLS on it (fail closed, no window).
-            if can_own and not await session.fetchval(
+            if can_own and not await session.fetch_value(
                 "SELECT EXISTS (SELECT FROM pg_default_acl d JOIN pg_namespace n "
                 "ON n.oid = d.defaclnamespace, aclexplode(d.defaclacl) x WHERE d.defaclrole = $1 "
                 "AND n.nspname = $2 AND d.defaclobjtype = 'S' AND x.grantee = $3 "
-                "AND x.privilege_type = 'USAGE')", me["owner"], schema, me["app"]):
+                "AND x.privilege_type = 'USAGE')", me.owner, schema, me.app):
                 await run(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {ns} "
                           f"GRANT USAGE, SELECT ON SEQUENCES TO {app}")
     return EnforceResult(
@@ -269,7 +311,7 @@ async def _join_owner(session: Session, owner_role: str, version: int,
     sql = "SELECT pg_has_role(current_user, $1, 'USAGE')"
     if version >= 160000:
         sql += " AND pg_has_role(current_user, $1, 'SET')"
-    if await session.fetchval(sql, owner_role):
+    if await session.fetch_value(sql, owner_role):
         return True
     grant = f"GRANT {quote_ident(owner_role)} TO CURRENT_USER"
     if version >= 160000:
@@ -286,11 +328,17 @@ async def _join_owner(session: Session, owner_role: str, version: int,
     return True
 
 
+@dataclass(frozen=True)
+class _Relation:
+    schema: str
+    name: str
+
+
 async def _grant_sequences(session: Session, table_oids: list[int], app_role: str,
                            run: Callable[[str], Awaitable[None]]) -> None:
     """USAGE, SELECT on the identity/serial sequences of the tenant tables."""
-    rows = await session.fetch(
-        "SELECT DISTINCT n.nspname, s.relname FROM pg_depend d "
+    rows = await session.fetch_as(
+        _Relation, "SELECT DISTINCT n.nspname AS schema, s.relname AS name FROM pg_depend d "
         "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
         "JOIN pg_namespace n ON n.oid = s.relnamespace "
         "WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass "
@@ -298,8 +346,8 @@ async def _grant_sequences(session: Session, table_oids: list[int], app_role: st
         "AND NOT (has_sequence_privilege($2, s.oid, 'USAGE') "
         "AND has_sequence_privilege($2, s.oid, 'SELECT')) ORDER BY 1, 2", table_oids, app_role)
     for r in rows:
-        await run(f"GRANT USAGE, SELECT ON SEQUENCE {quote_ident(r['nspname'])}."
-                  f"{quote_ident(r['relname'])} TO {quote_ident(app_role)}")
+        await run(f"GRANT USAGE, SELECT ON SEQUENCE {quote_ident(r.schema)}."
+                  f"{quote_ident(r.name)} TO {quote_ident(app_role)}")
 
 
 # --------------------------------------------------------------- registry
@@ -307,7 +355,7 @@ async def _grant_sequences(session: Session, table_oids: list[int], app_role: st
 
 async def ensure_registry(session: Session) -> None:
     """The shared tenant registry: bookkeeping, no RLS, no grant to the app role."""
-    if await session.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{REGISTRY_TABLE}"):
+    if await session.fetch_value("SELECT to_regclass($1) IS NOT NULL", f"public.{REGISTRY_TABLE}"):
         return
     try:
         async with session.transaction():
@@ -317,16 +365,28 @@ async def ensure_registry(session: Session) -> None:
             raise
 
 
+@dataclass(frozen=True)
+class _Upserted:
+    inserted: bool
+
+
+@dataclass(frozen=True)
+class _Registered:
+    clnt_id: int
+
+
 async def register(session: Session, clnt_id: int, name: str, sites: tuple[int, ...]) -> bool:
     """Upsert a tenant of the shared database; True if it was not registered before."""
-    row = await session.fetchrow(
-        f"INSERT INTO public.{REGISTRY_TABLE} AS r (clnt_id, name, sites) VALUES ($1, $2, $3::int2[]) "
+    row = await session.fetch_one_as(
+        _Upserted, f"INSERT INTO public.{REGISTRY_TABLE} AS r (clnt_id, name, sites) "
+        "VALUES ($1, $2, $3::int2[]) "
         "ON CONFLICT (clnt_id) DO UPDATE SET name = excluded.name, sites = excluded.sites "
         "WHERE (r.name, r.sites) IS DISTINCT FROM (excluded.name, excluded.sites) "
         "RETURNING (xmax = 0) AS inserted", clnt_id, name, list(sites))
-    return bool(row is not None and row["inserted"])
+    return bool(row is not None and row.inserted)  # no row: registered already, unchanged
 
 
 async def registered_ids(session: Session) -> list[int]:
-    rows = await session.fetch(f"SELECT clnt_id FROM public.{REGISTRY_TABLE} ORDER BY clnt_id")
-    return [r["clnt_id"] for r in rows]
+    rows = await session.fetch_as(
+        _Registered, f"SELECT clnt_id FROM public.{REGISTRY_TABLE} ORDER BY clnt_id")
+    return [r.clnt_id for r in rows]

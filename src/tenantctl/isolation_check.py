@@ -4,20 +4,20 @@ Catalog checks: RLS enabled and forced with a tenant-bound policy on every
 ``clnt_id`` table, the app role's attributes, memberships, ownership and
 privileges, views without ``security_invoker``, SECURITY DEFINER functions
 (an error when the app role can execute one whose owner bypasses RLS; their
-``search_path``), keys without ``clnt_id``. The live probe connects as the app
-role with two real tenants, inside a transaction that is always rolled back,
-and calls the definer functions it can call without guessing arguments in a
-read-only transaction, each call bounded and in a savepoint rolled back.
+``search_path``), keys without ``clnt_id``. The live probe
+(:mod:`tenantctl.isolation_probe`) connects as the app role with two real
+tenants, inside a transaction that is always rolled back, and calls the
+definer functions it can call without guessing arguments in a read-only
+transaction, each call bounded and in a savepoint rolled back.
 """
 
 from __future__ import annotations
 
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Literal
 
-from .drivers import postgres
-from .errors import DatabaseError
+from .drivers.base import Driver, Session
+from .drivers.postgres import DRIVER, quote_ident
 from .isolation import (
     _NOT_EXT,
     _RISKY,
@@ -28,28 +28,10 @@ from .isolation import (
     _Tables,
     _tables,
 )
-from .drivers.postgres import PgSession as Session
-from .drivers.postgres import quote_ident
+from .isolation_probe import Definer, Findings, probe
+from .isolation_probe import IsolationFinding as IsolationFinding
 
 DEFINER_CALL_TIMEOUT = 5.0  # seconds: statement_timeout of each probe call of a definer function
-
-
-@dataclass(frozen=True)
-class IsolationFinding:
-    check: str  # stable id, e.g. "rls-not-forced", "probe-cross-tenant-read"
-    table: str | None  # schema.name when the finding is about one relation
-    message: str
-    severity: Literal["error", "warning"] = "error"  # warnings are reported, not failures
-
-    def to_json(self) -> dict[str, Any]:
-        return {"check": self.check, "table": self.table, "message": self.message,
-                "severity": self.severity}
-
-
-class _Findings(list[IsolationFinding]):
-    def add(self, check: str, table: str | None, message: str,
-            severity: Literal["error", "warning"] = "error") -> None:
-        self.append(IsolationFinding(check, table, message, severity))
 
 
 def role_dsn(dsn: str, role: str) -> str:
@@ -64,53 +46,73 @@ def role_dsn(dsn: str, role: str) -> str:
 
 async def check_isolation(admin_dsn: str, database: str, *, app_role: str, owner_role: str,
                           global_tables: frozenset[str], probe_tenants: tuple[int, int] | None,
-                          probe_dsn: str | None = None) -> list[IsolationFinding]:
+                          probe_dsn: str | None = None,
+                          driver: Driver | None = None) -> list[IsolationFinding]:
     """Audit the shared database's catalog; with two tenants, probe live as the app role.
 
     The probe logs in as the app role (``probe_dsn``, else ``admin_dsn`` with the
-    user replaced) and runs in one transaction that is rolled back.
+    user replaced) and runs in one transaction that is rolled back. ``driver``
+    opens both connections (None: PostgreSQL).
     """
-    out = _Findings()
-    admin = await postgres.connect(admin_dsn, database)
-    try:
+    out = Findings()
+    async with await (DRIVER if driver is None else driver).connect(admin_dsn, database) as admin:
         tables = await _tables(admin, app_role, global_tables)
         app_exists = await _role_checks(admin, out, app_role, owner_role, tables.tenant)
         await _table_checks(admin, out, app_role, tables)
         definers = await _definer_checks(admin, out, app_role, tables.tenant)
-    finally:
-        await admin.close()
     if probe_tenants is not None and tables.tenant and app_exists:
-        await _probe(out, probe_dsn or role_dsn(admin_dsn, app_role), database, tables.tenant,
-                     probe_tenants, [d for d in definers if d.callable])
+        await probe(out, probe_dsn or role_dsn(admin_dsn, app_role), database, tables.tenant,
+                    probe_tenants, [d for d in definers if d.callable],
+                    definer_timeout=DEFINER_CALL_TIMEOUT, driver=driver)
     return list(out)
 
 
-async def _role_checks(s: Session, out: _Findings, app_role: str, owner_role: str,
+@dataclass(frozen=True)
+class _AppRole:
+    oid: int
+    rolsuper: bool
+    rolbypassrls: bool
+
+
+@dataclass(frozen=True)
+class _Member:  # a role the app role is a member of
+    rolname: str
+    rolsuper: bool
+    rolbypassrls: bool
+
+
+@dataclass(frozen=True)
+class _Owned:
+    what: str  # "table x.y", "function f(integer)", "schema s"
+
+
+async def _role_checks(s: Session, out: Findings, app_role: str, owner_role: str,
                        tenant: list[_Rel]) -> bool:
-    app = await s.fetchrow("SELECT oid, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", app_role)
+    app = await s.fetch_one_as(
+        _AppRole, "SELECT oid, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", app_role)
     if app is None:
         out.add("app-role-missing", None, f"app role {app_role} does not exist")
         return False
-    for attr, what in (("rolsuper", "superuser"), ("rolbypassrls", "bypassrls")):
-        if app[attr]:
+    for bad, what in ((app.rolsuper, "superuser"), (app.rolbypassrls, "bypassrls")):
+        if bad:
             out.add(f"app-role-{what}", None, f"{app_role} is {what.upper()}: RLS never applies to it")
-    for r in await s.fetch(  # NOINHERIT does not stop SET ROLE
-        "SELECT r.rolname, r.rolsuper, r.rolbypassrls FROM pg_roles r WHERE r.oid <> $1 "
+    for r in await s.fetch_as(  # NOINHERIT does not stop SET ROLE
+        _Member, "SELECT r.rolname, r.rolsuper, r.rolbypassrls FROM pg_roles r WHERE r.oid <> $1 "
         "AND (r.rolsuper OR r.rolbypassrls OR r.rolname = $2 OR r.oid = ANY($3::oid[])) "
         "AND pg_has_role($1, r.oid, 'MEMBER') ORDER BY 1",
-        app["oid"], owner_role, list({t.owner for t in tenant}),
+        app.oid, owner_role, list({t.owner for t in tenant}),
     ):
-        what = "a superuser" if r["rolsuper"] else "BYPASSRLS" if r["rolbypassrls"] else "a table owner"
+        what = "a superuser" if r.rolsuper else "BYPASSRLS" if r.rolbypassrls else "a table owner"
         out.add("app-role-membership", None,
-                f"{app_role} is a member of {r['rolname']} ({what}): SET ROLE escapes the tenant policy")
-    owned = await s.fetch(
-        "SELECT 'table ' || c.oid::regclass FROM pg_class c WHERE c.relowner = $1 "
+                f"{app_role} is a member of {r.rolname} ({what}): SET ROLE escapes the tenant policy")
+    owned = await s.fetch_as(
+        _Owned, "SELECT 'table ' || c.oid::regclass AS what FROM pg_class c WHERE c.relowner = $1 "
         "UNION ALL SELECT 'function ' || p.oid::regprocedure FROM pg_proc p WHERE p.proowner = $1 "
         "UNION ALL SELECT 'schema ' || n.nspname FROM pg_namespace n WHERE n.nspowner = $1 "
-        "ORDER BY 1 LIMIT 20", app["oid"])
+        "ORDER BY 1 LIMIT 20", app.oid)
     if owned:
         out.add("app-role-owns-objects", None, f"{app_role} owns objects (an owner can disable RLS): "
-                + ", ".join(r[0] for r in owned))
+                + ", ".join(r.what for r in owned))
     return True
 
 
@@ -118,11 +120,40 @@ def _tenant_bound(expr: str | None) -> bool:
     return expr is not None and "clnt_id" in expr and TENANT_SETTING in expr
 
 
-async def _table_checks(s: Session, out: _Findings, app_role: str, tables: _Tables) -> None:
+@dataclass(frozen=True)
+class _Policy:
+    polrelid: int
+    polname: str
+    cmd: str
+    qual: str | None
+    chk: str | None
+
+
+@dataclass(frozen=True)
+class _UniqueIndex:
+    indrelid: int
+    relname: str
+
+
+@dataclass(frozen=True)
+class _ForeignKey:
+    conrelid: int
+    conname: str
+    parent: str
+
+
+@dataclass(frozen=True)
+class _View:
+    label: str
+    kind: str
+    opts: list[str]
+
+
+async def _table_checks(s: Session, out: Findings, app_role: str, tables: _Tables) -> None:
     tenant = {t.oid: t for t in tables.tenant}
     oids = list(tenant)
-    pols = await s.fetch(  # permissive policies that reach the app role (they are OR-ed)
-        "SELECT polrelid, polname, polcmd::text AS cmd, pg_get_expr(polqual, polrelid) AS qual, "
+    pols = await s.fetch_as(  # permissive policies that reach the app role (they are OR-ed)
+        _Policy, "SELECT polrelid, polname, polcmd::text AS cmd, pg_get_expr(polqual, polrelid) AS qual, "
         "pg_get_expr(polwithcheck, polrelid) AS chk FROM pg_policy WHERE polpermissive "
         "AND polrelid = ANY($1::oid[]) AND (0 = ANY(polroles) OR EXISTS (SELECT FROM unnest(polroles) "
         "pr WHERE pg_has_role($2::name, pr, 'MEMBER'))) ORDER BY polname", oids, app_role)
@@ -134,13 +165,13 @@ async def _table_checks(s: Session, out: _Findings, app_role: str, tables: _Tabl
                     "owner (and members of the owner role) bypass it")
         missing, loose = [], set()
         for cmd, code in (("SELECT", "r"), ("INSERT", "a"), ("UPDATE", "w"), ("DELETE", "d")):
-            applies = [p for p in pols if p["polrelid"] == t.oid and p["cmd"] in ("*", code)]
+            applies = [p for p in pols if p.polrelid == t.oid and p.cmd in ("*", code)]
             missing += [] if applies else [cmd]
             for p in applies:
-                check = p["chk"] or p["qual"]  # without WITH CHECK, USING checks new rows
-                exprs = {"r": [p["qual"]], "d": [p["qual"]], "a": [check], "w": [p["qual"], check]}
+                check = p.chk or p.qual  # without WITH CHECK, USING checks new rows
+                exprs = {"r": [p.qual], "d": [p.qual], "a": [check], "w": [p.qual, check]}
                 if not all(_tenant_bound(e) for e in exprs[code]):
-                    loose.add(p["polname"])
+                    loose.add(p.polname)
         if missing:
             out.add("policy-missing", t.label, f"{t.label}: no permissive policy for "
                     f"{', '.join(missing)} reaches the app role")
@@ -155,26 +186,29 @@ async def _table_checks(s: Session, out: _Findings, app_role: str, tables: _Tabl
         if t.effective & set(APP_PRIVILEGES):
             out.add("unprotected-table", t.label, f"{app_role} can access {t.label}, which has no "
                     "clnt_id and is not listed in global_tables")
-    for r in await s.fetch(
+    for ix in await s.fetch_as(
+        _UniqueIndex,
         "SELECT i.indrelid, ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'clnt_id' "
         "WHERE i.indisunique AND i.indrelid = ANY($1::oid[]) "
         "AND NOT a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) ORDER BY 2", oids):
-        label = tenant[r["indrelid"]].label
-        out.add("unique-without-clnt_id", label, f"{label}: unique index {r['relname']} does not have "
+        label = tenant[ix.indrelid].label
+        out.add("unique-without-clnt_id", label, f"{label}: unique index {ix.relname} does not have "
                 "clnt_id in its key; a duplicate in another tenant shows up as a 23505")
-    for r in await s.fetch(
+    for fk in await s.fetch_as(
+        _ForeignKey,
         "SELECT c.conrelid, c.conname, c.confrelid::regclass::text AS parent FROM pg_constraint c "
         "JOIN pg_attribute ca ON ca.attrelid = c.conrelid AND ca.attname = 'clnt_id' "
         "JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attname = 'clnt_id' "
         "WHERE c.contype = 'f' AND c.conrelid = ANY($1::oid[]) AND NOT EXISTS (SELECT FROM "
         "generate_subscripts(c.conkey, 1) k WHERE c.conkey[k] = ca.attnum AND c.confkey[k] = pa.attnum) "
         "ORDER BY 2", oids):
-        label = tenant[r["conrelid"]].label
-        out.add("fk-without-clnt_id", label, f"{label}: foreign key {r['conname']} to {r['parent']} "
+        label = tenant[fk.conrelid].label
+        out.add("fk-without-clnt_id", label, f"{label}: foreign key {fk.conname} to {fk.parent} "
                 "does not pair clnt_id with clnt_id; RI checks ignore RLS, so rows can point into "
                 "another tenant")
-    for r in await s.fetch(  # views reading tenant tables, directly or through other views
+    for v in await s.fetch_as(  # views reading tenant tables, directly or through other views
+        _View,
         "WITH RECURSIVE reads(oid) AS (SELECT unnest($1::oid[]) UNION SELECT w.ev_class FROM pg_depend d "
         "JOIN pg_rewrite w ON w.oid = d.objid JOIN reads ON d.refobjid = reads.oid "
         "WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass "
@@ -183,11 +217,11 @@ async def _table_checks(s: Session, out: _Findings, app_role: str, tables: _Tabl
         "coalesce(c.reloptions, '{}') AS opts FROM reads JOIN pg_class c ON c.oid = reads.oid "
         f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') AND {_USER_NS} "
         "ORDER BY 1", oids):
-        if r["kind"] == "m":
-            out.add("materialized-view", r["label"], f"materialized view {r['label']} stores rows of "
+        if v.kind == "m":
+            out.add("materialized-view", v.label, f"materialized view {v.label} stores rows of "
                     "tenant tables and has no row-level security")
-        elif not any(o.partition("=")[::2] in _INVOKER_ON for o in r["opts"]):
-            out.add("view-not-security-invoker", r["label"], f"view {r['label']} reads tenant tables "
+        elif not any(o.partition("=")[::2] in _INVOKER_ON for o in v.opts):
+            out.add("view-not-security-invoker", v.label, f"view {v.label} reads tenant tables "
                     "with its owner's rights; set security_invoker = true")
 
 
@@ -223,13 +257,30 @@ ORDER BY 4"""
 
 
 @dataclass(frozen=True)
-class _Definer:
+class _DefinerRow:
+    oid: int
+    nspname: str
+    proname: str
     sig: str  # regprocedure text, e.g. ordr.peek()
-    call: str  # quoted schema.name, to call it
     owner: str
-    callable: bool  # the app role has EXECUTE on it and USAGE on its schema
+    rolsuper: bool
+    rolbypassrls: bool
+    kind: str  # prokind: f function, p procedure, a aggregate, w window
+    proretset: bool
+    rettype: str
+    typtype: str
+    pronargs: int
+    pronargdefaults: int
+    has_out: bool  # OUT / INOUT / TABLE arguments
     tenant_column: bool  # its rows have a clnt_id column
-    skip: str | None  # why the probe does not call it; None: it may
+    search_path: str | None  # as pinned with SET search_path; None: not pinned
+    callable: bool  # the app role has EXECUTE on it and USAGE on its schema
+    bypassed: list[int]  # tenant tables whose RLS its owner bypasses
+
+
+@dataclass(frozen=True)
+class _Schema:
+    nspname: str
 
 
 def _listing(names: list[str], limit: int = 3) -> str:
@@ -242,40 +293,40 @@ def _path_entries(value: str) -> list[str]:
     return [e.strip().strip('"').replace('""', '"') for e in value.split(",") if e.strip()]
 
 
-def _probe_skip(r: Any) -> str | None:
-    if r["kind"] != "f":
-        return "it is a procedure, not a function" if r["kind"] == "p" else f"its kind is {r['kind']!r}"
-    if r["pronargs"] > r["pronargdefaults"]:
-        required = r["pronargs"] - r["pronargdefaults"]
+def _probe_skip(r: _DefinerRow) -> str | None:
+    if r.kind != "f":
+        return "it is a procedure, not a function" if r.kind == "p" else f"its kind is {r.kind!r}"
+    if r.pronargs > r.pronargdefaults:
+        required = r.pronargs - r.pronargdefaults
         return f"it takes {required} argument(s) without a default (the probe never guesses arguments)"
-    if r["rettype"] == "record" and not r["has_out"]:
+    if r.rettype == "record" and not r.has_out:
         return "it returns record without a column list"
-    if r["typtype"] == "p" and r["rettype"] != "record":
-        return f"it returns {r['rettype']}"
-    if not (r["proretset"] or r["typtype"] == "c" or r["has_out"]):
-        return f"it returns a single {r['rettype']} value, not rows"
+    if r.typtype == "p" and r.rettype != "record":
+        return f"it returns {r.rettype}"
+    if not (r.proretset or r.typtype == "c" or r.has_out):
+        return f"it returns a single {r.rettype} value, not rows"
     return None
 
 
-async def _definer_checks(s: Session, out: _Findings, app_role: str, tenant: list[_Rel]) -> list[_Definer]:
+async def _definer_checks(s: Session, out: Findings, app_role: str, tenant: list[_Rel]) -> list[Definer]:
     """SECURITY DEFINER functions: an error when the app role can execute one whose owner
     bypasses RLS (every tenant's rows are reachable through it); otherwise a warning."""
-    rows = await s.fetch(_DEFINERS, app_role, [t.oid for t in tenant])
+    rows = await s.fetch_as(_DefinerRow, _DEFINERS, app_role, [t.oid for t in tenant])
     if not rows:
         return []
     by_oid = {t.oid: t for t in tenant}
-    writable = {r[0] for r in await s.fetch(
-        f"SELECT n.nspname FROM pg_namespace n JOIN pg_roles a ON a.rolname = $1 WHERE {_USER_NS} "
+    writable = {r.nspname for r in await s.fetch_as(
+        _Schema, f"SELECT n.nspname FROM pg_namespace n JOIN pg_roles a ON a.rolname = $1 WHERE {_USER_NS} "
         "AND has_schema_privilege(a.oid, n.oid, 'CREATE') ORDER BY 1", app_role)}
-    found = []
+    found: list[Definer] = []
     for r in rows:
-        fn, owner = f"function {r['sig']}", r["owner"]
-        if r["rolsuper"]:
+        fn, owner = f"function {r.sig}", r.owner
+        if r.rolsuper:
             why = f"{owner} is a superuser"
-        elif r["rolbypassrls"]:
+        elif r.rolbypassrls:
             why = f"{owner} has BYPASSRLS"
-        elif r["bypassed"]:
-            rels = [by_oid[o] for o in r["bypassed"]]
+        elif r.bypassed:
+            rels = [by_oid[o] for o in r.bypassed]
             disabled = [t.label for t in rels if not t.rls]
             unforced = [t.label for t in rels if t.rls]
             why = " and ".join(part for part in (
@@ -285,13 +336,13 @@ async def _definer_checks(s: Session, out: _Findings, app_role: str, tenant: lis
             ) if part)
         else:
             why = None
-        if r["rettype"] in ("trigger", "event_trigger"):
-            out.add("security-definer", None, f"{fn} is a SECURITY DEFINER trigger function owned by {owner}: "
-                    "it runs with its owner's rights whenever its trigger fires"
+        if r.rettype in ("trigger", "event_trigger"):
+            out.add("security-definer", None, f"{fn} is a SECURITY DEFINER trigger function owned by "
+                    f"{owner}: it runs with its owner's rights whenever its trigger fires"
                     + (f" ({why}); make sure it touches only the current tenant's rows" if why else ""),
                     "warning")
             continue
-        if why and r["callable"]:
+        if why and r.callable:
             out.add("security-definer-bypasses-rls", None,
                     f"{fn} is SECURITY DEFINER and {app_role} can execute it, but its owner bypasses "
                     f"row-level security ({why}): whatever it reads or writes is not filtered by tenant, so "
@@ -301,21 +352,21 @@ async def _definer_checks(s: Session, out: _Findings, app_role: str, tenant: lis
             out.add("security-definer", None, f"{fn} is SECURITY DEFINER and its owner bypasses row-level "
                     f"security ({why}), but {app_role} cannot execute it; keep it that way (EXECUTE for "
                     f"PUBLIC or {app_role} would open every tenant's rows)", "warning")
-        elif r["callable"]:
+        elif r.callable:
             out.add("security-definer", None, f"{fn} is SECURITY DEFINER: it runs with the rights of its "
                     f"owner {owner}, which is subject to forced row-level security; make sure it does not "
                     "change the tenant setting or reach tables without RLS", "warning")
         else:
             out.add("security-definer", None, f"{fn} is SECURITY DEFINER (owner {owner}, subject to forced "
                     f"row-level security) and {app_role} cannot execute it", "warning")
-        if r["callable"]:
-            _search_path_check(out, r["sig"], r["search_path"], owner, app_role, writable)
-        found.append(_Definer(r["sig"], f"{quote_ident(r['nspname'])}.{quote_ident(r['proname'])}", owner,
-                              r["callable"], r["tenant_column"], _probe_skip(r)))
+        if r.callable:
+            _search_path_check(out, r.sig, r.search_path, owner, app_role, writable)
+        found.append(Definer(r.sig, f"{quote_ident(r.nspname)}.{quote_ident(r.proname)}", owner,
+                             r.callable, r.tenant_column, _probe_skip(r)))
     return found
 
 
-def _search_path_check(out: _Findings, sig: str, value: str | None, owner: str, app_role: str,
+def _search_path_check(out: Findings, sig: str, value: str | None, owner: str, app_role: str,
                        writable: set[str]) -> None:
     """A definer function resolves names with its search_path: unpinned, the caller chooses it."""
     fn = f"function {sig}"
@@ -336,148 +387,3 @@ def _search_path_check(out: _Findings, sig: str, value: str | None, owner: str, 
         out.add("security-definer-search-path", None, f"{fn} pins search_path = {value} without pg_temp "
                 "last: the caller's temporary tables are searched first and can stand in for its tables "
                 f"({fix})", "warning")
-
-
-class _Undo(Exception):
-    """Raised inside a transaction block to roll it back."""
-
-
-async def _attempt(s: Session, sql: str, *args: Any) -> tuple[int, DatabaseError | None]:
-    """Run one statement in a savepoint that is always rolled back: (rows affected, error)."""
-    status = ""
-    try:
-        async with s.transaction():
-            status = await s.execute(sql, *args)
-            raise _Undo
-    except _Undo:
-        return int(status.rsplit(" ", 1)[-1]), None
-    except DatabaseError as exc:
-        return 0, exc
-
-
-async def _probe(out: _Findings, dsn: str, database: str, tables: list[_Rel],
-                 tenants: tuple[int, int], definers: list[_Definer] | None = None) -> None:
-    try:
-        s = await postgres.connect(dsn, database, lock_timeout=5, statement_timeout=60)
-    except DatabaseError as exc:
-        out.add("probe-connect", None, f"could not log in as the app role for the live probe: "
-                f"{exc.message} (give a probe DSN)")
-        return
-    try:
-        who = await s.fetchrow("SELECT current_user AS u, rolsuper OR rolbypassrls AS bypass "
-                               "FROM pg_roles WHERE rolname = current_user")
-        if who["bypass"]:
-            out.add("probe-wrong-role", None, f"the probe logged in as {who['u']}, which bypasses RLS")
-            return
-        try:
-            async with s.transaction():
-                await _probe_tables(s, out, tables, *tenants)
-                raise _Undo  # never keep anything the probe did
-        except _Undo:
-            pass
-        if definers:
-            try:
-                async with s.transaction():
-                    await s.execute("SET TRANSACTION READ ONLY")  # before anything else in it
-                    await _probe_definers(s, out, definers, tenants[0])
-                    raise _Undo
-            except _Undo:
-                pass
-    finally:
-        await s.close()
-
-
-async def _probe_tables(s: Session, out: _Findings, tables: list[_Rel], a: int, b: int) -> None:
-    failed: set[str] = set()
-
-    async def count(t: _Rel, where: str, *args: Any) -> int:
-        try:
-            async with s.transaction():
-                return int(await s.fetchval(f"SELECT count(*) FROM {t.qname} {where}", *args))
-        except DatabaseError as err:
-            failed.add(t.label)
-            out.add("probe-error", t.label, f"{t.label}: SELECT as the app role failed: "
-                    f"{err.sqlstate} {err.message}", "warning")
-            return 0
-
-    for value, check, what in ((None, "probe-unset-tenant-reads", "no tenant set"),
-                               ("", "probe-empty-tenant-reads", f"{TENANT_SETTING} = ''")):
-        if value is not None:
-            await s.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, value)
-        for t in tables:
-            if t.label not in failed and (n := await count(t, "")):
-                out.add(check, t.label, f"{t.label}: the app role reads {n} row(s) with {what}")
-    await s.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, str(a))
-    for t in (t for t in tables if t.label not in failed):
-        if n := await count(t, "WHERE clnt_id IS DISTINCT FROM $1", a):
-            out.add("probe-cross-tenant-read", t.label, f"{t.label}: with tenant {a} set, {n} row(s) "
-                    "of other tenants are visible")
-        probes = (
-            (f"updated tenant {b}'s rows", f"UPDATE {t.qname} SET clnt_id = clnt_id WHERE clnt_id = $1", (b,)),
-            (f"deleted tenant {b}'s rows", f"DELETE FROM {t.qname} WHERE clnt_id = $1", (b,)),
-            (f"moved a row to tenant {b}", f"UPDATE {t.qname} SET clnt_id = $1 WHERE ctid = ANY(ARRAY("
-             f"SELECT ctid FROM {t.qname} WHERE clnt_id = $2 LIMIT 1))", (b, a)),
-            (f"inserted a row for tenant {b}", f"INSERT INTO {t.qname} (clnt_id) VALUES ($1)", (b,)),
-        )
-        for did, sql, args in probes:
-            rows, err = await _attempt(s, sql, *args)
-            if rows:
-                out.add("probe-cross-tenant-write", t.label, f"{t.label}: with tenant {a} set, the app "
-                        f"role {did} ({rows} row(s), rolled back)")
-            elif err is not None and err.sqlstate in ("23503", "23505"):
-                # raised after the RLS check passed: only a constraint stopped the row
-                out.add("probe-cross-tenant-write", t.label, f"{t.label}: with tenant {a} set, the policy "
-                        f"let the app role try this: {did}; only constraint {err.sqlstate} stopped it")
-            elif err is not None and err.sqlstate != "42501":
-                out.add("probe-inconclusive", t.label, f"{t.label}: write probe ({did}) ended with "
-                        f"{err.sqlstate} before row-level security was reached", "warning")
-
-
-async def _probe_definers(s: Session, out: _Findings, definers: list[_Definer], a: int) -> None:
-    """Call each definer function the app role can call without arguments, with no tenant set
-    and with tenant ``a`` set: rows with no tenant, or rows of another tenant, are a leak.
-
-    The caller's transaction is READ ONLY; each call runs in a savepoint that is rolled back,
-    under its own statement_timeout (``DEFINER_CALL_TIMEOUT``).
-    """
-    for d in definers:
-        if d.skip is not None:
-            out.add("probe-definer-skipped", None, f"function {d.sig} was not called by the live probe: "
-                    f"{d.skip}", "warning")
-    calls = [d for d in definers if d.skip is None]
-    failed: set[str] = set()
-    timeout = f"{max(1, int(DEFINER_CALL_TIMEOUT * 1000))}ms"
-    alias = "tenantctl_probe_row"
-    for tenant in (None, a):
-        if tenant is not None:
-            await s.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, str(tenant))
-        for d in (d for d in calls if d.sig not in failed):
-            other = (f"count(*) FILTER (WHERE NOT ({alias} IS NULL) AND {alias}.clnt_id IS DISTINCT FROM $1)"
-                     if d.tenant_column else "NULL::bigint")
-            sql = (f"SELECT count(*) FILTER (WHERE NOT ({alias} IS NULL)) AS n, {other} AS other "
-                   f"FROM {d.call}() AS {alias}")
-            try:
-                row = await _rolled_back(s, timeout, sql, *((tenant,) if d.tenant_column else ()))
-            except DatabaseError as err:
-                failed.add(d.sig)
-                out.add("probe-definer-inconclusive", None, f"function {d.sig}: calling it as the app role "
-                        f"failed with {err.sqlstate} {err.message}", "warning")
-                continue
-            if tenant is None and row["n"]:
-                out.add("probe-definer-cross-tenant-read", None, f"function {d.sig} (owner {d.owner}): with no "
-                        f"tenant set, the app role got {row['n']} row(s) from it (the tenant policy shows none)")
-            elif tenant is not None and row["other"]:
-                out.add("probe-definer-cross-tenant-read", None, f"function {d.sig} (owner {d.owner}): with "
-                        f"tenant {tenant} set, it returned {row['other']} row(s) of other tenants")
-
-
-async def _rolled_back(s: Session, timeout: str, sql: str, *args: Any) -> Any:
-    """fetchrow in a savepoint that is always rolled back, with statement_timeout = ``timeout``."""
-    row = None
-    try:
-        async with s.transaction():
-            await s.execute("SELECT set_config('statement_timeout', $1, true)", timeout)
-            row = await s.fetchrow(sql, *args)
-            raise _Undo
-    except _Undo:
-        return row

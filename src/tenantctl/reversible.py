@@ -20,15 +20,14 @@ canonical text}, never an OID. Needs PostgreSQL 14 or later.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .drivers import postgres
+from .drivers.base import Driver, Session
+from .drivers.postgres import DRIVER
 from .errors import BadInputError, DatabaseError
 from .migrations import Migration, Script
-from .drivers.postgres import PgSession as Session
+from .rollback import rolled_back
 
 Snapshot = dict[str, dict[str, str]]
 
@@ -65,7 +64,8 @@ SELECT format('%I.%I', n.nspname, t.typname), concat_ws(E'\\n', CASE t.typtype
   WHEN 'c' THEN 'composite (' || (SELECT string_agg(quote_ident(a.attname) || ' '
     || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum) FROM pg_attribute a
     WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped) || ')'
-  WHEN 'r' THEN 'range of ' || (SELECT format_type(r.rngsubtype, NULL) FROM pg_range r WHERE r.rngtypid = t.oid)
+  WHEN 'r' THEN 'range of ' || (SELECT format_type(r.rngsubtype, NULL) FROM pg_range r
+                                 WHERE r.rngtypid = t.oid)
   END, {_COMMENT.format('t.oid', 'pg_type')})
 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE {_USER_NS.format(n='n')} AND {_NOT_EXT.format(cat='pg_type', oid='t.oid')}
@@ -157,34 +157,27 @@ SELECT format('%I.%I.%I', n.nspname, c.relname, p.polname), concat_ws(E'\\n',
 FROM pg_policy p JOIN {_FROM_REL} ON c.oid = p.polrelid WHERE {_REL}""",
 }
 
-SNAPSHOT_SQL = "\nUNION ALL".join(
-    part.replace("SELECT ", f"SELECT '{kind}'::text AS kind, ", 1) for kind, part in _PARTS.items()
-) + "\nORDER BY 1, 2"
+# Each part selects (name, definition); the parts are named by the alias list.
+SNAPSHOT_SQL = "SELECT * FROM (" + "\nUNION ALL".join(
+    part.replace("SELECT ", f"SELECT '{kind}'::text, ", 1) for kind, part in _PARTS.items()
+) + "\n) AS objects(kind, name, definition)\nORDER BY 1, 2"
 
 
-class _Rewind(Exception):
-    pass
-
-
-@asynccontextmanager
-async def _rolled_back(session: Session) -> AsyncIterator[None]:
-    """A transaction (a savepoint when nested) that is always rolled back, SETs included."""
-    try:
-        async with session.transaction():
-            yield
-            raise _Rewind
-    except _Rewind:
-        pass
+@dataclass(frozen=True)
+class _CatalogObject:
+    kind: str
+    name: str
+    definition: str | None
 
 
 async def snapshot(session: Session) -> Snapshot:
     """The catalog of the connected database: kind -> {qualified name -> definition}, sorted."""
-    rows: list[Any] = []
-    async with _rolled_back(session):
+    rows: list[_CatalogObject] = []
+    async with rolled_back(session):
         await session.execute("SET LOCAL search_path = pg_catalog")
-        rows = await session.fetch(SNAPSHOT_SQL)
+        rows = await session.fetch_as(_CatalogObject, SNAPSHOT_SQL)
     out: Snapshot = {kind: {} for kind in KINDS}
-    for kind, name, definition in sorted((r[0], r[1], r[2] or "") for r in rows):
+    for kind, name, definition in sorted((r.kind, r.name, r.definition or "") for r in rows):
         out[kind][name] = definition
     return out
 
@@ -206,7 +199,8 @@ def _changes(before: Snapshot, after: Snapshot) -> list[tuple[str, str, str, str
                 out.append(("removed", kind, name, _short(old[name].split("\n", 1)[0])))
             elif old[name] != new[name]:
                 was, now = old[name].split("\n"), new[name].split("\n")
-                lines = [f"-{x}" for x in was if x not in now][:2] + [f"+{x}" for x in now if x not in was][:2]
+                lines = ([f"-{x}" for x in was if x not in now][:2]
+                         + [f"+{x}" for x in now if x not in was][:2])
                 out.append(("changed", kind, name, _short("; ".join(lines) or "line order differs", 200)))
     return out
 
@@ -300,7 +294,7 @@ async def _check(session: Session, migrations: tuple[Migration, ...]) -> list[Di
                                   "no down script: cannot be undone; the check goes on with it applied"))
             continue
         if m.up.transactional and m.down.transactional:
-            async with _rolled_back(session):  # the trial: back to S1 whatever happens in it
+            async with rolled_back(session):  # the trial: back to S1 whatever happens in it
                 stop, _ = await _down_and_redo(session, m, s0, s1, out, rewinding=True)
         else:
             stop, state = await _down_and_redo(session, m, s0, s1, out, rewinding=False)
@@ -310,21 +304,19 @@ async def _check(session: Session, migrations: tuple[Migration, ...]) -> list[Di
 
 
 async def check_reversible(
-    dsn: str, migrations: tuple[Migration, ...], *, scratch_name: str
+    dsn: str, migrations: tuple[Migration, ...], *, scratch_name: str, driver: Driver | None = None
 ) -> list[Difference]:
-    """Run the up/down/up experiment on a new scratch database, dropped afterwards."""
-    admin = await postgres.connect(dsn)
-    try:
-        if not await postgres.create_database(admin, scratch_name):
+    """Run the up/down/up experiment on a new scratch database, dropped afterwards.
+
+    ``driver`` opens the connections and manages the scratch database (None: PostgreSQL).
+    """
+    db = DRIVER if driver is None else driver
+    async with await db.connect(dsn) as admin:
+        if not await db.create_database(admin, scratch_name):
             raise BadInputError(f"scratch database {scratch_name} already exists",
                                 hint="drop it, or choose another scratch name")
         try:
-            session = await postgres.connect(dsn, scratch_name)
-            try:
+            async with await db.connect(dsn, scratch_name) as session:
                 return await _check(session, migrations)
-            finally:
-                await session.close()
         finally:
-            await postgres.drop_database(admin, scratch_name)
-    finally:
-        await admin.close()
+            await db.drop_database(admin, scratch_name)
