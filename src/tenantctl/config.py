@@ -22,19 +22,25 @@ from .config_fields import (
     INT2_MAX,
     MAX_DURATION_MS,
     RESERVED_ROLES,
-    Duration,
-    Identifier,
-    Int2Id,
-    RoleName,
-    TableName,
-    WaveName,
     check_identifier,
     check_role,
     check_table_name,
     check_wave,
     parse_duration,
 )
-from .config_schema import ConfigFile, Server, Settings, Shared, Tenant
+from .config_schema import (
+    ConfigFile,
+    Duration,
+    Identifier,
+    Int2Id,
+    RoleName,
+    Server,
+    Settings,
+    Shared,
+    TableName,
+    Tenant,
+    WaveName,
+)
 from .dsn import EMBEDDED, check_dsn
 from .errors import ConfigError
 from .redact import redact

@@ -1,17 +1,15 @@
 """Value checks of tenants.yaml fields: durations and PostgreSQL names.
 
 Each check takes whatever YAML produced and returns it (or its parsed value)
-or raises ValueError with a message fit for the user; the ``Annotated`` types
-at the end attach them to the pydantic models in config.py.
+or raises ValueError with a message fit for the user; config_schema.py attaches
+them to its pydantic models. Pure (``re`` and ``math`` only), so migrations.py
+may use :func:`parse_duration` without loading pydantic.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Annotated
-
-from pydantic import BeforeValidator, Field
 
 # Every name pattern below is used with fullmatch(): with match() and ``$``, a
 # trailing newline slips through ("abc\n" matches ^[a-z]+$) and a database
@@ -106,10 +104,3 @@ def check_role(value: object) -> str:
         )
     return name
 
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Identifier = Annotated[str, BeforeValidator(check_identifier)]
-RoleName = Annotated[str, BeforeValidator(check_role)]
-WaveName = Annotated[str, BeforeValidator(check_wave)]
-TableName = Annotated[str, BeforeValidator(check_table_name)]
-Int2Id = Annotated[int, Field(strict=True, ge=1, le=INT2_MAX)]

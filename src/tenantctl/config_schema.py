@@ -7,20 +7,25 @@ fields (server names, database collisions, ...) are load_project's, in config.py
 from __future__ import annotations
 
 import unicodedata
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from .config_fields import (
     INT2_MAX,
-    Duration,
-    Identifier,
-    Int2Id,
-    RoleName,
-    TableName,
-    WaveName,
     check_identifier,
+    check_role,
+    check_table_name,
+    check_wave,
+    parse_duration,
 )
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Identifier = Annotated[str, BeforeValidator(check_identifier)]
+RoleName = Annotated[str, BeforeValidator(check_role)]
+WaveName = Annotated[str, BeforeValidator(check_wave)]
+TableName = Annotated[str, BeforeValidator(check_table_name)]
+Int2Id = Annotated[int, Field(strict=True, ge=1, le=INT2_MAX)]
 
 
 class _Model(BaseModel):

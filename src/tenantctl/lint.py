@@ -64,165 +64,28 @@ up scripts only: down scripts drop things by nature.
 
 Line numbers are those of the statement's first token, or of the offending call
 inside it where the parser gives its position (character positions, see
-migrations.py); nothing here works on UTF-8 byte offsets.
+statements.py); nothing here works on UTF-8 byte offsets.
+
+The rule table is lint_rules.py; the rules that need no simulated schema (outside
+the database, shared mode) are lint_stateless.py; this module walks the
+migrations and simulates the schema.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from pglast import ast
 from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType as CT
 from pglast.enums import ObjectType as OT
-from pglast.enums import VariableSetKind as VSK
 
-from .migrations import (
-    Migration,
-    ParsedStatement,
-    Script,
-    func_name,
-    parse_statements,
-    routine_bodies,
-    walk,
-)
+from .lint_rules import RULES, Finding, Rule
+from .lint_stateless import check_outside, check_shared
+from .migrations import Migration, Script
+from .sqltree import ParsedStatement, PgNode, parse_statements
 
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    severity: str  # "error" | "warning"
-    summary: str
-    hint: str
-
-
-@dataclass(frozen=True)
-class Finding:
-    rule: str
-    severity: str
-    file: str
-    line: int
-    message: str
-    hint: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _rule(id: str, summary: str, hint: str, severity: str = "error") -> Rule:
-    return Rule(id, severity, summary, f"{hint}; or accept it in that file: `-- tenantctl: allow {id}`")
-
-
-RULES: dict[str, Rule] = {r.id: r for r in (
-    _rule("require-concurrent-index", "index built on an existing table without CONCURRENTLY",
-          "use CREATE INDEX CONCURRENTLY in a migration headed by `-- tenantctl: no-transaction` "
-          "(for a key: build the unique index concurrently, then ADD CONSTRAINT ... USING INDEX)"),
-    _rule("concurrent-in-transaction", "CONCURRENTLY cannot run inside a transaction block",
-          "move it to its own migration headed by `-- tenantctl: no-transaction`"),
-    _rule("add-column-not-null-no-default", "NOT NULL column added to an existing table without DEFAULT",
-          "add it with a DEFAULT; or add it nullable, backfill, add CHECK (col IS NOT NULL) "
-          "NOT VALID, VALIDATE it, then SET NOT NULL (no table scan)"),
-    _rule("ban-drop-column", "column of an existing table dropped",
-          "running application code may still read it: stop using it in a release, drop it later"),
-    _rule("ban-drop-table", "existing table dropped",
-          "running application code may still use it: stop using it in a release, drop it later"),
-    _rule("ban-truncate", "existing table truncated", "tenant data is lost; delete rows explicitly"),
-    _rule("ban-alter-column-type", "column type changed on an existing table (rewrite, exclusive lock)",
-          "add a new column, backfill in batches, switch readers, then drop the old one"),
-    _rule("ban-rename", "existing table or column renamed",
-          "running application code uses the old name: add the new one alongside, migrate readers"),
-    _rule("constraint-not-valid", "constraint validated while holding a lock on an existing table",
-          "add it NOT VALID, then VALIDATE CONSTRAINT in a later migration"),
-    _rule("tenant-table-needs-clnt-id", "tenant table without a clnt_id column",
-          "add `clnt_id int2 NOT NULL`, or list the table under global tables in tenants.yaml"),
-    _rule("key-leads-with-clnt-id", "PRIMARY KEY/UNIQUE/FOREIGN KEY does not start with clnt_id",
-          "put clnt_id first: (clnt_id, site_id, ...); RI checks and unique indexes ignore RLS"),
-    _rule("key-site-id-second", "key of a table with site_id does not have site_id second",
-          "XOS keys lead with (clnt_id, site_id, ...)", severity="warning"),
-    _rule("rls-disabled", "row level security disabled or unforced on a tenant table",
-          "tenant isolation relies on ENABLE + FORCE ROW LEVEL SECURITY; keep both"),
-    _rule("empty-migration", "migration file without any statement",
-          "an empty or comment-only file is recorded as applied and runs nothing; add its SQL, "
-          "or delete the file if it is not meant to ship", severity="warning"),
-    _rule("ban-drop-database", "statement on a database as a whole (other tenants' databases included)",
-          "a migration runs inside one tenant's database and must change only that; databases are "
-          "created, dropped and configured by tenantctl (provision, tenants.yaml)"),
-    _rule("ban-cross-database-access", "access to another database or server (dblink, foreign data "
-          "wrappers, subscriptions)",
-          "a tenant's migration must not read or write other databases; move cross-database data "
-          "work to a reviewed one-off job"),
-    _rule("ban-copy-program", "COPY ... PROGRAM or server file access",
-          "it runs a shell command or reads/writes a file on the database server; load data with "
-          "INSERT in the migration, or from the application"),
-    _rule("ban-alter-system", "ALTER SYSTEM changes the whole server's configuration",
-          "server settings belong to the server's configuration management, not to a tenant's migration"),
-    _rule("ban-role-ddl", "role DDL or role switch (roles are shared by every database of the server)",
-          "create and grant roles outside the migrations (shared mode: tenantctl manages its roles); "
-          "GRANT privileges on this database's objects is fine"),
-    _rule("view-needs-security-invoker", "shared mode: view without security_invoker = true",
-          "a view runs with its owner's rights and bypasses the tenant RLS policies of the tables "
-          "it reads: create it WITH (security_invoker = true)"),
-    _rule("shared-materialized-view", "shared mode: materialized view",
-          "it stores every tenant's rows and has no row level security; use a view WITH "
-          "(security_invoker = true), or a table with clnt_id (tenantctl adds its policy)"),
-    _rule("shared-security-definer", "shared mode: SECURITY DEFINER function or procedure",
-          "it runs with its owner's rights, which bypass RLS when the owner owns the tables; use "
-          "SECURITY INVOKER (the default)"),
-)}
-
-# Rules that do not depend on the simulated schema: checked in down scripts too.
-_OUTSIDE_RULES = ("ban-drop-database", "ban-cross-database-access", "ban-copy-program",
-                  "ban-alter-system", "ban-role-ddl")
-
-_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export", "pg_read_file", "pg_read_binary_file"})
-_CROSS_EXTENSIONS = frozenset({"dblink"})
-_CROSS_NODES = {
-    "CreateForeignServerStmt": "CREATE SERVER",
-    "AlterForeignServerStmt": "ALTER SERVER",
-    "CreateUserMappingStmt": "CREATE USER MAPPING",
-    "AlterUserMappingStmt": "ALTER USER MAPPING",
-    "CreateForeignTableStmt": "CREATE FOREIGN TABLE",
-    "ImportForeignSchemaStmt": "IMPORT FOREIGN SCHEMA",
-    "CreateFdwStmt": "CREATE FOREIGN DATA WRAPPER",
-    "AlterFdwStmt": "ALTER FOREIGN DATA WRAPPER",
-    "CreateSubscriptionStmt": "CREATE SUBSCRIPTION",
-    "AlterSubscriptionStmt": "ALTER SUBSCRIPTION",
-}
-_DATABASE_NODES = {
-    "CreatedbStmt": "CREATE DATABASE",
-    "DropdbStmt": "DROP DATABASE",
-    "AlterDatabaseStmt": "ALTER DATABASE",
-    "AlterDatabaseSetStmt": "ALTER DATABASE ... SET",
-    "AlterDatabaseRefreshCollStmt": "ALTER DATABASE ... REFRESH COLLATION VERSION",
-}
-_ROLE_NODES = {
-    "CreateRoleStmt": "CREATE ROLE/USER/GROUP",
-    "AlterRoleStmt": "ALTER ROLE/USER/GROUP",
-    "AlterRoleSetStmt": "ALTER ROLE/USER ... SET",
-    "DropRoleStmt": "DROP ROLE/USER/GROUP",
-    "ReassignOwnedStmt": "REASSIGN OWNED",
-    "DropOwnedStmt": "DROP OWNED",
-}
-# Text scans of DO blocks and function bodies (comments blanked, lower-cased).
-_BODY_PATTERNS = (
-    ("ban-cross-database-access", re.compile(r"\bdblink\w*\s*\("), "calls {}"),
-    ("ban-cross-database-access",
-     re.compile(r"\b(?:create|alter)\s+(?:server|user\s+mapping|foreign\s+table|subscription)\b"), "runs {}"),
-    ("ban-drop-database", re.compile(r"\b(?:create|drop|alter)\s+database\b"), "runs {}"),
-    ("ban-copy-program", re.compile(r"\bcopy\b[^;]*?\bprogram\b"), "runs COPY ... PROGRAM"),
-    ("ban-copy-program", re.compile(r"\bcopy\b[^;]*?\b(?:from|to)\s+e?'"), "runs COPY to/from a server file"),
-    ("ban-copy-program", re.compile(r"\b(?:lo_import|lo_export|pg_read_file|pg_read_binary_file)\s*\("),
-     "calls {}"),
-    ("ban-alter-system", re.compile(r"\balter\s+system\b"), "runs {}"),
-    ("ban-role-ddl", re.compile(r"\b(?:create|alter|drop)\s+(?:role|user|group)\b(?!\s+mapping)"), "runs {}"),
-    ("ban-role-ddl", re.compile(r"\bset\s+(?:local\s+|session\s+)?role\b"), "runs {}"),
-    ("ban-role-ddl", re.compile(r"\bsession\s+authorization\b"), "runs SET SESSION AUTHORIZATION"),
-    ("ban-role-ddl", re.compile(r"\b(?:reassign|drop)\s+owned\b"), "runs {}"),
-)
-
-_TRUE = frozenset({"true", "on", "yes", "1", "t", "tr", "tru", "y", "ye"})
+__all__ = ["RULES", "Finding", "Rule", "lint_migrations"]
 
 _TypeSig = tuple[str, tuple[int, ...]]
 
@@ -254,26 +117,27 @@ class _Linter:
         if rule_id in self.script.allowed_rules:
             return
         rule = RULES[rule_id]
-        self.findings.append(Finding(rule_id, rule.severity, self.file, line or self.line, message, rule.hint))
+        self.findings.append(
+            Finding(rule_id, rule.severity, self.file, line or self.line, message, rule.hint))
 
-    def table(self, rel: Any) -> tuple[str, _Table]:
+    def table(self, rel: PgNode) -> tuple[str, _Table]:
         name = rel.relname
         return name, self.tables.get(name) or _Table(None, -1)
 
     def existing(self, info: _Table) -> bool:
         return info.created != self.index
 
-    def is_global(self, rel: Any) -> bool:
+    def is_global(self, rel: PgNode) -> bool:
         names = {rel.relname, f"{rel.schemaname}.{rel.relname}" if rel.schemaname else rel.relname}
         return bool(names & self.global_tables)
 
-    def tenant(self, rel: Any) -> bool:
+    def tenant(self, rel: PgNode) -> bool:
         """Not global, and not a table known to have no clnt_id (a reported/allowed exception)."""
         _, info = self.table(rel)
         known_clientless = info.columns is not None and "clnt_id" not in info.columns
         return not (self.is_global(rel) or info.exempt or known_clientless)
 
-    def check_key(self, rel: Any, kind: str, cols: tuple[str | None, ...], ref: Any = None) -> None:
+    def check_key(self, rel: PgNode, kind: str, cols: tuple[str | None, ...], ref: PgNode = None) -> None:
         if not cols or cols[0] is None or not self.tenant(rel) or (ref is not None and not self.tenant(ref)):
             return
         name, info = self.table(rel)
@@ -286,7 +150,7 @@ class _Linter:
         if has_site and not site_master and len(cols) > 1 and cols[1] not in (None, "site_id"):
             self.report("key-site-id-second", f"{shown} does not have site_id second")
 
-    def check_constraint(self, rel: Any, con: Any, column: str | None = None) -> None:
+    def check_constraint(self, rel: PgNode, con: PgNode, column: str | None = None) -> None:
         cols = (column,) if column else None
         if con.contype in (CT.CONSTR_PRIMARY, CT.CONSTR_UNIQUE) and not con.indexname:
             kind = "PRIMARY KEY" if con.contype == CT.CONSTR_PRIMARY else "UNIQUE"
@@ -297,98 +161,18 @@ class _Linter:
     # -- every statement of up and down scripts ----------------------------------------
     def everywhere(self, parsed: ParsedStatement) -> None:
         """The rules that need no schema state: reaching outside the database, shared mode."""
-        node, kind = parsed.node, parsed.statement.kind
-        if kind in _DATABASE_NODES:
-            self.report("ban-drop-database", f"{_DATABASE_NODES[kind]} {getattr(node, 'dbname', '')}".rstrip())
-        elif kind == "RenameStmt" and node.renameType == OT.OBJECT_DATABASE:
-            self.report("ban-drop-database", f"ALTER DATABASE {node.subname} RENAME")
-        elif kind == "AlterOwnerStmt" and node.objectType == OT.OBJECT_DATABASE:
-            self.report("ban-drop-database", f"ALTER DATABASE {getattr(node.object, 'sval', '')} OWNER TO")
-        elif kind == "GrantStmt" and node.objtype == OT.OBJECT_DATABASE:
-            self.report("ban-drop-database", f"{'GRANT' if node.is_grant else 'REVOKE'} ... ON DATABASE")
-        elif kind in _CROSS_NODES:
-            self.report("ban-cross-database-access", _CROSS_NODES[kind])
-        elif kind == "CreateExtensionStmt" and (node.extname in _CROSS_EXTENSIONS or node.extname.endswith("_fdw")):
-            self.report("ban-cross-database-access", f"CREATE EXTENSION {node.extname}")
-        elif kind == "CopyStmt" and node.filename is not None:
-            direction = "FROM" if node.is_from else "TO"
-            what = f"{direction} PROGRAM" if node.is_program else f"{direction} the server file {node.filename!r}"
-            self.report("ban-copy-program", f"COPY {what}")
-        elif kind == "AlterSystemStmt":
-            self.report("ban-alter-system", "ALTER SYSTEM")
-        elif kind in _ROLE_NODES:
-            self.report("ban-role-ddl", _ROLE_NODES[kind])
-        elif kind == "RenameStmt" and node.renameType == OT.OBJECT_ROLE:
-            self.report("ban-role-ddl", f"ALTER ROLE {node.subname} RENAME")
-        elif kind == "GrantRoleStmt":
-            self.report("ban-role-ddl", f"{'GRANT' if node.is_grant else 'REVOKE'} role membership")
-        elif kind == "VariableSetStmt" and node.name in ("role", "session_authorization") \
-                and node.kind in (VSK.VAR_SET_VALUE, VSK.VAR_SET_DEFAULT, VSK.VAR_SET_CURRENT):
-            self.report("ban-role-ddl", "SET ROLE" if node.name == "role" else "SET SESSION AUTHORIZATION")
-        calls = sorted(((getattr(n, "location", None) or 0, n) for n in walk(node) if isinstance(n, ast.FuncCall)),
-                       key=lambda pair: pair[0])
-        for location, call in calls:
-            name = func_name(call)
-            if name.startswith("dblink"):
-                self.report("ban-cross-database-access", f"calls {name}()", parsed.line_at(location))
-            elif name in _FILE_FUNCTIONS:
-                self.report("ban-copy-program", f"calls {name}()", parsed.line_at(location))
-        for body, start in routine_bodies(node, parsed.text):
-            self.scan_body(parsed, body, start)
+        check_outside(parsed, self.report)
         if self.shared_mode:
-            self.shared(parsed)
-
-    def scan_body(self, parsed: ParsedStatement, body: str, start: int) -> None:
-        lowered, hits = body.lower(), {}
-        what = "DO block" if parsed.statement.kind == "DoStmt" else "function body"
-        for rule, pattern, template in _BODY_PATTERNS:
-            match = pattern.search(lowered)
-            if match is None or (rule, template) in hits:
-                continue
-            text = " ".join(body[match.start():match.end()].split()).rstrip("(").rstrip()
-            shown = template.format(text.lower() + "()" if template == "calls {}" else text.upper())
-            line = parsed.statement.line
-            if start >= 0:
-                line = parsed.first_line + parsed.text.count("\n", 0, start) + body.count("\n", 0, match.start())
-            hits[(rule, template)] = (line, rule, f"{what} {shown}")
-        for line, rule, message in sorted(hits.values()):
-            self.report(rule, message, line)
-
-    def shared(self, parsed: ParsedStatement) -> None:
-        node, kind = parsed.node, parsed.statement.kind
-        if kind == "ViewStmt":
-            self.views.add(node.view.relname)
-            if node.view.relpersistence != "t" and not _security_invoker(node.options):
-                self.report("view-needs-security-invoker",
-                            f"view {node.view.relname} without WITH (security_invoker = true)")
-        elif kind == "AlterTableStmt" and (node.objtype == OT.OBJECT_VIEW or node.relation.relname in self.views):
-            for cmd in node.cmds or ():
-                options = [d for d in cmd.def_ or () if getattr(d, "defname", None) == "security_invoker"] \
-                    if isinstance(cmd.def_, tuple) else []
-                if cmd.subtype == AT.AT_ResetRelOptions and options:
-                    self.report("view-needs-security-invoker",
-                                f"RESET (security_invoker) on view {node.relation.relname}")
-                elif cmd.subtype == AT.AT_SetRelOptions and options and not _security_invoker(options):
-                    self.report("view-needs-security-invoker",
-                                f"security_invoker set false on view {node.relation.relname}")
-        elif kind == "CreateTableAsStmt" and node.objtype == OT.OBJECT_MATVIEW:
-            self.report("shared-materialized-view", f"materialized view {node.into.rel.relname}")
-        elif kind in ("CreateFunctionStmt", "AlterFunctionStmt"):
-            elems = node.options if kind == "CreateFunctionStmt" else node.actions
-            if any(getattr(e, "defname", None) == "security" and getattr(e.arg, "boolval", False)
-                   for e in elems or ()):
-                names = node.funcname if kind == "CreateFunctionStmt" else node.func.objname
-                name = ".".join(getattr(n, "sval", "?") for n in names or ())
-                self.report("shared-security-definer", f"{name} is SECURITY DEFINER")
+            check_shared(parsed, self.views, self.report)
 
 
     # -- statements -----------------------------------------------------------
-    def create_table(self, node: Any) -> None:
+    def create_table(self, node: PgNode) -> None:
         rel = node.relation
         if node.if_not_exists and rel.relname in self.tables:
             return
         columns: dict[str, _TypeSig | None] | None = {}
-        cons: list[tuple[Any, str | None]] = []
+        cons: list[tuple[PgNode, str | None]] = []
         for parent in node.inhRelations or ():
             columns = _merge(columns, self.table(parent)[1].columns)
         for elt in node.tableElts or ():
@@ -414,7 +198,7 @@ class _Linter:
         for con, col in cons:
             self.check_constraint(rel, con, col)
 
-    def create_table_as(self, node: Any) -> None:
+    def create_table_as(self, node: PgNode) -> None:
         rel = node.into.rel
         if node.objtype == OT.OBJECT_MATVIEW:
             self.tables[rel.relname] = _Table(None, self.index, exempt=True)
@@ -433,7 +217,7 @@ class _Linter:
         if columns is not None and "clnt_id" not in columns and not temporary and not self.is_global(rel):
             self.report("tenant-table-needs-clnt-id", f"table {rel.relname} has no clnt_id column")
 
-    def index_stmt(self, node: Any) -> None:
+    def index_stmt(self, node: PgNode) -> None:
         name, info = self.table(node.relation)
         if node.concurrent:
             self.concurrent(f"CREATE INDEX CONCURRENTLY {node.idxname or ''} ON {name}")
@@ -449,7 +233,7 @@ class _Linter:
         if self.script.transactional:
             self.report("concurrent-in-transaction", f"{what} in a transactional migration")
 
-    def alter_table(self, node: Any) -> None:
+    def alter_table(self, node: PgNode) -> None:
         if node.objtype != OT.OBJECT_TABLE:
             return
         rel = node.relation
@@ -476,7 +260,8 @@ class _Linter:
             elif sub == AT.AT_AlterColumnType:
                 before = info.columns.get(cmd.name) if info.columns is not None else None
                 after = _type_sig(d.typeName)
-                if old and (d.raw_default is not None or d.collClause is not None or not _widens(before, after)):
+                rewrites = d.raw_default is not None or d.collClause is not None or not _widens(before, after)
+                if old and rewrites:
                     self.report("ban-alter-column-type", f"type of column {name}.{cmd.name} changed")
                 if info.columns is not None:
                     info.columns[cmd.name] = after
@@ -486,7 +271,8 @@ class _Linter:
             elif sub == AT.AT_DetachPartition and getattr(d, "concurrent", False):
                 self.concurrent(f"DETACH PARTITION CONCURRENTLY on {name}")
 
-    def add_constraint(self, rel: Any, name: str, info: _Table, old: bool, con: Any, col: str | None) -> None:
+    def add_constraint(self, rel: PgNode, name: str, info: _Table, old: bool, con: PgNode,
+                       col: str | None) -> None:
         if con.contype == CT.CONSTR_PRIMARY and not con.indexname:
             info.pk = (col,) if col else _names(con.keys)
         if old and con.contype in (CT.CONSTR_PRIMARY, CT.CONSTR_UNIQUE, CT.CONSTR_EXCLUSION) \
@@ -497,10 +283,11 @@ class _Linter:
                 and not con.skip_validation:
             kind = "FOREIGN KEY" if con.contype == CT.CONSTR_FOREIGN else "CHECK"
             self.report("constraint-not-valid",
-                        f"{kind} {con.conname or '(unnamed)'} added to existing table {name} without NOT VALID")
+                        f"{kind} {con.conname or '(unnamed)'} added to existing table {name} "
+                        "without NOT VALID")
         self.check_constraint(rel, con, col)
 
-    def drop(self, node: Any) -> None:
+    def drop(self, node: PgNode) -> None:
         if node.concurrent:
             self.concurrent("DROP INDEX CONCURRENTLY")
         if node.removeType != OT.OBJECT_TABLE:
@@ -511,13 +298,13 @@ class _Linter:
             if self.existing(info):
                 self.report("ban-drop-table", f"table {name} dropped")
 
-    def truncate(self, node: Any) -> None:
+    def truncate(self, node: PgNode) -> None:
         for rel in node.relations or ():
             name, info = self.table(rel)
             if self.existing(info):
                 self.report("ban-truncate", f"table {name} truncated")
 
-    def rename(self, node: Any) -> None:
+    def rename(self, node: PgNode) -> None:
         if node.renameType == OT.OBJECT_TABLE:
             name, info = self.table(node.relation)
             if self.existing(info):
@@ -531,7 +318,7 @@ class _Linter:
             if info.columns is not None and node.subname in info.columns:
                 info.columns[node.newname] = info.columns.pop(node.subname)
 
-    def reindex(self, node: Any) -> None:
+    def reindex(self, node: PgNode) -> None:
         if any(getattr(p, "defname", "") == "concurrently" for p in node.params or ()):
             self.concurrent("REINDEX CONCURRENTLY")
 
@@ -550,7 +337,7 @@ _HANDLERS = {
 }
 
 
-def _names(nodes: Any) -> tuple[str | None, ...]:
+def _names(nodes: PgNode) -> tuple[str | None, ...]:
     return tuple(getattr(n, "sval", None) for n in nodes or ())
 
 
@@ -559,7 +346,7 @@ def _merge(columns: dict[str, _TypeSig | None] | None,
     return None if columns is None or more is None else {**columns, **more}
 
 
-def _type_sig(type_name: Any) -> _TypeSig | None:
+def _type_sig(type_name: PgNode) -> _TypeSig | None:
     if type_name is None or not type_name.names:
         return None
     mods = tuple(getattr(getattr(m, "val", None), "ival", -1) for m in type_name.typmods or ())
@@ -579,27 +366,9 @@ def _widens(before: _TypeSig | None, after: _TypeSig | None) -> bool:
     if old == new == "numeric":
         if not new_mods:
             return True
-        old_scale, new_scale = (old_mods + (0, 0))[1], (new_mods + (0, 0))[1]
+        old_scale, new_scale = (*old_mods, 0, 0)[1], (*new_mods, 0, 0)[1]
         return bool(old_mods) and new_mods[0] >= old_mods[0] and new_scale == old_scale
     return False
-
-
-def _security_invoker(options: Any) -> bool:
-    """True when reloptions set security_invoker to a true value (PostgreSQL's parse_bool)."""
-    value = False
-    for opt in options or ():
-        if getattr(opt, "defname", None) != "security_invoker":
-            continue
-        arg = opt.arg
-        if arg is None:
-            value = True
-        elif hasattr(arg, "boolval"):
-            value = bool(arg.boolval)
-        elif hasattr(arg, "ival"):
-            value = arg.ival == 1
-        else:
-            value = str(getattr(arg, "sval", "")).strip().lower() in _TRUE
-    return value
 
 
 def lint_migrations(migrations: tuple[Migration, ...], *,
@@ -622,7 +391,8 @@ def lint_migrations(migrations: tuple[Migration, ...], *,
 def _lint_script(linter: _Linter, script: Script, *, up: bool) -> None:
     linter.file, linter.script, linter.line = script.path.name, script, 1
     if up and not script.statements:
-        linter.report("empty-migration", f"{script.path.name} has no statement: it is recorded and runs nothing")
+        linter.report("empty-migration",
+                      f"{script.path.name} has no statement: it is recorded and runs nothing")
         return
     for parsed in parse_statements(script):
         linter.line = parsed.statement.line

@@ -23,25 +23,55 @@ outside the folder (unless ``allow_external_symlinks``), syntax errors.
 An empty or comment-only file is a valid migration that runs nothing
 (``Script.statements == ()``); lint warns about it (``empty-migration``).
 
-Text is handled as ``str`` throughout: pglast (8.x) reports statement and
-error positions as *character* indexes into the str it was given, so
-statements are sliced from the str, never from its UTF-8 bytes (slicing bytes
-with character offsets cut statements short after any non-ASCII text: a
-``DROP TABLE t_old_bak`` ran as ``DROP TABLE t_old``). The unit is checked
-once at run time, so a pglast that reports bytes is handled too.
+Statements are split by statements.py (PostgreSQL's parser, character
+positions); sqltree.py reads them back as syntax trees for lint and volatile.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache, total_ordering
+from functools import total_ordering
 from pathlib import Path
-from typing import Any
 
+from .config_fields import parse_duration
 from .errors import MigrationFileError
+from .sqltree import ParsedStatement, func_name, parse_statements, routine_bodies, walk
+from .statements import (
+    PG_SPACE,
+    Statement,
+    location_to_index,
+    skip_space_and_comments,
+    split_statements,
+)
+
+__all__ = [
+    "ALLOW_SYMLINKS_HINT",
+    "KNOWN_DIRECTIVES",
+    "NEW_MIGRATION_TEMPLATE",
+    "NO_TRANSACTION",
+    "PER_TENANT",
+    "Migration",
+    "ParsedStatement",
+    "Script",
+    "Statement",
+    "Version",
+    "checksum",
+    "external_symlink_problem",
+    "func_name",
+    "load_migrations",
+    "location_to_index",
+    "new_migration_path",
+    "parse_directives",
+    "parse_name",
+    "parse_statements",
+    "read_script",
+    "routine_bodies",
+    "skip_space_and_comments",
+    "split_statements",
+    "walk",
+]
 
 _SEED_NAME = re.compile(r"^[vV](?P<version>\d+(?:\.\d+)*)_(?P<desc>[^.]+?)(?P<down>\.down)?\.sql$")
 _FLYWAY_NAME = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<desc>[^.]+?)(?P<down>\.down)?\.sql$")
@@ -52,22 +82,7 @@ PER_TENANT = "per-tenant"
 KNOWN_DIRECTIVES = ("no-transaction", "statement-timeout", "lock-timeout", "allow", "per-tenant")
 _FLAG_DIRECTIVES_WITHOUT_VALUE = (PER_TENANT,)  # no-transaction tolerates trailing text (compatibility)
 
-# PostgreSQL's white space (scan.l): Python's str.strip() would also remove
-# characters such as U+00A0 that PostgreSQL reads as part of an identifier.
-_PG_SPACE = " \t\n\r\f\v"
-
 ALLOW_SYMLINKS_HINT = "set `settings.allow_external_symlinks: true` in tenants.yaml to allow it"
-
-# Statements PostgreSQL refuses inside a transaction block (or that end one).
-# VacuumStmt is judged in _non_transactional: ANALYZE (same node) may run in one.
-_NON_TRANSACTIONAL_NODES = {
-    "AlterSystemStmt",
-    "CreatedbStmt",
-    "DropdbStmt",
-    "CreateTableSpaceStmt",
-    "DropTableSpaceStmt",
-    "TransactionStmt",
-}
 
 
 @total_ordering
@@ -106,15 +121,6 @@ class Version:
         return self.text
 
 
-@dataclass(frozen=True)
-class Statement:
-    """One SQL statement of a script, with the line it starts on."""
-
-    sql: str
-    line: int
-    kind: str  # pglast node name, e.g. "IndexStmt"
-    non_transactional: bool
-
 
 @dataclass(frozen=True)
 class Script:
@@ -141,8 +147,6 @@ class Script:
         return PER_TENANT in self.directives
 
     def timeout(self, name: str) -> float | None:
-        from .config import parse_duration
-
         raw = self.directives.get(name)
         return None if raw is None else parse_duration(raw)
 
@@ -197,7 +201,7 @@ def parse_directives(path: Path, sql: str) -> dict[str, str]:
     # Lines as PostgreSQL and the statement line numbers count them (\n), not as
     # str.splitlines() does (it also breaks at U+2028, \x1c, ... inside a comment).
     for number, raw in enumerate(sql.split("\n"), start=1):
-        line = raw.strip(_PG_SPACE)
+        line = raw.strip(PG_SPACE)
         if not line:
             continue
         if not line.startswith("--"):
@@ -224,8 +228,6 @@ def parse_directives(path: Path, sql: str) -> dict[str, str]:
             directives["allow"] = f"{previous} {rest}".strip()
             continue
         if name in ("statement-timeout", "lock-timeout"):
-            from .config import parse_duration
-
             try:
                 parse_duration(rest)
             except ValueError as exc:
@@ -234,119 +236,6 @@ def parse_directives(path: Path, sql: str) -> dict[str, str]:
     return directives
 
 
-def split_statements(path: Path, sql: str) -> tuple[Statement, ...]:
-    """Split a script with PostgreSQL's own parser (pglast / libpg_query).
-
-    Each statement runs from its first token (leading comments and white space
-    dropped) to just before its ``;``; ``line`` is the line of that first token.
-    """
-    import pglast
-    from pglast.parser import ParseError
-
-    try:
-        raw_statements = pglast.parse_sql(sql)
-    except ParseError as exc:
-        raise MigrationFileError(
-            f"{_error_where(path, sql, exc)}: SQL syntax error: {exc.args[0] if exc.args else exc}"
-        ) from None
-    index = location_to_index(sql)
-    out = []
-    for raw in raw_statements:
-        location = raw.stmt_location or 0
-        start = index(location)
-        end = index(location + raw.stmt_len) if raw.stmt_len else len(sql)
-        start = skip_space_and_comments(sql, start, end)
-        chunk = sql[start:end].rstrip(_PG_SPACE)
-        line = sql.count("\n", 0, start) + 1
-        kind = type(raw.stmt).__name__
-        out.append(Statement(chunk, line, kind, _non_transactional(raw.stmt, kind)))
-    return tuple(out)
-
-
-def skip_space_and_comments(sql: str, start: int, end: int | None = None) -> int:
-    """Index of the first character at or after ``start`` that is not white space or
-    inside a ``--`` or (nested) ``/* */`` comment."""
-    end = len(sql) if end is None else end
-    i = start
-    while i < end:
-        c = sql[i]
-        if c in _PG_SPACE:
-            i += 1
-        elif sql.startswith("--", i):  # to the end of the line (\n or \r, as scan.l)
-            ends = [j for j in (sql.find("\n", i), sql.find("\r", i)) if j >= 0]
-            i = min(ends) + 1 if ends else end
-        elif sql.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < end and depth:
-                if sql.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif sql.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
-        else:
-            break
-    return min(i, end)
-
-
-@lru_cache(maxsize=1)
-def _pglast_units() -> tuple[bool, int]:
-    """(statement locations are UTF-8 byte offsets, base of ParseError positions).
-
-    pglast 8 gives character indexes for both, and 0-based error positions;
-    checked once on a probe so the slicing stays right whatever pglast does.
-    """
-    import pglast
-    from pglast.parser import ParseError
-
-    probe = "-- éé\nselect 1;select 2;"  # the second select: character 15, byte 17
-    in_bytes = pglast.parse_sql(probe)[1].stmt_location == 17
-    base = 0
-    try:
-        pglast.parse_sql("-- éé\nselec")  # the error token: character 6 (0-based)
-    except ParseError as exc:
-        position = exc.args[1] if len(exc.args) > 1 else None
-        base = 1 if position in (7, 9) else 0
-    return in_bytes, base
-
-
-def location_to_index(sql: str) -> Callable[[int], int]:
-    """Turn a pglast location into an index into ``sql``."""
-    in_bytes, _ = _pglast_units()
-    if not in_bytes or sql.isascii():
-        return lambda location: location
-    encoded = sql.encode("utf-8")
-    return lambda location: len(encoded[:location].decode("utf-8", errors="ignore"))
-
-
-def _error_where(path: Path, sql: str, exc: Exception) -> str:
-    """``file:line`` of a pglast ParseError (its position: a character index, or None
-    for an error at the end of the input)."""
-    position = exc.args[1] if len(exc.args) > 1 else None
-    if isinstance(position, int) and not isinstance(position, bool):
-        in_bytes, base = _pglast_units()
-        index = location_to_index(sql)(position - base) if in_bytes else position - base
-        if 0 <= index <= len(sql):
-            return f"{path.name}:{sql.count(chr(10), 0, index) + 1}"
-    if sql.strip(_PG_SPACE):  # "at end of input": the last line with text on it
-        return f"{path.name}:{sql.rstrip(_PG_SPACE).count(chr(10)) + 1}"
-    return path.name
-
-
-def _non_transactional(node: object, kind: str) -> bool:
-    if kind in _NON_TRANSACTIONAL_NODES:
-        return True
-    if kind == "VacuumStmt":  # VACUUM may not run in a transaction block; ANALYZE may
-        return bool(getattr(node, "is_vacuumcmd", True))
-    if kind == "IndexStmt":
-        return bool(getattr(node, "concurrent", False))
-    if kind == "DropStmt":
-        return bool(getattr(node, "concurrent", False))
-    if kind == "ReindexStmt":
-        for param in getattr(node, "params", None) or ():
-            if getattr(param, "defname", "") == "concurrently":
-                return True
-    return False
 
 
 def read_script(path: Path, *, root: Path | None = None, allow_external_symlinks: bool = False) -> Script:
@@ -479,108 +368,6 @@ def load_migrations(
     return tuple(migrations)
 
 
-# -- reading statements back as syntax trees (lint, volatile) ---------------------------
-
-@dataclass(frozen=True)
-class ParsedStatement:
-    """A statement of a script with its pglast node; node locations index ``text``,
-    whose first line is ``first_line`` of the file."""
-
-    statement: Statement
-    node: Any
-    text: str
-    first_line: int
-
-    def line_at(self, location: int | None) -> int:
-        """The file line of a pglast location of this node (its statement's line if unknown)."""
-        if location is None or location < 0:
-            return self.statement.line
-        index = location_to_index(self.text)(location)
-        if not 0 <= index <= len(self.text):
-            return self.statement.line
-        return self.first_line + self.text.count("\n", 0, index)
-
-
-def parse_statements(script: Script) -> list[ParsedStatement]:
-    """Every statement of the script with its syntax tree: one parse of the whole file."""
-    import pglast
-
-    raws = pglast.parse_sql(script.sql) if script.statements else ()
-    if len(raws) == len(script.statements):
-        return [ParsedStatement(stmt, raw.stmt, script.sql, 1) for stmt, raw in zip(script.statements, raws)]
-    # a Script built by hand whose text does not match its statements: parse them one by one
-    return [ParsedStatement(stmt, pglast.parse_sql(stmt.sql)[0].stmt, stmt.sql, stmt.line)
-            for stmt in script.statements]
-
-
-def walk(node: Any) -> Iterator[Any]:
-    """Every pglast node in the tree under ``node`` (itself included), depth first."""
-    from pglast import ast
-
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, ast.Node):
-            yield item
-            stack.extend(getattr(item, attr) for attr in item)
-        elif isinstance(item, (tuple, list)):
-            stack.extend(reversed(item))
-
-
-def func_name(call: Any) -> str:
-    """Lower-cased unqualified name of a FuncCall."""
-    names = getattr(call, "funcname", None) or ()
-    return (getattr(names[-1], "sval", "") or "").lower() if names else ""
-
-
-def routine_bodies(node: Any, text: str) -> list[tuple[str, int]]:
-    """The source bodies of a DO block or CREATE FUNCTION/PROCEDURE ``AS '...'``:
-    (body with comments blanked out, index in ``text`` where the body starts).
-
-    Comments become spaces (line breaks kept), so a text scan of the body does
-    not match commented-out code and line numbers stay right.
-    """
-    kind = type(node).__name__
-    if kind == "DoStmt":
-        elems = node.args or ()
-    elif kind == "CreateFunctionStmt":
-        elems = node.options or ()
-    else:
-        return []
-    out = []
-    for elem in elems:
-        if getattr(elem, "defname", None) != "as":
-            continue
-        arg = elem.arg
-        first = arg[0] if isinstance(arg, (tuple, list)) and arg else arg
-        body = getattr(first, "sval", None)
-        if not isinstance(body, str):
-            continue
-        start = location_to_index(text)(elem.arg_location) if elem.arg_location is not None else -1
-        if 0 <= start < len(text):
-            if text[start] == "$":
-                close = text.find("$", start + 1)
-                start = close + 1 if close > 0 else start
-            else:
-                start += 2 if text[start] in "eE" else 1
-        out.append((_blank_comments(body), start))
-    return out
-
-
-def _blank_comments(body: str) -> str:
-    from pglast.parser import ParseError, scan
-
-    try:
-        tokens = scan(body)
-    except ParseError:
-        return body
-    chars = list(body)
-    for token in tokens:
-        if token.name in ("SQL_COMMENT", "C_COMMENT"):
-            for i in range(token.start, min(token.end + 1, len(chars))):
-                if chars[i] != "\n":
-                    chars[i] = " "
-    return "".join(chars)
 
 
 def new_migration_path(
@@ -597,7 +384,7 @@ def new_migration_path(
             raise MigrationFileError(str(exc)) from None
     elif existing:
         last = existing[-1].version.parts
-        chosen = Version.parse(".".join(map(str, last[:-1] + (last[-1] + 1,))))
+        chosen = Version.parse(".".join(map(str, (*last[:-1], last[-1] + 1))))
     else:
         chosen = Version.parse("1.0.0")
     if any(m.version == chosen for m in existing):

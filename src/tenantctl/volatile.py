@@ -64,49 +64,26 @@ costs template speed, a missed one leaks between tenants.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
-from .migrations import (
-    Migration,
-    ParsedStatement,
-    Version,
-    func_name,
-    parse_statements,
-    routine_bodies,
-    walk,
+from .migrations import Migration, Version
+from .sqltree import ParsedStatement, PgNode, parse_statements, routine_bodies, walk
+from .volatile_state import (
+    TRIGGER_DELETE,
+    TRIGGER_INSERT,
+    TRIGGER_UPDATE,
+    VOLATILE_GENERATORS,
+    State,
+    Table,
+    domain_default,
+    generated_default,
+    generator_call,
+    last_name,
 )
 
-VOLATILE_GENERATORS = frozenset({
-    "gen_random_uuid", "uuidv4", "uuidv7",
-    "uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v4",
-    "gen_random_bytes", "gen_salt",
-    "random", "random_normal", "array_shuffle", "array_sample",
-})
+__all__ = ["VOLATILE_GENERATORS", "per_tenant_migrations"]
 
-# pg_trigger.tgtype bits
-_TRIGGER_INSERT, _TRIGGER_DELETE, _TRIGGER_UPDATE = 1 << 2, 1 << 3, 1 << 4
 _LIKE_DEFAULTS = 1 << 3  # TableLikeOption.CREATE_TABLE_LIKE_DEFAULTS
 _WRITE_TARGET = re.compile(r"\b(?:insert\s+into|merge\s+into|copy)\s+(?:\"?\w+\"?\s*\.\s*)?\"?(\w+)")
-
-
-@dataclass
-class _Table:
-    columns: list[str] | None  # in order; None: not known (not created in this folder)
-    defaults: dict[str, str] = field(default_factory=dict)  # column -> "gen()" its default calls
-    rows: bool = False  # may hold rows (in the template)
-    triggers: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (function, event bits)
-
-
-@dataclass
-class _State:
-    tables: dict[str, _Table] = field(default_factory=dict)
-    domains: dict[str, str] = field(default_factory=dict)  # domain -> "gen()"
-    functions: dict[str, str] = field(default_factory=dict)  # user function -> "calls gen()" / "inserts into ..."
-    matviews: dict[str, str] = field(default_factory=dict)  # matview (WITH NO DATA) -> "gen()"
-
-    def table(self, name: str) -> _Table:
-        return self.tables.get(name) or _Table(None, rows=True)
 
 
 def per_tenant_migrations(migrations: tuple[Migration, ...]) -> dict[Version, str]:
@@ -115,7 +92,7 @@ def per_tenant_migrations(migrations: tuple[Migration, ...]) -> dict[Version, st
     Walks the migrations in version order (pure, no database); see the module
     docstring for what is and is not detected.
     """
-    state = _State()
+    state = State()
     out: dict[Version, str] = {}
     for migration in sorted(migrations, key=lambda m: m.version):
         reasons: list[str] = []
@@ -132,7 +109,7 @@ def per_tenant_migrations(migrations: tuple[Migration, ...]) -> dict[Version, st
 
 # -- one statement --------------------------------------------------------------------------
 
-def _statement(state: _State, parsed: ParsedStatement) -> str | None:
+def _statement(state: State, parsed: ParsedStatement) -> str | None:
     """Update the state with the statement; the reason it writes a generated value, if so."""
     node, kind = parsed.node, parsed.statement.kind
     if kind == "ExplainStmt":
@@ -145,10 +122,10 @@ def _statement(state: _State, parsed: ParsedStatement) -> str | None:
         return None
     if kind in ("CreateDomainStmt", "AlterDomainStmt"):
         if kind == "CreateDomainStmt":
-            domain, default = _last(node.domainname), _generated_default(state, node.constraints)
+            domain, default = last_name(node.domainname), generated_default(state, node.constraints)
         elif node.subtype == "T":  # ALTER DOMAIN ... SET/DROP DEFAULT
-            call = _calls(state, node.def_)
-            domain, default = _last(node.typeName), call[0] if call else None
+            call = generator_call(state, node.def_)
+            domain, default = last_name(node.typeName), call[0] if call else None
         else:
             return None
         if default:
@@ -161,7 +138,7 @@ def _statement(state: _State, parsed: ParsedStatement) -> str | None:
         return None
     if kind == "CreateTrigStmt":
         table = state.tables.setdefault(node.relation.relname, state.table(node.relation.relname))
-        table.triggers[node.trigname] = (_last(node.funcname), node.events)
+        table.triggers[node.trigname] = (last_name(node.funcname), node.events)
         return None
     if kind == "DropStmt":
         _drop(state, node)
@@ -176,24 +153,25 @@ def _statement(state: _State, parsed: ParsedStatement) -> str | None:
     if kind == "RefreshMatViewStmt":
         generated = state.matviews.get(node.relation.relname)
         if generated and not node.skipData:
-            return f"refreshes materialized view {node.relation.relname}, which writes {generated} (line {line})"
+            return (f"refreshes materialized view {node.relation.relname}, which writes {generated} "
+                    f"(line {line})")
         return None
 
     writes = kind in ("InsertStmt", "UpdateStmt", "MergeStmt", "DeleteStmt", "CallStmt") \
         or (kind == "CopyStmt" and node.is_from) \
         or (kind == "SelectStmt")  # SELECT ... INTO, or a top-level SELECT calling functions
     if kind == "CreateTableAsStmt":
-        query_call = _calls(state, node.query)
+        query_call = generator_call(state, node.query)
         created = node.into.rel.relname
-        state.tables[created] = _Table(None, rows=not node.into.skipData)
+        state.tables[created] = Table(None, rows=not node.into.skipData)
         if node.objtype.name == "OBJECT_MATVIEW" and node.into.skipData and query_call:
             state.matviews[created] = query_call[0]
         writes = not node.into.skipData
     if kind == "SelectStmt" and node.intoClause is not None:
-        state.tables[node.intoClause.rel.relname] = _Table(None, rows=True)
+        state.tables[node.intoClause.rel.relname] = Table(None, rows=True)
     reason = None
     if writes or _has_dml(node):
-        call = _calls(state, node)
+        call = generator_call(state, node)
         if call:
             reason = f"writes {call[0]} (line {parsed.line_at(call[1])})"
     for inner in walk(node):
@@ -203,11 +181,11 @@ def _statement(state: _State, parsed: ParsedStatement) -> str | None:
     return reason
 
 
-def _create_table(state: _State, node: Any) -> None:
+def _create_table(state: State, node: PgNode) -> None:
     name = node.relation.relname
     if node.if_not_exists and name in state.tables:
         return
-    table = _Table([])
+    table = Table([])
     for parent in node.inhRelations or ():  # INHERITS, PARTITION OF: defaults come along
         _inherit(state, table, parent.relname, with_defaults=True)
     for elt in node.tableElts or ():
@@ -215,7 +193,7 @@ def _create_table(state: _State, node: Any) -> None:
         if kind == "ColumnDef" and elt.colname:
             if table.columns is not None and elt.colname not in table.columns:
                 table.columns.append(elt.colname)
-            generated = _generated_default(state, elt.constraints) or _domain_default(state, elt.typeName)
+            generated = generated_default(state, elt.constraints) or domain_default(state, elt.typeName)
             if generated:
                 table.defaults[elt.colname] = generated
         elif kind == "TableLikeClause":
@@ -223,7 +201,7 @@ def _create_table(state: _State, node: Any) -> None:
     state.tables[name] = table
 
 
-def _inherit(state: _State, table: _Table, parent: str, *, with_defaults: bool) -> None:
+def _inherit(state: State, table: Table, parent: str, *, with_defaults: bool) -> None:
     known = state.tables.get(parent)
     if known is None or known.columns is None:
         table.columns = None
@@ -233,12 +211,12 @@ def _inherit(state: _State, table: _Table, parent: str, *, with_defaults: bool) 
         table.defaults.update(known.defaults)
 
 
-def _create_function(state: _State, node: Any, parsed: ParsedStatement) -> None:
-    name = _last(node.funcname)
+def _create_function(state: State, node: PgNode, parsed: ParsedStatement) -> None:
+    name = last_name(node.funcname)
     why = None
     sql_body = getattr(node, "sql_body", None)
     if sql_body is not None:  # BEGIN ATOMIC ... END: a syntax tree
-        generated = _calls(state, sql_body)
+        generated = generator_call(state, sql_body)
         if generated:
             why = f"calls {generated[0]}"
         else:
@@ -255,7 +233,7 @@ def _create_function(state: _State, node: Any, parsed: ParsedStatement) -> None:
         state.functions.pop(name, None)
 
 
-def _alter_table(state: _State, node: Any, parsed: ParsedStatement) -> str | None:
+def _alter_table(state: State, node: PgNode, parsed: ParsedStatement) -> str | None:
     if node.objtype.name not in ("OBJECT_TABLE", "OBJECT_FOREIGN_TABLE"):
         return None
     name = node.relation.relname
@@ -266,7 +244,7 @@ def _alter_table(state: _State, node: Any, parsed: ParsedStatement) -> str | Non
         sub = cmd.subtype.name
         if sub == "AT_AddColumn":
             col = cmd.def_
-            generated = _generated_default(state, col.constraints) or _domain_default(state, col.typeName)
+            generated = generated_default(state, col.constraints) or domain_default(state, col.typeName)
             if table.columns is not None and col.colname not in table.columns:
                 table.columns.append(col.colname)
             if generated:
@@ -275,13 +253,13 @@ def _alter_table(state: _State, node: Any, parsed: ParsedStatement) -> str | Non
                     reason = (f"adds column {col.colname} with default {generated} to table {name}, "
                               f"which may hold rows (line {line})")
         elif sub == "AT_ColumnDefault":
-            call = _calls(state, cmd.def_) if cmd.def_ is not None else None
+            call = generator_call(state, cmd.def_) if cmd.def_ is not None else None
             if call:
                 table.defaults[cmd.name] = call[0]
             else:
                 table.defaults.pop(cmd.name, None)
         elif sub == "AT_AlterColumnType":
-            call = _calls(state, cmd.def_.raw_default) if cmd.def_ is not None else None
+            call = generator_call(state, cmd.def_.raw_default) if cmd.def_ is not None else None
             if call and table.rows and reason is None:
                 reason = (f"rewrites column {name}.{cmd.name} with {call[0]}, on a table that may hold "
                           f"rows (line {parsed.line_at(call[1])})")
@@ -292,7 +270,7 @@ def _alter_table(state: _State, node: Any, parsed: ParsedStatement) -> str | Non
     return reason
 
 
-def _drop(state: _State, node: Any) -> None:
+def _drop(state: State, node: PgNode) -> None:
     what = node.removeType.name
     for obj in node.objects or ():
         if what in ("OBJECT_TABLE", "OBJECT_MATVIEW"):
@@ -300,16 +278,16 @@ def _drop(state: _State, node: Any) -> None:
             state.tables.pop(name, None)
             state.matviews.pop(name, None)
         elif what in ("OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE"):
-            state.functions.pop(_last(getattr(obj, "objname", ())), None)
+            state.functions.pop(last_name(getattr(obj, "objname", ())), None)
         elif what == "OBJECT_DOMAIN":
-            state.domains.pop(_last(getattr(obj, "names", ())), None)
+            state.domains.pop(last_name(getattr(obj, "names", ())), None)
         elif what == "OBJECT_TRIGGER" and len(obj) >= 2:
             table = state.tables.get(str(getattr(obj[-2], "sval", "")))
             if table is not None:
                 table.triggers.pop(str(getattr(obj[-1], "sval", "")), None)
 
 
-def _rename(state: _State, node: Any) -> None:
+def _rename(state: State, node: PgNode) -> None:
     what = node.renameType.name
     if what in ("OBJECT_TABLE", "OBJECT_MATVIEW") and node.relation is not None:
         old = node.relation.relname
@@ -326,18 +304,19 @@ def _rename(state: _State, node: Any) -> None:
         if table.columns is not None and node.subname in table.columns:
             table.columns[table.columns.index(node.subname)] = node.newname
     elif what in ("OBJECT_FUNCTION", "OBJECT_PROCEDURE") and node.object is not None:
-        old = _last(getattr(node.object, "objname", ()))
+        old = last_name(getattr(node.object, "objname", ()))
         if old in state.functions:
             state.functions[node.newname] = state.functions.pop(old)
 
 
 # -- data-writing statements ----------------------------------------------------------------
 
-def _has_dml(node: Any) -> bool:
-    return any(type(n).__name__ in ("InsertStmt", "UpdateStmt", "MergeStmt", "DeleteStmt") for n in walk(node))
+def _has_dml(node: PgNode) -> bool:
+    return any(type(n).__name__ in ("InsertStmt", "UpdateStmt", "MergeStmt", "DeleteStmt")
+               for n in walk(node))
 
 
-def _dml_defaults(state: _State, node: Any) -> str | None:
+def _dml_defaults(state: State, node: PgNode) -> str | None:
     """Why this INSERT/UPDATE/MERGE/COPY/DELETE node writes a generated value without
     calling a generator itself (a default, a trigger), or None."""
     kind = type(node).__name__
@@ -351,8 +330,9 @@ def _dml_defaults(state: _State, node: Any) -> str | None:
         return None
     if kind != "DeleteStmt":
         table.rows = True
-    event = {"InsertStmt": _TRIGGER_INSERT, "CopyStmt": _TRIGGER_INSERT, "DeleteStmt": _TRIGGER_DELETE,
-             "UpdateStmt": _TRIGGER_UPDATE, "MergeStmt": _TRIGGER_INSERT | _TRIGGER_UPDATE | _TRIGGER_DELETE}[kind]
+    event = {"InsertStmt": TRIGGER_INSERT, "CopyStmt": TRIGGER_INSERT, "DeleteStmt": TRIGGER_DELETE,
+             "UpdateStmt": TRIGGER_UPDATE,
+             "MergeStmt": TRIGGER_INSERT | TRIGGER_UPDATE | TRIGGER_DELETE}[kind]
     for function, events in table.triggers.values():
         if events & event and function in state.functions:
             return f"writes into {name}, whose trigger function {function}() {state.functions[function]}"
@@ -380,8 +360,8 @@ def _dml_defaults(state: _State, node: Any) -> str | None:
     return None
 
 
-def _defaulted(table: _Table, cols: list[str] | None, select: Any, *, copy: bool = False,
-               rows: tuple[Any, ...] | None = None) -> str | None:
+def _defaulted(table: Table, cols: list[str] | None, select: PgNode, *, copy: bool = False,
+               rows: tuple[PgNode, ...] | None = None) -> str | None:
     """A column with a generated default that this insert leaves to its default."""
     if not table.defaults:
         return None
@@ -407,14 +387,14 @@ def _defaulted(table: _Table, cols: list[str] | None, select: Any, *, copy: bool
     if rows is None:
         return next((c for c in table.defaults if c not in cols), None)
     for row in rows:
-        given = {c for c, value in zip(cols, row) if type(value).__name__ != "SetToDefault"}
+        given = {c for c, value in zip(cols, row, strict=False) if type(value).__name__ != "SetToDefault"}
         missing = next((c for c in table.defaults if c not in given), None)
         if missing:
             return missing
     return None
 
 
-def _width(select: Any) -> int | None:
+def _width(select: PgNode) -> int | None:
     """Number of columns a SELECT yields, when known (no ``*``)."""
     while select is not None and select.op.name != "SETOP_NONE":
         select = select.larg
@@ -427,9 +407,9 @@ def _width(select: Any) -> int | None:
     return len(select.targetList)
 
 
-def _body_reason(state: _State, node: Any, parsed: ParsedStatement, what: str) -> str | None:
+def _body_reason(state: State, node: PgNode, parsed: ParsedStatement, what: str) -> str | None:
     for body, start in routine_bodies(node, parsed.text):
-        found = _scan_body(state, body, with_position=True)
+        found = _scan_body_at(state, body)
         if found:
             why, offset = found
             line = parsed.statement.line
@@ -439,11 +419,18 @@ def _body_reason(state: _State, node: Any, parsed: ParsedStatement, what: str) -
     return None
 
 
-def _scan_body(state: _State, body: str, *, with_position: bool = False) -> Any:
+def _scan_body(state: State, body: str) -> str | None:
     """Text scan of a DO/function body (comments already blanked): what it generates."""
+    found = _scan_body_at(state, body)
+    return None if found is None else found[0]
+
+
+def _scan_body_at(state: State, body: str) -> tuple[str, int] | None:
+    """What a DO/function body generates (text scan, comments already blanked) and
+    the index in ``body`` where it does, or None."""
     lowered = body.lower()
     names = sorted(VOLATILE_GENERATORS | set(state.functions), key=len, reverse=True)
-    hits = []
+    hits: list[tuple[int, str]] = []
     match = re.search(r"(?<![\w$])(" + "|".join(map(re.escape, names)) + r')"?\s*\(', lowered)
     if match:
         name = match.group(1)
@@ -454,7 +441,7 @@ def _scan_body(state: _State, body: str, *, with_position: bool = False) -> Any:
         if table is None:
             continue
         trigger = next((f for f, events in table.triggers.values()
-                        if events & _TRIGGER_INSERT and f in state.functions), None)
+                        if events & TRIGGER_INSERT and f in state.functions), None)
         if table.defaults or trigger:
             why = (f"writes into {target.group(1)}, whose column {next(iter(table.defaults))} defaults to "
                    f"{next(iter(table.defaults.values()))}" if table.defaults
@@ -465,55 +452,12 @@ def _scan_body(state: _State, body: str, *, with_position: bool = False) -> Any:
     if not hits:
         return None
     offset, why = min(hits)
-    return (why, offset) if with_position else why
+    return why, offset
 
 
 # -- expressions ----------------------------------------------------------------------------
 
-def _calls(state: _State, node: Any) -> tuple[str, int | None] | None:
-    """The first generator call under ``node`` (directly or via a known user function):
-    ("gen_random_uuid()", location) or ("mk_tok(), which calls random()", location)."""
-    if node is None:
-        return None
-    best = None
-    for call in walk(node):
-        if type(call).__name__ != "FuncCall":
-            continue
-        name = func_name(call)
-        if name in VOLATILE_GENERATORS:
-            shown = f"{name}()"
-        elif name in state.functions:
-            shown = f"{name}(), which {state.functions[name]}"
-        else:
-            continue
-        location = getattr(call, "location", None)
-        key = location if location is not None and location >= 0 else 1 << 62
-        if best is None or key < best[0]:
-            best = (key, shown, location)
-    return None if best is None else (best[1], best[2])
-
-
-def _generated_default(state: _State, constraints: Any) -> str | None:
-    for con in constraints or ():
-        if getattr(con, "contype", None) is not None and con.contype.name == "CONSTR_DEFAULT":
-            generated = _calls(state, con.raw_expr)
-            return generated[0] if generated else None
-    return None
-
-
-def _domain_default(state: _State, type_name: Any) -> str | None:
-    names = getattr(type_name, "names", None) or ()
-    return state.domains.get(_last(names)) if names else None
-
-
-def _names(nodes: Any) -> list[str] | None:
+def _names(nodes: PgNode) -> list[str] | None:
     if not nodes:
         return None
     return [getattr(n, "name", None) or getattr(n, "sval", None) or "" for n in nodes]
-
-
-def _last(names: Any) -> str:
-    if not names:
-        return ""
-    last = names[-1]
-    return getattr(last, "sval", None) or getattr(last, "name", None) or ""
