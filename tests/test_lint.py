@@ -382,7 +382,7 @@ def test_partitions_and_like_inherit_columns(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sql", ["", "-- later\n", "/* nothing */\n;\n"])
 def test_empty_migration_is_a_warning(tmp_path: Path, sql: str) -> None:
     finding = only(lint(tmp_path, sql), "empty-migration", 1)
-    assert finding.severity == "warning" and "v1.0.1_step_1.sql" == finding.file
+    assert finding.severity == "warning" and finding.file == "v1.0.1_step_1.sql"
 
 
 def test_empty_migration_can_be_accepted(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_crlf_checkout_is_not_drift(tmp_path: Path) -> None:
 
 def test_duplicate_versions_rejected(tmp_path: Path) -> None:
     d = folder(tmp_path, {"v1.0_a.sql": "select 1;", "v1.0.0_b.sql": "select 1;"})
-    with pytest.raises(MigrationFileError, match="version 1.0.0 is also used by v1.0_a.sql|version 1.0 is also used"):
+    with pytest.raises(MigrationFileError, match=r"version 1.0.0 is also used by v1.0_a.sql|version 1.0 is also used"):
         load_migrations(d)
 
 
@@ -236,7 +236,7 @@ def test_other_files_and_folders_are_reported_as_notices(tmp_path: Path) -> None
 def test_folder_named_like_a_migration_is_refused(tmp_path: Path) -> None:
     d = folder(tmp_path, {"v1_a.sql": "select 1;"})
     (d / "v2_b.sql").mkdir()
-    with pytest.raises(MigrationFileError, match="v2_b.sql: not a regular file"):
+    with pytest.raises(MigrationFileError, match=r"v2_b.sql: not a regular file"):
         load_migrations(d)
 
 
@@ -266,7 +266,7 @@ def test_symlink_outside_the_folder_is_refused_unless_allowed(tmp_path: Path, na
 def test_dangling_symlink_is_refused(tmp_path: Path) -> None:
     d = folder(tmp_path, {"v1_a.sql": "select 1;"})
     (d / "v2_b.sql").symlink_to(tmp_path / "missing.sql")
-    with pytest.raises(MigrationFileError, match="v2_b.sql"):
+    with pytest.raises(MigrationFileError, match=r"v2_b.sql"):
         load_migrations(d, allow_external_symlinks=True)
 
 

@@ -122,7 +122,10 @@ DO_TAG = st.sampled_from(["do", "body_é", "x"])  # the inner literals never use
 def statement(draw: st.DrawFn) -> str:
     """One statement, from its first token to its last (no ``;``); all of them succeed."""
     kind = draw(st.sampled_from(["insert", "insert_select", "select", "do"]))
-    gap = lambda: draw(GAP)
+
+    def gap() -> str:
+        return draw(GAP)
+
     expr = draw(EXPRESSION)
     if kind == "insert":
         return f"INSERT{gap()}INTO t (v){gap()}VALUES ({expr})"
@@ -172,7 +175,7 @@ def test_split_statements_are_exact_and_reparse_alike(script: Script) -> None:
     assert tuple(s.line for s in split) == script.lines
     whole = pglast.parse_sql(script.sql)
     assert len(whole) == len(split)
-    for stmt, raw in zip(split, whole):
+    for stmt, raw in zip(split, whole, strict=True):
         (alone,) = pglast.parse_sql(stmt.sql)
         assert deparse(alone.stmt) == deparse(raw.stmt)
         assert stmt.kind == type(raw.stmt).__name__
