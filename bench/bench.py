@@ -589,9 +589,10 @@ async def simulate(n: int, concurrency: int, trace: bool) -> dict[str, Any]:
     """The engine over N in-memory tenant databases (tenantctl.drivers.fake.FakeDriver): no
     server, no sockets, so what is left is tenantctl's own scheduling and planning."""
     from tenantctl.config import TenantSpec
-    from tenantctl.drivers.fake import FakeDriver  # the driver seam: Engine(..., db=FakeDriver())
+    from tenantctl.drivers.fake import FakeDriver  # the driver seam: Engine(..., driver=FakeDriver())
     from tenantctl.engine import Engine, RunOptions, group_units
     from tenantctl.migrations import load_migrations
+    from tenantctl.steps import Verb
 
     root = Path(tempfile.mkdtemp(prefix="tenantctl-sim-"))
     try:
@@ -606,7 +607,7 @@ async def simulate(n: int, concurrency: int, trace: bool) -> dict[str, Any]:
     driver = FakeDriver()
     units = group_units(tuple(TenantSpec(i, f"T{i}", (1,), "database", None, "sim", f"sim_{i}")
                               for i in range(1, n + 1)))
-    steps = [("provision (base, no template)", base, RunOptions(command="provision"), False, "applied"),
+    steps = [("provision (base, no template)", base, RunOptions(verb=Verb.PROVISION), False, "applied"),
              ("migrate release", full, RunOptions(), False, "applied"),
              ("no-op migrate (markers)", full, RunOptions(), True, "up_to_date"),
              ("no-op migrate --no-skip", full, RunOptions(skip_marked=False), True, "up_to_date")]
@@ -614,7 +615,7 @@ async def simulate(n: int, concurrency: int, trace: bool) -> dict[str, Any]:
     for step, migrations, options, use_markers, want in steps:
         markers = {("sim", db): m for db, m in driver.markers().items()} if use_markers else None
         engine = Engine(migrations, {"sim": "fake://"}, replace(options, concurrency=concurrency),
-                        db=driver, markers=markers)
+                        driver=driver, markers=markers)
         driver.server.peak_connections = 0
         gc.collect()
         if trace:

@@ -10,17 +10,24 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TenantctlError
 
+if TYPE_CHECKING:
+    from .commands import ChangeRequest
+    from .config import Project
+    from .outcome import TenantResult
+
 CLNT_ID = click.IntRange(1, 32767)
 
 
 @dataclass
-class Globals:
+class GlobalOptions:
+    """The options every command accepts (given before the subcommand)."""
+
     config: str | None
     dsn: str | None
     json: bool
@@ -28,7 +35,7 @@ class Globals:
     quiet: bool
     argv: tuple[str, ...] = ()  # the arguments as given (redacted before they are stored)
 
-    def project(self) -> Any:
+    def project(self) -> Project:
         from .config import find_config, load_project
 
         return load_project(find_config(self.config), dsn=self.dsn)
@@ -56,7 +63,7 @@ def cli(ctx: click.Context, config: str | None, dsn: str | None, as_json: bool, 
     (nothing changed), 130 interrupted.
     """
     argv = ctx.obj if isinstance(ctx.obj, tuple) else tuple(sys.argv[1:])
-    ctx.obj = Globals(config, dsn, as_json, debug, quiet, argv)
+    ctx.obj = GlobalOptions(config, dsn, as_json, debug, quiet, argv)
 
 
 def _json_flag(f: Any) -> Any:
@@ -102,86 +109,54 @@ def _run_options(f: Any) -> Any:
     return f
 
 
-def _options(g: Globals, project: Any, command: str, kw: dict[str, Any], target: Any) -> Any:
-    from .config import parse_duration
-    from .engine import RunOptions
-    from .errors import BadInputError
+def _change_request(flags: dict[str, Any]) -> ChangeRequest:
+    """The typed request behind provision/migrate/rollback/repair's click flags."""
+    from .commands import ChangeRequest
 
-    s = project.settings
-
-    def duration(name: str, default: float) -> float:
-        raw = kw.get(name)
-        if raw is None:
-            return default
-        try:
-            return parse_duration(raw)
-        except ValueError as exc:
-            raise BadInputError(f"--{name.replace('_', '-')}: {exc}") from None
-
-    return RunOptions(
-        command=command,
-        target=target,
-        dry_run=kw["dry_run"],
-        concurrency=kw["concurrency"] or s.concurrency,
-        max_failures=1 if kw["fail_fast"] else kw["max_failures"],
-        lock_timeout=duration("lock_timeout", s.lock_timeout),
-        statement_timeout=duration("statement_timeout", s.statement_timeout),
-        lock_wait=duration("lock_wait", s.lock_wait),
-        retries=s.retries if kw["retries"] is None else kw["retries"],
-        allow_drift=kw.get("allow_drift", False),
-        skip_marked=not kw["no_skip"],
-        use_template=not kw.get("no_template", False),
+    return ChangeRequest(
+        ids=tuple(flags["ids"]), all=flags["all_"], to=flags.get("to"),
+        dry_run=flags["dry_run"], concurrency=flags["concurrency"],
+        max_failures=flags["max_failures"], fail_fast=flags["fail_fast"],
+        lock_timeout=flags["lock_timeout"], statement_timeout=flags["statement_timeout"],
+        lock_wait=flags["lock_wait"], retries=flags["retries"],
+        only_failed=flags["only_failed"], resume_run=flags["resume_run"],
+        allow_drift=flags.get("allow_drift", False), no_skip=flags["no_skip"],
+        no_template=flags.get("no_template", False), strict_lint=flags["strict_lint"],
     )
 
 
-def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
-    from . import app, report
+def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]) -> int:
+    """provision / migrate / rollback / repair: validate, run, print; the exit code."""
+    from . import commands, progress, report
+    from .signals import run_async
+    from .steps import Verb
 
-    from . import progress
-
-    project = g.project()
-    resume = kw["resume_run"] or kw["only_failed"]
-    if kw["resume_run"] and kw["only_failed"]:
-        from .errors import BadInputError
-
-        raise BadInputError("give --only-failed or --resume RUN_ID, not both")
-    tenants = project.select(tuple(kw["ids"]), kw["all_"] or (bool(resume) and not kw["ids"]))
-    inputs = app.load_inputs(project, with_seed=command in ("provision", "migrate"))
-    target = app.resolve_target(inputs, kw.get("to"))
-    if command == "rollback":
-        app.check_rollback_inputs(inputs, target)
-    options = _options(g, project, command, kw, target)
-    as_json = g.json or kw["as_json"]
-    for notice in inputs.notices:
+    prepared = commands.prepare(opts.project(), Verb(command), _change_request(flags))
+    for notice in prepared.notices:
         _err(f"warning: {notice}")
-    findings = app.lint(inputs)
-    if kw["strict_lint"] or project.settings.strict_lint:
-        app.refuse_on_lint_errors(findings)
-    for f in findings:
-        _err(f"lint {f.severity}: {report.finding_line(f)}")
-    sink = progress.choose(quiet=g.quiet, dry_run=options.dry_run)
+    for finding in prepared.lint:
+        _err(f"lint {finding.severity}: {report.finding_line(finding)}")
+    sink = progress.choose(quiet=opts.quiet, dry_run=prepared.options.dry_run)
 
-    async def on_result(result: Any) -> None:
+    async def on_result(result: TenantResult) -> None:
         sink.done(result)
 
     try:
-        run, interrupted = app.run_async(
-            lambda stop: app.run_changes(inputs, tenants, options, on_result=on_result,
-                                         on_start=sink.start, stop=stop, resume=resume,
-                                         argv=g.argv)
-        )
+        run, interrupted = run_async(
+            lambda stop: commands.execute(prepared, on_result=on_result, on_start=sink.start,
+                                          stop=stop, argv=opts.argv))
     finally:
         sink.close()
     if run is None:
         _err("interrupted: in-flight work was cancelled and rolled back; re-run to finish")
         return EXIT_INTERRUPTED
     doc = run.to_json()
-    doc["lint"] = [f.to_json() for f in findings]
-    if kw.get("report_file"):
-        Path(kw["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
-    if kw.get("junit_file"):
-        Path(kw["junit_file"]).write_text(report.junit_xml(run) + "\n", encoding="utf-8")
-    if as_json:
+    doc["lint"] = [f.to_json() for f in prepared.lint]
+    if flags.get("report_file"):
+        Path(flags["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
+    if flags.get("junit_file"):
+        Path(flags["junit_file"]).write_text(report.junit_xml(run) + "\n", encoding="utf-8")
+    if opts.json or flags["as_json"]:
         click.echo(report.to_json(doc))
     else:
         click.echo(report.run_summary(run))
@@ -192,16 +167,16 @@ def _changes(g: Globals, command: str, kw: dict[str, Any]) -> int:
 
 @cli.command()
 @_run_options
-@click.pass_obj
 @click.option("--no-template", is_flag=True,
               help="Create databases empty and run every migration (no template clone).")
-def provision(g: Globals, **kw: Any) -> None:
+@click.pass_obj
+def provision(opts: GlobalOptions, /, **flags: Any) -> None:
     """Create, migrate, seed and register tenants (idempotent).
 
     Database-mode tenants get their own database (cvs_client_<clnt_id>),
     created when missing; shared-mode tenants live in the shared database.
     """
-    sys.exit(_changes(g, "provision", kw))
+    sys.exit(_run_change_command(opts, "provision", flags))
 
 
 @cli.command()
@@ -210,24 +185,23 @@ def provision(g: Globals, **kw: Any) -> None:
 @click.option("--allow-drift", is_flag=True,
               help="Migrate even where an applied file was edited (drift is still reported).")
 @click.pass_obj
-def migrate(g: Globals, **kw: Any) -> None:
+def migrate(opts: GlobalOptions, /, **flags: Any) -> None:
     """Apply pending migrations to tenant databases, many at once."""
-    sys.exit(_changes(g, "migrate", kw))
+    sys.exit(_run_change_command(opts, "migrate", flags))
 
 
-def _status_rows(g: Globals, ids: tuple[int, ...], concurrency: int | None) -> Any:
-    """Read every selected tenant's history (no locks, no writes): for status and verify."""
-    from . import app
+def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
+                   *, verify: bool = False) -> tuple[Any, bool]:
+    """status/verify's report (no locks, no writes), and whether a signal interrupted it."""
+    from . import commands
+    from .signals import run_async
 
-    project = g.project()
-    tenants = project.select(ids, not ids)
-    inputs = app.load_inputs(project)
-    rows, interrupted = app.run_async(
-        lambda stop: app.collect_status(inputs, tenants, concurrency or project.settings.concurrency)
-    )
-    if rows is None:
+    project = opts.project()
+    read = commands.verify if verify else commands.status
+    report, interrupted = run_async(lambda stop: read(project, ids, concurrency=concurrency))
+    if report is None:
         sys.exit(EXIT_INTERRUPTED)
-    return inputs, rows, interrupted
+    return report, interrupted
 
 
 @cli.command()
@@ -235,16 +209,16 @@ def _status_rows(g: Globals, ids: tuple[int, ...], concurrency: int | None) -> A
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
 @_json_flag
 @click.pass_obj
-def status(g: Globals, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
+def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
     """Every tenant: mode, database, version, pending migrations, last error."""
     from . import report
 
-    inputs, rows, interrupted = _status_rows(g, ids, concurrency)
-    if g.json or as_json:
-        click.echo(report.to_json({"tenants": rows, "latest": inputs.migrations[-1].version.text
-                                   if inputs.migrations else None}))
+    result, interrupted = _status_report(opts, ids, concurrency)
+    if opts.json or as_json:
+        click.echo(report.to_json({"tenants": [r.to_json() for r in result.rows],
+                                   "latest": result.latest}))
     else:
-        click.echo(report.status_table(rows))
+        click.echo(report.status_table(result.rows))
     sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)
 
 
@@ -252,25 +226,25 @@ def status(g: Globals, ids: tuple[int, ...], concurrency: int | None, as_json: b
 @_run_options
 @click.option("--to", metavar="VERSION", required=True, help="Version to roll back to.")
 @click.pass_obj
-def rollback(g: Globals, **kw: Any) -> None:
+def rollback(opts: GlobalOptions, /, **flags: Any) -> None:
     """Run down scripts newest-first until tenants are at VERSION.
 
     Each down script commits with its history row. Refuses (exit 2) before
     changing anything when a needed .down.sql is missing.
     """
-    sys.exit(_changes(g, "rollback", kw))
+    sys.exit(_run_change_command(opts, "rollback", flags))
 
 
 @cli.command()
 @_run_options
 @click.pass_obj
-def repair(g: Globals, **kw: Any) -> None:
+def repair(opts: GlobalOptions, /, **flags: Any) -> None:
     """Accept deliberate edits of applied files: re-record their checksums.
 
     Only tenants with drift are changed; each re-recording is a `repair` row in
     the tenant's history and the run is in the ledger.
     """
-    sys.exit(_changes(g, "repair", kw))
+    sys.exit(_run_change_command(opts, "repair", flags))
 
 
 @cli.command()
@@ -279,44 +253,40 @@ def repair(g: Globals, **kw: Any) -> None:
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
 @_json_flag
 @click.pass_obj
-def verify(g: Globals, ids: tuple[int, ...], all_: bool, concurrency: int | None,
+def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: int | None,
            as_json: bool) -> None:
     """Compare each tenant's history with the folder: drift, unknown versions,
-    failed/partial migrations, missing databases. Exit 1 on any finding."""
-    from . import app, report
+    gaps, failed/partial migrations, missing databases. Exit 1 on any finding."""
+    from . import report
 
-    inputs, rows, interrupted = _status_rows(g, ids, concurrency)
-    findings = app.verify_findings(rows)
-    if g.json or as_json:
+    result, interrupted = _status_report(opts, ids, concurrency, verify=True)
+    if opts.json or as_json:
         click.echo(report.to_json({
-            "findings": findings,
-            "tenants": [{k: r[k] for k in ("clnt_id", "database", "version", "pending", "state")}
-                        for r in rows],
+            "findings": [f.to_json() for f in result.findings],
+            "tenants": [{"clnt_id": r.clnt_id, "database": r.database, "version": r.version,
+                         "pending": r.pending, "state": r.state} for r in result.rows],
         }))
     else:
-        for f in findings:
-            where = f" {f['file'] or ''} (version {f['version']})" if f["version"] else ""
-            click.echo(f"clnt_id {f['clnt_id']} {f['database']}: {f['kind']}{where}: {f['detail']}")
-        pending = sum(r["pending"] or 0 for r in rows)
-        click.echo(f"{len(rows)} tenant(s) checked: {len(findings)} finding(s); "
-                   f"{pending} pending migration(s) in all")
-    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if findings else EXIT_OK))
+        click.echo(report.verify_text(result.rows, result.findings))
+    failed = EXIT_FAILED if result.findings else EXIT_OK
+    sys.exit(EXIT_INTERRUPTED if interrupted else failed)
 
 
 @cli.command("check-isolation")
 @_json_flag
 @click.pass_obj
-def check_isolation(g: Globals, as_json: bool) -> None:
+def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
     """Shared mode: RLS coverage of every clnt_id table, the app role's rights, and
     a live probe as the app role with two tenants. Exit 1 naming every offender."""
-    from . import app, report
+    from . import commands, report
+    from .signals import run_async
 
-    project = g.project()
-    found, interrupted = app.run_async(lambda stop: app.check_isolation(project))
+    project = opts.project()
+    found, interrupted = run_async(lambda stop: commands.check_isolation(project))
     if found is None:
         sys.exit(EXIT_INTERRUPTED)
     errors = [f for f in found if f.severity == "error"]
-    if g.json or as_json:
+    if opts.json or as_json:
         click.echo(report.to_json({"database": project.file.shared.database,
                                    "isolated": not errors,
                                    "findings": [f.to_json() for f in found]}))
@@ -331,24 +301,25 @@ def check_isolation(g: Globals, as_json: bool) -> None:
 @cli.command("check-reversible")
 @_json_flag
 @click.pass_obj
-def check_reversible(g: Globals, as_json: bool) -> None:
+def check_reversible(opts: GlobalOptions, as_json: bool) -> None:
     """On a scratch database, apply each migration up, down, up again and compare
     the schema snapshots; report every difference by migration. Exit 1 on any."""
-    from . import app, report
+    from . import commands, report
+    from .signals import run_async
 
-    inputs = app.load_inputs(g.project())
-    found, interrupted = app.run_async(lambda stop: app.check_reversible(inputs))
-    if found is None:
+    project = opts.project()
+    outcome, interrupted = run_async(lambda stop: commands.check_reversible(project))
+    if outcome is None:
         sys.exit(EXIT_INTERRUPTED)
-    if g.json or as_json:
+    checked, found = outcome
+    if opts.json or as_json:
         click.echo(report.to_json({"differences": [d.to_json() for d in found],
-                                   "migrations": len(inputs.migrations)}))
+                                   "migrations": checked}))
     else:
         for d in found:
             state = f" [{d.sqlstate}]" if d.sqlstate else ""
             click.echo(f"{d.migration}: {d.phase}: {d.kind} {d.name}{state}: {d.detail}")
-        click.echo(f"{len(inputs.migrations)} migration(s) checked up -> down -> up: "
-                   f"{len(found)} difference(s)")
+        click.echo(f"{checked} migration(s) checked up -> down -> up: {len(found)} difference(s)")
     sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if found else EXIT_OK))
 
 
@@ -356,36 +327,29 @@ def check_reversible(g: Globals, as_json: bool) -> None:
 @click.argument("description")
 @click.option("--version", "version", metavar="V", help="Version to use instead of the next one.")
 @click.pass_obj
-def new(g: Globals, description: str, version: str | None) -> None:
+def new(opts: GlobalOptions, description: str, version: str | None) -> None:
     """Write the next versioned migration file into migrations/."""
-    from .migrations import NEW_MIGRATION_TEMPLATE, load_migrations, new_migration_path
+    from . import commands
 
-    project = g.project()
-    folder = project.migrations_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    existing = load_migrations(folder)
-    path = new_migration_path(folder, description, existing, version)
-    path.write_text(NEW_MIGRATION_TEMPLATE.format(description=description), encoding="utf-8")
-    click.echo(str(path))
+    click.echo(str(commands.new_migration(opts.project(), description, version)))
 
 
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_json_flag
 @click.pass_obj
-def lint(g: Globals, files: tuple[Path, ...], as_json: bool) -> None:
+def lint(opts: GlobalOptions, files: tuple[Path, ...], as_json: bool) -> None:
     """Check migrations for risky DDL and tenancy rules (default: all of migrations/).
 
     Exit 1 when a rule of severity error fires. Accept a rule deliberately in
     the file with `-- tenantctl: allow <rule-id>`.
     """
-    from . import app, report
+    from . import commands, report
     from .lint import RULES
 
-    inputs = app.load_inputs(g.project())
-    findings = app.lint(inputs, files)
+    findings = commands.lint(opts.project(), files)
     errors = sum(1 for f in findings if f.severity == "error")
-    if g.json or as_json:
+    if opts.json or as_json:
         click.echo(report.to_json({"findings": [f.to_json() for f in findings],
                                    "errors": errors, "rules": sorted(RULES)}))
     else:
@@ -403,39 +367,36 @@ def server() -> None:
 
 @server.command("start")
 @click.pass_obj
-def server_start(g: Globals) -> None:
+def server_start(opts: GlobalOptions) -> None:
     """Start the embedded server (commands also start it on demand)."""
-    from . import app
-
+    from . import commands
     from .redact import redact_dsn
 
-    project = g.project()
-    click.echo(redact_dsn(app.ensure_server(project)))
+    click.echo(redact_dsn(commands.server_start(opts.project())))
 
 
 @server.command("stop")
 @click.pass_obj
-def server_stop(g: Globals) -> None:
+def server_stop(opts: GlobalOptions) -> None:
     """Stop the embedded server kept next to tenants.yaml."""
-    from . import app
+    from . import commands
 
-    stopped = app.stop_embedded(g.project())
-    click.echo("stopped" if stopped else "not running")
+    click.echo("stopped" if commands.server_stop(opts.project()) else "not running")
 
 
 @server.command("status")
 @_json_flag
 @click.pass_obj
-def server_status(g: Globals, as_json: bool) -> None:
+def server_status(opts: GlobalOptions, as_json: bool) -> None:
     """Is the embedded server running, and where is its data."""
-    from . import app, report
+    from . import commands, report
 
-    info = app.embedded_status(g.project())
-    if g.json or as_json:
-        click.echo(report.to_json(info))
+    info = commands.server_status(opts.project())
+    if opts.json or as_json:
+        click.echo(report.to_json({"pgdata": info.pgdata, "running": info.running, "pid": info.pid}))
     else:
-        click.echo(f"{'running (pid %s)' % info['pid'] if info['running'] else 'stopped'}: "
-                   f"{info['pgdata']}")
+        state = f"running (pid {info.pid})" if info.running else "stopped"
+        click.echo(f"{state}: {info.pgdata}")
 
 
 def _fail(exc: TenantctlError, *, debug: bool, as_json: bool) -> NoReturn:

@@ -5,7 +5,7 @@ translated into one of these exactly once, at the edge that meets them (the
 ``postgres`` adapter for asyncpg, ``config`` for YAML/pydantic), and the CLI
 turns them into a message and an exit code in one place.
 
-Exit codes (the contract in DESIGN.md §2):
+Exit codes (the contract with scripts and the nightly job):
   0 all good · 1 a tenant failed / drift found · 2 bad input, nothing changed ·
   130 interrupted.
 """
@@ -109,11 +109,27 @@ class LockLost(DatabaseError):
         )
 
 
-class Interrupted(TenantctlError):
-    exit_code = EXIT_INTERRUPTED
+class DriftDetected(TenantctlError):
+    """An applied migration file was edited since it ran (that tenant is refused)."""
 
 
-# SQLSTATEs worth another attempt (DESIGN.md §3). Class 08 is matched by prefix.
+class MigrationFailed(TenantctlError):
+    """A permanent database error inside one migration, seed or down script.
+
+    ``migration`` names the file (or the step) it happened in; ``error`` is
+    the translated database error with its SQLSTATE.
+    """
+
+    def __init__(self, error: DatabaseError, migration: str) -> None:
+        super().__init__(error.message, hint=error.hint)
+        self.error = error
+        self.migration = migration
+
+
+# SQLSTATEs worth another attempt: serialization and deadlock failures, lock and
+# statement timeouts of our own sessions, a busy template, an administrator or
+# crash ending the backend, the server starting up or short of resources.
+# Class 08 (connection exceptions) is matched by prefix.
 TRANSIENT_SQLSTATES = frozenset(
     {
         "40001",  # serialization_failure

@@ -13,16 +13,15 @@ import asyncio
 import getpass
 import json
 import socket
-import sys
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from . import __version__, purpose
-from .drivers import postgres
 from .config import TenantSpec
-from .errors import DatabaseError, ServerError
+from .errors import BadInputError, DatabaseError, ServerError
 from .outcome import RunResult, TenantResult
-from .drivers.postgres import PgSession as Session
+from .drivers.base import Driver, Session
 from .redact import redact_argv
 
 SCHEMA_LOCK_KEY = 0x74656E616E7464  # serialises control-schema DDL between runs
@@ -112,25 +111,28 @@ WHERE clnt_id = $2
 """
 
 
-async def open_control(admin: Session, dsn: str, database: str) -> Session:
-    """Connect to the control database, creating it and its schema when missing."""
+async def open_control(driver: Driver, admin: Session, dsn: str, database: str) -> Session:
+    """Connect to the control database, creating it and its schema when missing.
+
+    The caller owns the returned session (``async with`` or ``close()``)."""
     try:
-        session = await postgres.connect(dsn, database)
+        session = await driver.connect(dsn, database)
     except DatabaseError as exc:
         if exc.sqlstate != "3D000":
             raise
-        if await postgres.create_database(admin, database):
-            await postgres.write_purpose(admin, purpose.CONTROL, database)
-        session = await postgres.connect(dsn, database)
+        if await driver.create_database(admin, database):
+            await driver.write_purpose(admin, purpose.CONTROL, database)
+        session = await driver.connect(dsn, database)
     try:
-        exists = await session.fetchval("SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL")
-        tag = (await postgres.read_purposes(admin)).get(database)
+        exists = bool(await session.fetch_value(
+            "SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL"))
+        tag = (await driver.read_purposes(admin)).get(database)
         if tag != purpose.CONTROL:
-            await _adopt_control(session, database, tag, exists)
+            await _adopt_control(driver, session, database, tag, exists)
         if not exists:
             async with session.transaction():
                 # Poll, never block: two first runs at once must not race on DDL.
-                while not await session.fetchval(
+                while not await session.fetch_value(
                     "SELECT pg_try_advisory_xact_lock($1)", SCHEMA_LOCK_KEY
                 ):
                     await asyncio.sleep(0.05)
@@ -141,33 +143,44 @@ async def open_control(admin: Session, dsn: str, database: str) -> Session:
     return session
 
 
-async def _adopt_control(session: Session, database: str, tag: str | None, ledger: bool) -> None:
+async def _adopt_control(driver: Driver, session: Session, database: str, tag: str | None,
+                         ledger: bool) -> None:
     """An untagged control database is adopted when it already holds the ledger
     (made by a tenantctl from before purpose tags) or is empty; never otherwise."""
     refusal = purpose.mismatch(database, purpose.CONTROL, tag)
     if refusal is None and not ledger:
-        has_objects = (await postgres.database_contents(session))[1]
+        has_objects = (await driver.database_contents(session))[1]
         if has_objects:
             refusal = (f"control_database {database} exists and holds objects, but tenantctl did "
                        "not create it: refusing to put the run ledger in it")
     if refusal is not None:
         raise ServerError(refusal, hint="set control_database in tenants.yaml to a database of "
                           "its own (tenantctl creates it)")
-    await postgres.write_purpose(session, purpose.CONTROL)
+    await driver.write_purpose(session, purpose.CONTROL)
 
 
-async def connect_existing(dsn: str, database: str) -> Session | None:
+async def connect_existing(driver: Driver, dsn: str, database: str) -> Session | None:
     """The control database if it exists (read-only commands never create it)."""
     try:
-        session = await postgres.connect(dsn, database)
+        session = await driver.connect(dsn, database)
     except DatabaseError as exc:
         if exc.sqlstate == "3D000":
             return None
         raise
-    if not await session.fetchval("SELECT to_regclass('tenantctl_tenants') IS NOT NULL"):
+    if not await session.fetch_value("SELECT to_regclass('tenantctl_tenants') IS NOT NULL"):
         await session.close()
         return None
     return session
+
+
+async def read_placements(driver: Driver, dsn: str,
+                          database: str) -> dict[tuple[str, str], tuple[int, ...]]:
+    """:func:`placements` from an existing control database ({} when there is none)."""
+    session = await connect_existing(driver, dsn, database)
+    if session is None:
+        return {}
+    async with session:
+        return await placements(session)
 
 
 def _error_json(result: TenantResult) -> str | None:
@@ -190,10 +203,6 @@ class Ledger:
         self._session = session
         self._lock = asyncio.Lock()
         self._queued: list[tuple[Any, ...]] = []
-
-    @property
-    def session(self) -> Session:
-        return self._session
 
     async def sync_registry(self, tenants: tuple[TenantSpec, ...]) -> None:
         async with self._lock:
@@ -245,27 +254,40 @@ class Ledger:
 
 async def placements(session: Session) -> dict[tuple[str, str], tuple[int, ...]]:
     """(server, database) -> the registered tenants that live there."""
-    rows = await session.fetch(
-        "SELECT server, database, array_agg(clnt_id ORDER BY clnt_id) AS ids "
+    rows = await session.fetch_as(
+        _Placement, "SELECT server, database, array_agg(clnt_id ORDER BY clnt_id) AS ids "
         "FROM tenantctl_tenants GROUP BY server, database")
-    return {(r["server"], r["database"]): tuple(r["ids"]) for r in rows}
+    return {(r.server, r.database): tuple(r.ids) for r in rows}
 
 
-async def last_outcomes(session: Session) -> dict[int, dict[str, Any]]:
+@dataclass(frozen=True)
+class _Placement:
+    server: str
+    database: str
+    ids: list[int]
+
+
+@dataclass(frozen=True)
+class LastOutcome:
+    """A tenant's last outcome, as the ledger knows it."""
+
+    clnt_id: int
+    last_status: str | None
+    last_run_id: str | None
+    last_error: str | None  # JSON text
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        parsed: dict[str, Any] | None = json.loads(self.last_error) if self.last_error else None
+        return parsed
+
+
+async def last_outcomes(session: Session) -> dict[int, LastOutcome]:
     """Per clnt_id: last status, run and error, as the ledger knows them."""
-    rows = await session.fetch(
-        "SELECT clnt_id, last_status, last_run_id::text AS last_run_id, last_error::text AS "
-        "last_error, provisioned_on FROM tenantctl_tenants"
-    )
-    return {
-        r["clnt_id"]: {
-            "last_status": r["last_status"],
-            "last_run_id": r["last_run_id"],
-            "last_error": json.loads(r["last_error"]) if r["last_error"] else None,
-            "provisioned_on": r["provisioned_on"].isoformat() if r["provisioned_on"] else None,
-        }
-        for r in rows
-    }
+    rows = await session.fetch_as(
+        LastOutcome, "SELECT clnt_id, last_status, last_run_id::text AS last_run_id, "
+        "last_error::text AS last_error FROM tenantctl_tenants")
+    return {r.clnt_id: r for r in rows}
 
 
 async def unfinished(session: Session, command: str, run_id: str | None) -> set[int]:
@@ -275,35 +297,38 @@ async def unfinished(session: Session, command: str, run_id: str | None) -> set[
     tenant whose last outcome anywhere was failed or skipped.
     """
     if run_id is None:
-        run_id = await session.fetchval(
+        run_id = await session.fetch_value(
             "SELECT run_id::text FROM tenantctl_runs WHERE command = $1 "
             "ORDER BY started_on DESC LIMIT 1", command,
         )
-        rows = await session.fetch(
-            "SELECT clnt_id FROM tenantctl_tenants WHERE last_status IN ('failed', 'skipped')"
-        )
-        out = {r["clnt_id"] for r in rows}
+        rows = await session.fetch_as(
+            _Id, "SELECT clnt_id AS id FROM tenantctl_tenants "
+            "WHERE last_status IN ('failed', 'skipped')")
+        out = {r.id for r in rows}
         if run_id is None:
             return out
     else:
-        from .errors import BadInputError
-
         out = set()
         try:
             run_id = str(uuid.UUID(run_id))
         except ValueError:
             raise BadInputError(f"--resume {run_id}: not a run id (a UUID)") from None
-        if not await session.fetchval(
+        if not await session.fetch_value(
             "SELECT true FROM tenantctl_runs WHERE run_id = $1::uuid", run_id
         ):
             raise BadInputError(f"--resume {run_id}: no such run in the ledger")
-    rows = await session.fetch(
-        "SELECT id FROM tenantctl_runs r, unnest(r.clnt_ids) AS id WHERE r.run_id = $1::uuid "
+    rows = await session.fetch_as(
+        _Id, "SELECT id FROM tenantctl_runs r, unnest(r.clnt_ids) AS id WHERE r.run_id = $1::uuid "
         "AND NOT EXISTS (SELECT 1 FROM tenantctl_run_tenants t WHERE t.run_id = r.run_id "
         "AND t.clnt_id = id AND t.status IN ('applied', 'up_to_date'))",
         run_id,
     )
-    return out | {r["id"] for r in rows}
+    return out | {r.id for r in rows}
+
+
+@dataclass(frozen=True)
+class _Id:
+    id: int
 
 
 def _os_user() -> str | None:

@@ -13,7 +13,7 @@ STATUSES = (APPLIED, UP_TO_DATE, FAILED, SKIPPED)
 
 
 @dataclass(frozen=True)
-class TenantError:
+class TenantFailure:
     message: str
     sqlstate: str | None = None
     migration: str | None = None
@@ -46,7 +46,7 @@ class TenantResult:
     duration_ms: int = 0
     created: bool = False
     seeded: bool = False
-    error: TenantError | None = None
+    error: TenantFailure | None = None
     reason: str | None = None  # why a tenant was skipped
     warnings: tuple[str, ...] = ()
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, RunResult, TenantResult
+
+if TYPE_CHECKING:
+    from .lint import Finding
+    from .status import StatusRow, VerifyFinding
 
 _MARK = {APPLIED: "applied", UP_TO_DATE: "up to date", FAILED: "FAILED", SKIPPED: "skipped"}
 
@@ -50,29 +55,42 @@ def run_summary(run: RunResult) -> str:
     return "\n".join(lines)
 
 
-def status_table(rows: list[dict[str, Any]]) -> str:
-    header = f"{'clnt_id':>7}  {'mode':<8}  {'database':<24}  {'version':<10}  {'pending':>7}  state / last error"
+def status_table(rows: Sequence[StatusRow]) -> str:
+    header = (f"{'clnt_id':>7}  {'mode':<8}  {'database':<24}  {'version':<10}  {'pending':>7}  "
+              "state / last error")
     out = [header, "-" * len(header)]
     for r in rows:
-        note = r["state"]
-        if r.get("drift"):
-            note += f" ({', '.join(r['drift'])})"
-        if r.get("gaps"):
-            note += f" (not recorded: {', '.join(r['gaps'])})"
-        if r.get("partial"):
-            note += f"; partial: {', '.join(r['partial'])}"
-        err = r.get("last_error")
-        if err and r.get("last_status") == FAILED:
+        row = r.to_json()
+        note = r.state
+        if row["drift"]:
+            note += f" ({', '.join(row['drift'])})"
+        if row["gaps"]:
+            note += f" (not recorded: {', '.join(row['gaps'])})"
+        if row["partial"]:
+            note += f"; partial: {', '.join(row['partial'])}"
+        err = r.last_error
+        if err and r.last_status == FAILED:
             note += f"; last error [{err.get('sqlstate') or '-'}] {err.get('message')}"
-        pending = "-" if r["pending"] is None else str(r["pending"])
+        pending = "-" if r.pending is None else str(r.pending)
         out.append(
-            f"{r['clnt_id']:>7}  {r['mode']:<8}  {r['database']:<24}  {r['version'] or '-':<10}  "
+            f"{r.clnt_id:>7}  {r.mode:<8}  {r.database:<24}  {r.version or '-':<10}  "
             f"{pending:>7}  {note}"
         )
     return "\n".join(out)
 
 
-def finding_line(f: Any) -> str:
+def verify_text(rows: Sequence[StatusRow], findings: Sequence[VerifyFinding]) -> str:
+    lines = []
+    for f in findings:
+        where = f" {f.file or ''} (version {f.version})" if f.version else ""
+        lines.append(f"clnt_id {f.clnt_id} {f.database}: {f.kind}{where}: {f.detail}")
+    pending = sum(r.pending or 0 for r in rows)
+    lines.append(f"{len(rows)} tenant(s) checked: {len(findings)} finding(s); "
+                 f"{pending} pending migration(s) in all")
+    return "\n".join(lines)
+
+
+def finding_line(f: Finding) -> str:
     return f"{f.file}:{f.line}: [{f.rule}] {f.message}"
 
 

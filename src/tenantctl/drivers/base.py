@@ -20,8 +20,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from .migrations import Migration, Script
-    from .plan import HistoryRow
+    from ..migrations import Migration, Script
+    from ..plan import HistoryRow
 
 R = TypeVar("R")
 
@@ -38,6 +38,10 @@ class Session(Protocol):
     async def execute(self, sql: str, *args: Any) -> str:
         """Run SQL; returns the command status (``INSERT 0 1``). Without
         arguments several statements may be sent at once."""
+        ...
+
+    async def executemany(self, sql: str, args: list[tuple[Any, ...]]) -> None:
+        """Run one statement once per argument tuple, pipelined, atomically."""
         ...
 
     async def fetch_as(self, row: type[R], sql: str, *args: Any) -> list[R]:

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 from ..errors import DatabaseError, LockNotAcquired
 from ..migrations import Migration, Script
 from ..plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
+from .base import Session
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -74,9 +80,45 @@ class FakeSession:
             if db is not None and db.lock_owner == self.id:
                 db.lock_owner = None  # session locks die with the connection
 
+    async def __aenter__(self) -> FakeSession:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    # The fake runs no SQL: tenantctl's operations are the driver's methods.
+    async def execute(self, sql: str, *args: Any) -> str:
+        raise _no_sql()
+
+    async def executemany(self, sql: str, args: list[tuple[Any, ...]]) -> None:
+        raise _no_sql()
+
+    async def fetch_as(self, row: type[R], sql: str, *args: Any) -> list[R]:
+        raise _no_sql()
+
+    async def fetch_one_as(self, row: type[R], sql: str, *args: Any) -> R | None:
+        raise _no_sql()
+
+    async def fetch_value(self, sql: str, *args: Any) -> Any:
+        raise _no_sql()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        yield
+
+
+def _no_sql() -> DatabaseError:
+    return DatabaseError("the fake driver runs no SQL", sqlstate="0A000")
+
+
+def _fake(session: Session) -> FakeSession:
+    assert isinstance(session, FakeSession), "a FakeDriver only works with its own sessions"
+    return session
+
 
 class FakeDriver:
-    """Drop-in for the ``postgres`` module inside the engine."""
+    """An in-memory :class:`~tenantctl.drivers.base.Driver`."""
 
     def __init__(self, server: FakeServer | None = None) -> None:
         self.server = server or FakeServer()
@@ -85,7 +127,9 @@ class FakeDriver:
         if self.server.latency_s:
             await asyncio.sleep(self.server.latency_s)
 
-    async def connect(self, dsn: str, database: str | None = None, **_: Any) -> FakeSession:
+    async def connect(self, dsn: str, database: str | None = None, *, timeout: float = 10.0,
+                      lock_timeout: float | None = None,
+                      statement_timeout: float | None = None) -> FakeSession:
         await self._tick()
         name = database or "postgres"
         if name != "postgres" and name not in self.server.databases:
@@ -94,7 +138,7 @@ class FakeDriver:
         self.server.peak_connections = max(self.server.peak_connections, self.server.connections)
         return FakeSession(self.server, name)
 
-    async def create_database(self, admin: FakeSession, name: str, template: str | None = None) -> bool:
+    async def create_database(self, admin: Session, name: str, template: str | None = None) -> bool:
         await self._tick()
         if name in self.server.databases:
             return False
@@ -102,35 +146,36 @@ class FakeDriver:
             source = self.server.databases.get(template)
             if source is None:
                 raise DatabaseError(f'template database "{template}" does not exist', sqlstate="3D000")
-            copy = FakeDatabase(list(source.history), source.has_history, None, None, source.rank)
+            copy = FakeDatabase(list(source.history), source.has_history, rank=source.rank)
             self.server.databases[name] = copy
         else:
             self.server.databases[name] = FakeDatabase()
         return True
 
-    async def acquire_migration_lock(self, session: FakeSession, wait_s: float, **_: Any) -> float:
+    async def acquire_migration_lock(self, session: Session, wait_s: float, *,
+                                     key: int | None = None) -> float:
         start = time.monotonic()
-        while session.db.lock_owner not in (None, session.id):
+        while _fake(session).db.lock_owner not in (None, _fake(session).id):
             if time.monotonic() - start >= wait_s:
                 raise LockNotAcquired(session.database, wait_s)
             await asyncio.sleep(0.01)
-        session.db.lock_owner = session.id
+        _fake(session).db.lock_owner = _fake(session).id
         return time.monotonic() - start
 
-    async def open_history(self, session: FakeSession) -> list[HistoryRow]:
+    async def open_history(self, session: Session) -> list[HistoryRow]:
         await self._tick()
-        session.db.has_history = True
-        return list(session.db.history)
+        _fake(session).db.has_history = True
+        return list(_fake(session).db.history)
 
-    async def read_history(self, session: FakeSession, *, missing_ok: bool = True) -> list[HistoryRow]:
+    async def read_history(self, session: Session, *, missing_ok: bool = True) -> list[HistoryRow]:
         await self._tick()
-        if not session.db.has_history:
+        if not _fake(session).db.has_history:
             if missing_ok:
                 return []
             raise DatabaseError("relation tenantctl_schema_history does not exist", sqlstate="42P01")
-        return list(session.db.history)
+        return list(_fake(session).db.history)
 
-    def _maybe_fail(self, session: FakeSession, migration: Migration) -> None:
+    def _maybe_fail(self, session: Session, migration: Migration) -> None:
         state = self.server.fail.get((session.database, migration.version.text))
         if state is None and "1/0" in migration.up.sql.replace(" ", ""):
             state = "22012"
@@ -141,52 +186,67 @@ class FakeDriver:
             del self.server.fail[(session.database, migration.version.text)]
         raise error
 
-    async def apply_transactional(self, session: FakeSession, migration: Migration, run_id: Any) -> int:
+    async def apply_transactional(self, session: Session, migration: Migration, run_id: Any) -> int:
         await self._tick()
         self._maybe_fail(session, migration)
-        session.db.add(migration.version.text, migration.description, KIND_UP,
+        _fake(session).db.add(migration.version.text, migration.description, KIND_UP,
                        migration.checksum, True)
         return 0
 
-    async def apply_statements(self, session: FakeSession, migration: Migration, run_id: Any,
+    async def apply_statements(self, session: Session, migration: Migration, run_id: Any,
                                resume_from: int) -> int:
         await self._tick()
         self._maybe_fail(session, migration)
-        session.db.add(migration.version.text, migration.description, KIND_UP,
+        _fake(session).db.add(migration.version.text, migration.description, KIND_UP,
                        migration.checksum, True, len(migration.up.statements))
         return 0
 
-    async def apply_seed(self, session: FakeSession, script: Script, clnt_id: int, name: str,
+    async def apply_seed(self, session: Session, script: Script, clnt_id: int, name: str,
                          sites: tuple[int, ...], run_id: Any) -> None:
         await self._tick()
-        session.db.add(str(clnt_id), f"seed clnt_id {clnt_id}", KIND_SEED, script.checksum, True)
+        _fake(session).db.add(str(clnt_id), f"seed clnt_id {clnt_id}", KIND_SEED, script.checksum, True)
 
-    async def apply_down(self, session: FakeSession, migration: Migration, run_id: Any) -> int:
+    async def apply_down(self, session: Session, migration: Migration, run_id: Any) -> int:
         await self._tick()
         assert migration.down is not None
-        session.db.add(migration.version.text, migration.description, KIND_DOWN,
+        _fake(session).db.add(migration.version.text, migration.description, KIND_DOWN,
                        migration.down.checksum, True)
         return 0
 
-    async def write_purpose(self, session: FakeSession, purpose: str,
+    async def write_purpose(self, session: Session, purpose: str,
                             database: str | None = None) -> bool:
         self.server.databases[database or session.database].purpose = purpose
         return True
 
-    async def database_contents(self, session: FakeSession) -> tuple[bool, bool]:
-        return session.db.has_history, False
+    async def database_contents(self, session: Session) -> tuple[bool, bool]:
+        return _fake(session).db.has_history, False
 
-    async def reset_session(self, session: FakeSession) -> None:
+    async def reset_session(self, session: Session) -> None:
         await self._tick()
 
-    async def record_repair(self, session: FakeSession, migration: Migration, run_id: Any) -> None:
-        session.db.add(migration.version.text, migration.description, KIND_REPAIR,
+    async def record_repair(self, session: Session, migration: Migration, run_id: Any) -> None:
+        _fake(session).db.add(migration.version.text, migration.description, KIND_REPAIR,
                        migration.checksum, True)
 
-    async def write_marker(self, session: FakeSession, marker: str | None,
+    async def write_marker(self, session: Session, marker: str | None,
                            database: str | None = None) -> bool:
         self.server.databases[database or session.database].marker = marker
         return True
+
+    async def drop_database(self, admin: Session, name: str) -> None:
+        self.server.databases.pop(name, None)
+
+    async def existing_databases(self, admin: Session, names: list[str]) -> set[str]:
+        return {n for n in names if n in self.server.databases}
+
+    async def max_connections(self, admin: Session) -> int:
+        return 97  # PostgreSQL's default of 100, less the 3 reserved for superusers
+
+    async def read_markers(self, admin: Session) -> dict[str, str]:
+        return self.markers()
+
+    async def read_purposes(self, admin: Session) -> dict[str, str]:
+        return {n: d.purpose for n, d in self.server.databases.items() if d.purpose}
 
     def markers(self) -> dict[str, str]:
         return {n: d.marker for n, d in self.server.databases.items() if d.marker}

@@ -226,15 +226,16 @@ async def max_connections(admin: Session) -> int:
 
 
 async def acquire_migration_lock(
-    session: Session, wait_s: float, *, poll_s: float = 0.05, poll_max_s: float = 1.0,
-    key: int = MIGRATION_LOCK_KEY,
+    session: Session, wait_s: float, *, key: int | None = None, poll_s: float = 0.05,
+    poll_max_s: float = 1.0,
 ) -> float:
     """Poll pg_try_advisory_lock until held or ``wait_s`` passed; never block.
 
     A blocked ``pg_advisory_lock`` waiter would deadlock with a concurrent
-    CREATE INDEX CONCURRENTLY in the other session (DESIGN.md §3).
+    CREATE INDEX CONCURRENTLY in the other session (docs/design.md).
     Returns the seconds waited.
     """
+    key = MIGRATION_LOCK_KEY if key is None else key
     start = time.monotonic()
     delay = poll_s
     while True:

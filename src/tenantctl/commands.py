@@ -1,0 +1,273 @@
+"""tenantctl as a library: one function per command.
+
+Each function takes a validated :class:`~tenantctl.config.Project` and typed
+arguments, validates every local input before it opens a connection (bad
+input raises a :class:`~tenantctl.errors.BadInputError`, nothing changed),
+and returns typed results. Nothing here parses arguments or prints: the CLI
+(``tenantctl.cli``) is a thin adapter over these, as alembic's ``command``
+module is over its script directory.
+
+    project = load_project(Path("tenants.yaml"))
+    run = await commands.migrate(project, ChangeRequest(all=True))
+    rows = await commands.status(project)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import embedded, isolation, isolation_check
+from .config import Project, TenantSpec, parse_duration
+from .drivers.base import Driver
+from .drivers.postgres import DRIVER
+from .engine import RunOptions
+from .errors import BadInputError, ServerError
+from .fleet import server_dsns
+from .inputs import (
+    Inputs,
+    check_rollback_inputs,
+    lint as lint_inputs,
+    load_inputs,
+    refuse_on_lint_errors,
+    resolve_target,
+)
+from .isolation_check import IsolationFinding
+from .lint import Finding
+from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_migration_path
+from .outcome import RunResult, TenantResult
+from .reversible import Difference
+from .reversible import check_reversible as run_reversible_check
+from .runs import run_changes
+from .status import StatusRow, VerifyFinding, collect_status, verify_findings
+from .steps import Verb
+
+
+@dataclass(frozen=True)
+class ChangeRequest:
+    """What provision, migrate, rollback or repair is asked to do.
+
+    ``None`` means "the setting from tenants.yaml"; durations are given as
+    text (``5s``, ``500ms``) as on the command line.
+    """
+
+    ids: tuple[int, ...] = ()
+    all: bool = False
+    to: str | None = None
+    dry_run: bool = False
+    concurrency: int | None = None
+    max_failures: int | None = None
+    fail_fast: bool = False
+    lock_timeout: str | None = None
+    statement_timeout: str | None = None
+    lock_wait: str | None = None
+    retries: int | None = None
+    only_failed: bool = False
+    resume_run: str | None = None
+    allow_drift: bool = False
+    no_skip: bool = False
+    no_template: bool = False
+    strict_lint: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A changing command with every local input validated: nothing touched yet."""
+
+    verb: Verb
+    inputs: Inputs
+    tenants: tuple[TenantSpec, ...]
+    options: RunOptions
+    lint: tuple[Finding, ...]
+    resume: str | bool
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        return self.inputs.notices
+
+
+def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun:
+    """Validate a changing command's input; raises BadInputError (exit 2)."""
+    if request.resume_run and request.only_failed:
+        raise BadInputError("give --only-failed or --resume RUN_ID, not both")
+    resume: str | bool = request.resume_run or request.only_failed
+    tenants = project.select(request.ids, request.all or (bool(resume) and not request.ids))
+    inputs = load_inputs(project, with_seed=verb in (Verb.PROVISION, Verb.MIGRATE))
+    target = resolve_target(inputs, request.to)
+    if verb is Verb.ROLLBACK:
+        if target is None:
+            raise BadInputError("rollback needs --to VERSION")
+        check_rollback_inputs(inputs, target)
+    options = _run_options(project, verb, request, target)
+    findings = lint_inputs(inputs)
+    if request.strict_lint or project.settings.strict_lint:
+        refuse_on_lint_errors(findings)
+    return PreparedRun(verb, inputs, tenants, options, tuple(findings), resume)
+
+
+def _run_options(project: Project, verb: Verb, request: ChangeRequest,
+                 target: Version | None) -> RunOptions:
+    settings = project.settings
+
+    def duration(flag: str, given: str | None, default: float) -> float:
+        if given is None:
+            return default
+        try:
+            return parse_duration(given)
+        except ValueError as exc:
+            raise BadInputError(f"--{flag}: {exc}") from None
+
+    return RunOptions(
+        verb=verb,
+        target=target,
+        dry_run=request.dry_run,
+        concurrency=request.concurrency or settings.concurrency,
+        max_failures=1 if request.fail_fast else request.max_failures,
+        lock_timeout=duration("lock-timeout", request.lock_timeout, settings.lock_timeout),
+        statement_timeout=duration("statement-timeout", request.statement_timeout,
+                                   settings.statement_timeout),
+        lock_wait=duration("lock-wait", request.lock_wait, settings.lock_wait),
+        retries=settings.retries if request.retries is None else request.retries,
+        allow_drift=request.allow_drift,
+        skip_marked=not request.no_skip,
+        use_template=not request.no_template,
+    )
+
+
+ResultCallback = Callable[[TenantResult], Awaitable[None]]
+
+
+async def execute(
+    prepared: PreparedRun, *, driver: Driver = DRIVER, on_result: ResultCallback | None = None,
+    on_start: Callable[[int], None] | None = None, stop: asyncio.Event | None = None,
+    argv: tuple[str, ...] = (),
+) -> RunResult:
+    """Run a prepared changing command against the servers and record it in the ledger."""
+    return await run_changes(driver, prepared.inputs, prepared.tenants, prepared.options,
+                             on_result=on_result, on_start=on_start, stop=stop,
+                             resume=prepared.resume, argv=argv)
+
+
+async def provision(project: Project, request: ChangeRequest, *, driver: Driver = DRIVER,
+                    stop: asyncio.Event | None = None) -> RunResult:
+    """Create, migrate, seed and register tenants (idempotent)."""
+    return await execute(prepare(project, Verb.PROVISION, request), driver=driver, stop=stop)
+
+
+async def migrate(project: Project, request: ChangeRequest, *, driver: Driver = DRIVER,
+                  stop: asyncio.Event | None = None) -> RunResult:
+    """Apply pending migrations to the selected tenants, many at once."""
+    return await execute(prepare(project, Verb.MIGRATE, request), driver=driver, stop=stop)
+
+
+async def rollback(project: Project, request: ChangeRequest, *, driver: Driver = DRIVER,
+                   stop: asyncio.Event | None = None) -> RunResult:
+    """Run down scripts newest-first until the tenants are at ``request.to``."""
+    return await execute(prepare(project, Verb.ROLLBACK, request), driver=driver, stop=stop)
+
+
+async def repair(project: Project, request: ChangeRequest, *, driver: Driver = DRIVER,
+                 stop: asyncio.Event | None = None) -> RunResult:
+    """Accept deliberate edits of applied files: re-record their checksums."""
+    return await execute(prepare(project, Verb.REPAIR, request), driver=driver, stop=stop)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    rows: tuple[StatusRow, ...]
+    latest: str | None
+
+
+async def status(project: Project, ids: tuple[int, ...] = (), *, concurrency: int | None = None,
+                 driver: Driver = DRIVER) -> StatusReport:
+    """Every selected tenant (all when ``ids`` is empty): version, pending, state, last error."""
+    tenants = project.select(ids, not ids)
+    inputs = load_inputs(project)
+    rows = await collect_status(driver, inputs, tenants, concurrency or project.settings.concurrency)
+    return StatusReport(tuple(rows), inputs.latest)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    rows: tuple[StatusRow, ...]
+    findings: tuple[VerifyFinding, ...]
+
+
+async def verify(project: Project, ids: tuple[int, ...] = (), *, concurrency: int | None = None,
+                 driver: Driver = DRIVER) -> VerifyReport:
+    """Every tenant's history against the folder; a finding per problem."""
+    report = await status(project, ids, concurrency=concurrency, driver=driver)
+    return VerifyReport(report.rows, tuple(verify_findings(list(report.rows))))
+
+
+def lint(project: Project, files: tuple[Path, ...] = ()) -> list[Finding]:
+    """Lint findings of the folder, or of ``files`` judged after the folder."""
+    return lint_inputs(load_inputs(project), files)
+
+
+async def check_isolation(project: Project, *, driver: Driver = DRIVER) -> list[IsolationFinding]:
+    """Shared mode: catalog audit and live probe of the shared database (two tenants)."""
+    shared = project.file.shared
+    server = shared.server or project.default_server
+    dsn = server_dsns(project, {server})[server]
+    async with await driver.connect(dsn, shared.database) as session:
+        await isolation.ensure_registry(session)
+        ids = await isolation.registered_ids(session)
+    probe = (ids[0], ids[1]) if len(ids) >= 2 else None
+    findings = await isolation_check.check_isolation(
+        dsn, shared.database, app_role=shared.app_role, owner_role=shared.owner_role,
+        global_tables=frozenset(shared.global_tables), probe_tenants=probe,
+        probe_dsn=shared.probe_dsn,
+    )
+    if probe is None:
+        findings.append(IsolationFinding(
+            "probe-skipped", None, "fewer than two tenants registered in the shared database: "
+            "the live probe needs two", "warning"))
+    return findings
+
+
+async def check_reversible(project: Project) -> tuple[int, list[Difference]]:
+    """up -> down -> up of every migration on a scratch database of the default server:
+    (migrations checked, differences)."""
+    inputs = load_inputs(project)
+    dsn = server_dsns(project, {project.default_server})[project.default_server]
+    scratch = f"tenantctl_scratch_{uuid.uuid4().hex[:12]}"
+    return len(inputs.migrations), await run_reversible_check(dsn, inputs.migrations,
+                                                              scratch_name=scratch)
+
+
+def new_migration(project: Project, description: str, version: str | None = None) -> Path:
+    """Write the next versioned migration file into the migrations folder."""
+    folder = project.migrations_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = new_migration_path(folder, description, load_migrations(folder), version)
+    path.write_text(NEW_MIGRATION_TEMPLATE.format(description=description), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    pgdata: str
+    running: bool
+    pid: int | None
+
+
+def server_start(project: Project) -> str:
+    """The default server's DSN, starting the embedded server if that is the one."""
+    dsns = server_dsns(project, {project.default_server})
+    if not dsns:
+        raise ServerError("no default server")
+    return dsns[project.default_server]
+
+
+def server_stop(project: Project) -> bool:
+    """Stop the embedded server; False if it was not running."""
+    return embedded.stop(project.state_dir)
+
+
+def server_status(project: Project) -> EmbeddedStatus:
+    pid = embedded.running_pid(project.state_dir)
+    return EmbeddedStatus(str(project.state_dir / embedded.PGDATA), pid is not None, pid)

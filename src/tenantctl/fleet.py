@@ -1,0 +1,161 @@
+"""The servers of a run: their DSNs, what they hold, and their provisioning templates.
+
+Read once per run, one admin session per server, before any tenant is
+touched: the connection cap, which unit databases exist, every database's
+schema marker (what lets a no-op run skip sessions) and purpose tag (what
+keeps a run out of databases that are not the tenant's). Templates are
+rebuilt here when the folder changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from . import embedded, purpose
+from .config import EMBEDDED, Project
+from .drivers.base import Driver, Session
+from .engine import Engine, RunOptions
+from .executor import Unit
+from .migrations import Migration
+from .modes import Mode
+from .plan import can_skip
+from .steps import Verb
+from .volatile import per_tenant_migrations
+
+TEMPLATE_LOCK_KEY = 0x74656E616E7465  # one template rebuild per server at a time
+
+
+def server_dsns(project: Project, servers: set[str]) -> dict[str, str]:
+    """DSN per server in use, starting the embedded server where configured."""
+    out = {}
+    for name in servers:
+        dsn = project.servers[name].dsn
+        out[name] = embedded.ensure_running(project.state_dir) if dsn == EMBEDDED else dsn
+    return out
+
+
+@dataclass
+class ServerFacts:
+    caps: dict[str, int] = field(default_factory=dict)
+    existing: set[tuple[str, str]] = field(default_factory=set)
+    markers: dict[tuple[str, str], str] = field(default_factory=dict)
+    purposes: dict[tuple[str, str], str] = field(default_factory=dict)
+    # registry: who lives where, as the control database knew it before this run
+    claims: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+
+
+async def server_facts(driver: Driver, project: Project, dsns: dict[str, str],
+                       units: list[Unit]) -> ServerFacts:
+    facts = ServerFacts()
+    for name, dsn in dsns.items():
+        async with await driver.connect(dsn) as admin:
+            available = await driver.max_connections(admin)
+            configured = project.servers[name].max_connections
+            # Leave half the server to the application (and to other tools).
+            facts.caps[name] = max(1, configured if configured else available // 2)
+            names = [u.database for u in units if u.server == name]
+            names.append(project.file.template_database)
+            facts.existing |= {(name, db) for db in await driver.existing_databases(admin, names)}
+            facts.markers.update({(name, db): m for db, m in (await driver.read_markers(admin)).items()})
+            facts.purposes.update(
+                {(name, db): p for db, p in (await driver.read_purposes(admin)).items()})
+    return facts
+
+
+def template_migrations(migrations: tuple[Migration, ...], notes: list[str]) -> tuple[Migration, ...]:
+    """The migrations a template may hold: those before the first one that must run
+    per tenant (it writes random values, such as a signing key, that every clone
+    would otherwise share). Later ones run in each tenant after the clone."""
+    per_tenant = per_tenant_migrations(migrations)
+    for index, migration in enumerate(migrations):
+        reason = per_tenant.get(migration.version)
+        if reason is not None:
+            notes.append(f"template stops before {migration.filename}: it runs in each tenant "
+                         f"after the clone ({reason})")
+            return migrations[:index]
+    return migrations
+
+
+async def prepare_templates(
+    driver: Driver, project: Project, migrations: tuple[Migration, ...], dsns: dict[str, str],
+    units: list[Unit], facts: ServerFacts, options: RunOptions, run_id: str, notes: list[str],
+) -> tuple[dict[str, str], int]:
+    """Make sure each server that will create databases has a template holding the
+    folder's migrations (up to the first per-tenant one); rebuild it from scratch
+    when the folder changed.
+
+    Returns ({server: template name} where usable, how many migrations it holds);
+    where it is not usable, provisioning falls back to plain migrations and a
+    note says why.
+    """
+    if options.verb is not Verb.PROVISION or options.dry_run or not migrations:
+        return {}, 0
+    if not project.settings.template or not options.use_template:
+        return {}, 0
+    name = project.file.template_database
+    need = sorted({u.server for u in units
+                   if u.policy.clones_template and (u.server, u.database) not in facts.existing})
+    baked = template_migrations(migrations, notes) if need else ()
+    if not baked:
+        return {}, 0
+    templates: dict[str, str] = {}
+    for server in need:
+        if can_skip(facts.markers.get((server, name)), baked, need_seed=False):
+            templates[server] = name
+            continue
+        async with await driver.connect(dsns[server]) as admin:
+            if await _build_template(driver, admin, server, name, baked, dsns, facts, options,
+                                     run_id, notes):
+                templates[server] = name
+    return templates, len(baked)
+
+
+async def _build_template(
+    driver: Driver, admin: Session, server: str, name: str, baked: tuple[Migration, ...],
+    dsns: dict[str, str], facts: ServerFacts, options: RunOptions, run_id: str, notes: list[str],
+) -> bool:
+    await driver.acquire_migration_lock(admin, options.lock_wait, key=TEMPLATE_LOCK_KEY)
+    # another run may have rebuilt it while we waited
+    current = (await driver.read_markers(admin)).get(name)
+    if can_skip(current, baked, need_seed=False):
+        return True
+    refusal = await _template_refusal(driver, admin, server, name, current, facts)
+    if refusal is not None:
+        notes.append(f"{refusal}; provisioning with plain migrations on {server}")
+        return False
+    await driver.drop_database(admin, name)
+    await driver.create_database(admin, name)
+    await driver.write_purpose(admin, purpose.TEMPLATE, name)
+    build = Engine(
+        baked, dsns, replace(options, verb=Verb.MIGRATE, target=None, skip_marked=False),
+        driver=driver, run_id=run_id, purposes={(server, name): purpose.TEMPLATE},
+    )
+    try:
+        outcome = await build.run_single(Unit(server, name, Mode.TEMPLATE, ()))
+    finally:
+        await build.close()
+    if outcome.failure is not None:
+        await driver.drop_database(admin, name)
+        notes.append(f"template {name} on {server} could not be built "
+                     f"([{outcome.failure.sqlstate}] {outcome.failure.message}); provisioning "
+                     "with plain migrations")
+        return False
+    notes.append(f"template {name} on {server} rebuilt at {baked[-1].version.text} "
+                 f"in {outcome.duration_ms} ms")
+    return True
+
+
+async def _template_refusal(driver: Driver, admin: Session, server: str, name: str,
+                            marker: str | None, facts: ServerFacts) -> str | None:
+    """Why the configured template database must not be dropped and rebuilt, if so."""
+    tag = (await driver.read_purposes(admin)).get(name)
+    if tag == purpose.TEMPLATE:
+        return None
+    if tag is not None:
+        return purpose.mismatch(name, purpose.TEMPLATE, tag)
+    if not await driver.existing_databases(admin, [name]):
+        return None
+    if marker is not None and not facts.claims.get((server, name)):
+        return None  # a template built before purpose tags existed
+    return (f"template_database {name} exists on {server} but was not created by tenantctl as "
+            "its template: not dropped")

@@ -1,0 +1,107 @@
+"""Everything a command reads from disk, validated before any database is touched.
+
+tenants.yaml (already a :class:`~tenantctl.config.Project`), the migrations
+folder, the seed, lint findings and ``--to`` targets: any problem here is bad
+input (exit 2) and nothing has been changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Project
+from .errors import BadInputError, MigrationFileError
+from .lint import Finding, lint_migrations
+from .migrations import Migration, Script, Version, load_migrations, parse_name, read_script
+from .modes import Mode
+from .plan import missing_downs
+
+
+@dataclass(frozen=True)
+class Inputs:
+    project: Project
+    migrations: tuple[Migration, ...]
+    seed: Script | None
+    notices: tuple[str, ...] = ()  # entries of the folder that were ignored, by name
+
+    @property
+    def latest(self) -> str | None:
+        return self.migrations[-1].version.text if self.migrations else None
+
+
+def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
+    allow = project.settings.allow_external_symlinks
+    notices: list[str] = []
+    migrations = load_migrations(
+        project.migrations_dir, notices=notices, allow_external_symlinks=allow)
+    seed = None
+    if with_seed and project.seed_path is not None:
+        # not resolved: a symlinked seed is judged by where it points
+        seed_path = project.base_dir / (project.file.seed or "")
+        if not seed_path.is_file():
+            raise MigrationFileError(f"seed file {seed_path} does not exist")
+        seed = read_script(seed_path, root=project.base_dir, allow_external_symlinks=allow)
+    return Inputs(project, migrations, seed, tuple(notices))
+
+
+def lint(inputs: Inputs, only: tuple[Path, ...] = ()) -> list[Finding]:
+    """Lint findings for the folder (or for ``only`` these files, judged in context).
+
+    Files outside the folder are linted after the folder's migrations, so
+    "existing table" means what the folder creates.
+    """
+    migrations = list(inputs.migrations)
+    wanted = {p.resolve() for p in only}
+    known = {m.up.path.resolve() for m in migrations}
+    for path in sorted(wanted - known):
+        try:
+            version, description, is_down = parse_name(path.name)
+        except ValueError:
+            version, description, is_down = Version.parse("999999"), path.stem, False
+        if not is_down:
+            migrations.append(Migration(version, description, read_script(path)))
+    project = inputs.project
+    findings = lint_migrations(
+        tuple(migrations), global_tables=frozenset(project.file.shared.global_tables),
+        shared_mode=any(t.mode == Mode.SHARED for t in project.tenants),
+    )
+    if wanted:
+        names = {p.name for p in wanted}
+        findings = [f for f in findings if f.file in names]
+    return findings
+
+
+def refuse_on_lint_errors(findings: list[Finding]) -> None:
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        listed = "\n  ".join(f"{f.file}:{f.line}: [{f.rule}] {f.message}" for f in errors)
+        raise MigrationFileError(
+            f"{len(errors)} lint error(s) and strict lint is on:\n  {listed}",
+            hint="fix them, or accept a rule in the file with `-- tenantctl: allow <rule>`",
+        )
+
+
+def resolve_target(inputs: Inputs, to: str | None) -> Version | None:
+    if to is None:
+        return None
+    try:
+        target = Version.parse(to)
+    except ValueError as exc:
+        raise BadInputError(f"--to: {exc}") from None
+    if not any(m.version == target for m in inputs.migrations):
+        raise BadInputError(
+            f"--to {to}: no migration with that version in {inputs.project.migrations_dir.name}/"
+        )
+    return target
+
+
+def check_rollback_inputs(inputs: Inputs, target: Version) -> None:
+    """Refuse (exit 2) before touching anything when a needed down script is missing."""
+    missing = missing_downs(inputs.migrations, target)
+    if missing:
+        raise MigrationFileError(
+            f"cannot roll back to {target}: {len(missing)} down script(s) missing:\n  "
+            + "\n  ".join(missing),
+            hint="write them (same stem + .down.sql); nothing was changed",
+        )

@@ -1,0 +1,166 @@
+"""One run of a changing verb: facts, ledger, templates, the engine, the report.
+
+:func:`run_changes` is what provision, migrate, rollback and repair share:
+read the servers' facts, open the run in the ledger (the control database),
+prepare templates, fan out, and close the run with its outcome. Shared-mode
+units get their row-level security enforced after every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from . import isolation, ledger
+from .config import Project, TenantSpec
+from .drivers.base import Driver, Session
+from .engine import Engine, RunOptions, group_units
+from .errors import BadInputError
+from .executor import EnforceHook, Unit
+from .fleet import prepare_templates, server_dsns, server_facts
+from .inputs import Inputs
+from .modes import Mode
+from .outcome import RunResult, TenantResult
+from .steps import Verb
+
+ResultCallback = Callable[[TenantResult], Awaitable[None]]
+
+
+async def run_changes(
+    driver: Driver,
+    inputs: Inputs,
+    tenants: tuple[TenantSpec, ...],
+    options: RunOptions,
+    *,
+    on_result: ResultCallback | None = None,
+    on_start: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+    resume: str | bool | None = None,
+    argv: tuple[str, ...] = (),
+) -> RunResult:
+    """Fan a changing verb out over the tenants' databases and record the run.
+
+    ``resume``: True re-runs what the last run (and any earlier failure) left
+    unfinished; a run id re-runs what that run left unfinished.
+    """
+    project = inputs.project
+    stop = stop or asyncio.Event()
+    started = time.monotonic()
+    notes: list[str] = []
+    if resume:
+        tenants = await _unfinished(driver, project, tenants, options.verb,
+                                    resume if isinstance(resume, str) else None)
+        notes.append(f"resuming: {len(tenants)} unfinished tenant(s) selected")
+    units = group_units(tenants)
+    dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
+    facts = await server_facts(driver, project, dsns, units)
+    run_id = str(uuid.uuid4())
+    control: Session | None = None
+    recorder: ledger.Ledger | None = None
+    if not options.dry_run:
+        async with await driver.connect(dsns[project.default_server]) as admin:
+            control = await ledger.open_control(
+                driver, admin, dsns[project.default_server], project.file.control_database)
+        # who the registry placed where, read before tenants.yaml's view is synced in
+        facts.claims = await ledger.placements(control)
+        recorder = ledger.Ledger(control)
+        await recorder.sync_registry(project.tenants)
+        await recorder.start_run(run_id, options.verb, [t.clnt_id for t in tenants], argv)
+    else:
+        facts.claims = await ledger.read_placements(
+            driver, dsns[project.default_server], project.file.control_database)
+    if on_start is not None:
+        on_start(len(tenants))
+
+    async def record(result: TenantResult) -> None:
+        if recorder is not None:
+            await recorder.record(run_id, result, provisioned=options.verb is Verb.PROVISION)
+        if on_result is not None:
+            await on_result(result)
+
+    engine: Engine | None = None
+    try:
+        templates, baked = await prepare_templates(
+            driver, project, inputs.migrations, dsns, units, facts, options, run_id, notes)
+        enforce = None
+        if any(u.policy.enforces for u in units) and not options.dry_run:
+            enforce = await shared_mode_hook(driver, project, dsns, options.verb)
+        engine = Engine(
+            inputs.migrations, dsns, options, driver=driver, seed=inputs.seed,
+            server_caps=facts.caps, existing=facts.existing, markers=facts.markers,
+            templates=templates, template_migrations=baked, purposes=facts.purposes,
+            claims=facts.claims, on_result=record, stop=stop, run_id=run_id, enforce=enforce,
+        )
+        results = await engine.run(units, project.file.waves)
+        if engine.recording_error is not None:
+            notes.append(f"recording results failed, later tenants were not started: "
+                         f"{type(engine.recording_error).__name__}: {engine.recording_error}")
+        order = {t.clnt_id: i for i, t in enumerate(tenants)}
+        run = RunResult(
+            run_id=run_id,
+            command=options.verb.value,
+            tenants=tuple(sorted(results, key=lambda r: order[r.clnt_id])),
+            interrupted=stop.is_set(),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            target=options.target.text if options.target else None,
+            dry_run=options.dry_run,
+            notes=tuple(notes),
+        )
+        if recorder is not None and engine.recording_error is None:
+            try:
+                await recorder.finish_run(run)
+            except Exception as exc:  # the report still reaches the caller
+                run = replace(run, notes=(*run.notes, f"the run's outcome could not be recorded: "
+                                          f"{type(exc).__name__}: {exc}"))
+        return run
+    finally:
+        if engine is not None:
+            await engine.close()
+        if control is not None:
+            await control.close()
+
+
+async def shared_mode_hook(driver: Driver, project: Project, dsns: dict[str, str],
+                           verb: Verb) -> EnforceHook:
+    """Roles exist before the run; after each change to the shared database, every
+    clnt_id table is put under forced RLS and (provision) the tenants are registered."""
+    shared = project.file.shared
+    server = shared.server or project.default_server
+    async with await driver.connect(dsns[server]) as admin:
+        await isolation.ensure_roles(admin, app_role=shared.app_role, owner_role=shared.owner_role)
+
+    async def enforce(session: Session, unit: Unit) -> list[str]:
+        if unit.mode is not Mode.SHARED:
+            return []
+        await isolation.ensure_registry(session)
+        if verb is Verb.PROVISION:
+            for t in unit.tenants:
+                await isolation.register(session, t.clnt_id, t.name, t.sites)
+        result = await isolation.enforce(
+            session, app_role=shared.app_role, owner_role=shared.owner_role,
+            global_tables=frozenset(shared.global_tables),
+        )
+        warnings = list(result.warnings)
+        warnings += [f"table {t} has no clnt_id and is not declared in shared.global_tables: "
+                     "the app role cannot use it" for t in result.unprotected]
+        return warnings
+
+    return enforce
+
+
+async def _unfinished(
+    driver: Driver, project: Project, tenants: tuple[TenantSpec, ...], verb: Verb,
+    run_id: str | None,
+) -> tuple[TenantSpec, ...]:
+    dsn = server_dsns(project, {project.default_server})[project.default_server]
+    control = await ledger.connect_existing(driver, dsn, project.file.control_database)
+    if control is None:
+        if run_id is not None:
+            raise BadInputError(f"--resume {run_id}: there is no run ledger yet")
+        return ()
+    async with control:
+        ids = await ledger.unfinished(control, verb.value, run_id)
+    return tuple(t for t in tenants if t.clnt_id in ids)
