@@ -13,12 +13,12 @@ import pytest
 
 from conftest import Workspace
 from tenantctl.config import TenantSpec
-from tenantctl.engine import Engine, RunOptions, group_units
 from tenantctl.drivers.base import Driver
 from tenantctl.drivers.fake import FakeDriver
 from tenantctl.drivers.postgres import DRIVER
-from tenantctl.steps import Verb
+from tenantctl.engine import Engine, RunOptions, group_units
 from tenantctl.migrations import load_migrations
+from tenantctl.steps import Verb
 
 BASE = "create table cvs_usr_mast (clnt_id int2 not null, site_id int2 not null, usr_id int not null, primary key (clnt_id, site_id, usr_id));\n"
 

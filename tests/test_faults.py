@@ -145,7 +145,7 @@ def test_sigterm_stops_scheduling_and_exits_130(ws: Workspace) -> None:
     proc = start(ws, "--json", "migrate", "--all", "--concurrency", "1", "--report", str(report))
     wait_for(lambda: any("pg_sleep" in (b["query"] or "") for b in tenantctl_backends(ws)))
     proc.send_signal(signal.SIGTERM)
-    code, doc, err = finish(proc)
+    code, doc, _ = finish(proc)
     assert code == 130
     assert doc["interrupted"] is True and json.loads(report.read_text()) == doc
     statuses = [t["status"] for t in doc["tenants"]]

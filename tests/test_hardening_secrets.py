@@ -47,9 +47,10 @@ def test_password_in_a_configured_server_dsn_is_not_printed(ws: Workspace) -> No
         f"control_database: {ws.control_db}\n"
         f'database_pattern: "{ws.prefix}_client_{{clnt_id}}"\ntenants:\n' + ONE)
     ws.add_migration("v1_init.sql", "create table t (clnt_id int2);")
-    from tenantctl.cli import main
     import contextlib
     import io
+
+    from tenantctl.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

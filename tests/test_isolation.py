@@ -100,7 +100,7 @@ async def _drop(ws: Workspace, db: str, roles: list[str]) -> None:
     try:
         await postgres.drop_database(admin, db)
         for role in roles:
-            if await admin.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role):
+            if await admin.fetch_value("SELECT true FROM pg_roles WHERE rolname = $1", role):
                 await admin.execute(f"DROP OWNED BY {postgres.quote_ident(role)}")
                 await admin.execute(f"DROP ROLE {postgres.quote_ident(role)}")
     finally:
@@ -144,7 +144,7 @@ def shared(roles: Shared) -> Shared:
 
 
 async def _counts(s: postgres.PgSession, tables: set[str]) -> dict[str, int]:
-    return {t: await s.fetchval(f"SELECT count(*) FROM {t}") for t in sorted(tables)}
+    return {t: await s.fetch_value(f"SELECT count(*) FROM {t}") for t in sorted(tables)}
 
 
 def _sqlstate(coro_factory) -> str | None:
@@ -198,7 +198,7 @@ def test_no_tenant_or_reset_tenant_reads_nothing(shared: Shared) -> None:
             unset = await _counts(s, TENANT_TABLES)
             await s.execute("SET app.current_tenant = '1'")
             await s.execute("RESET app.current_tenant")  # the setting now reads '' (not NULL)
-            assert await s.fetchval("SELECT current_setting('app.current_tenant', true)") == ""
+            assert await s.fetch_value("SELECT current_setting('app.current_tenant', true)") == ""
             reset = await _counts(s, TENANT_TABLES)
             async with s.transaction():
                 await s.execute("SELECT set_config('app.current_tenant', '', true)")
@@ -218,10 +218,10 @@ def test_tenant_sees_exactly_its_own_rows(shared: Shared) -> None:
             async with s.transaction():
                 await s.execute("SELECT set_config('app.current_tenant', $1, true)", str(tenant))
                 counts = await _counts(s, TENANT_TABLES)
-                others = sum([await s.fetchval(f"SELECT count(*) FROM {t} WHERE clnt_id <> $1", tenant)
+                others = sum([await s.fetch_value(f"SELECT count(*) FROM {t} WHERE clnt_id <> $1", tenant)
                               for t in TENANT_TABLES])
-                names = await s.fetch("SELECT usr_nm FROM cvs_usr_mast ORDER BY 1")
-            return counts, others, [r["usr_nm"] for r in names]
+                names = await s.fetch_value("SELECT array_agg(usr_nm ORDER BY 1) FROM cvs_usr_mast")
+            return counts, others, list(names or [])
         finally:
             await s.close()
 
@@ -431,8 +431,9 @@ def test_register_is_an_upsert(shared: Shared) -> None:
             out = [await isolation.register(s, 3, name, (1, 4)),
                    await isolation.register(s, 3, name, (1, 4)),
                    await isolation.register(s, 3, "Renamed", (1,))]
-            row = await s.fetchrow("SELECT name, sites FROM tenantctl_shared_tenants WHERE clnt_id = 3")
-            assert (row["name"], row["sites"]) == ("Renamed", [1])
+            row = await s.fetch_one_as(_Registered, "SELECT name, sites FROM tenantctl_shared_tenants "
+                                       "WHERE clnt_id = 3")
+            assert row is not None and (row.name, row.sites) == ("Renamed", [1])
             assert await isolation.registered_ids(s) == [1, 2, 3]
             await isolation.ensure_registry(s)  # idempotent
             return out
@@ -452,9 +453,8 @@ def test_ensure_roles_refuses_an_app_role_that_bypasses_rls(roles: Shared, attrs
             with pytest.raises(TenantctlError) as info:
                 await isolation.ensure_roles(admin, app_role=roles.app, owner_role=roles.owner)
             # reported, never altered
-            row = await admin.fetchrow("SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = $1",
-                                       roles.app)
-            assert row["rolbypassrls"] or row["rolsuper"]
+            assert await admin.fetch_value(
+                "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = $1", roles.app)
             return info.value
         finally:
             await admin.close()
@@ -474,7 +474,7 @@ def test_ensure_roles_creates_safe_roles_and_survives_a_race(roles: Shared) -> N
             task = asyncio.ensure_future(
                 isolation.ensure_roles(second, app_role=roles.app, owner_role=roles.owner))
             for _ in range(200):
-                waiting = await first.fetchval(
+                waiting = await first.fetch_value(
                     "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
                     second.backend_pid)
                 if waiting:
@@ -484,13 +484,13 @@ def test_ensure_roles_creates_safe_roles_and_survives_a_race(roles: Shared) -> N
             await first.execute("COMMIT")
             await task
             await isolation.ensure_roles(second, app_role=roles.app, owner_role=roles.owner)
-            row = await first.fetchrow(
-                "SELECT rolcanlogin, rolsuper, rolbypassrls, rolinherit, "
+            row = await first.fetch_one_as(
+                _RoleAttrs, "SELECT rolcanlogin, rolsuper, rolbypassrls, rolinherit, "
                 "pg_has_role(oid, $2::name, 'MEMBER') AS member FROM pg_roles WHERE rolname = $1",
                 roles.app, roles.owner)
-            assert dict(row) == {"rolcanlogin": True, "rolsuper": False, "rolbypassrls": False,
-                                 "rolinherit": False, "member": False}
-            assert await first.fetchval("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            assert row == _RoleAttrs(rolcanlogin=True, rolsuper=False, rolbypassrls=False,
+                                     rolinherit=False, member=False)
+            assert await first.fetch_value("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
                                         roles.owner) is False
         finally:
             await first.close()
@@ -571,9 +571,10 @@ def test_a_non_superuser_migrator_joins_the_owner_role(roles: Shared) -> None:
                                              global_tables=GLOBAL)
             await m.execute("ALTER TABLE cvs_usr_mast ADD COLUMN lcl_cd text")  # a later release
             backfill = await m.execute("UPDATE cvs_usr_mast SET lcl_cd = 'en-US'")
-            return result, [r[0] for r in await m.fetch(
-                "SELECT c.relowner::regrole::text FROM pg_class c WHERE c.relname LIKE 'cvs_%' "
-                "AND c.relkind = 'r' AND c.relname <> 'cvs_cntry_lkp'")], backfill
+            owners = await m.fetch_value(
+                "SELECT array_agg(c.relowner::regrole::text) FROM pg_class c WHERE c.relname LIKE 'cvs_%' "
+                "AND c.relkind = 'r' AND c.relname <> 'cvs_cntry_lkp'")
+            return result, list(owners or []), backfill
         finally:
             await m.close()
 
@@ -605,3 +606,18 @@ def test_partitioned_tenant_table_and_its_partitions_are_protected(shared: Share
                           "SELECT * FROM ordr.cvs_ordr_evt_rest")) == ["SELECT 1", "SELECT 1"]
     assert _sqlstate(lambda: _as_tenant(shared, 2, "INSERT INTO ordr.cvs_ordr_evt VALUES (1, 2, 'x')")) \
         == "42501"
+
+
+@dataclass(frozen=True)
+class _Registered:
+    name: str
+    sites: list[int]
+
+
+@dataclass(frozen=True)
+class _RoleAttrs:
+    rolcanlogin: bool
+    rolsuper: bool
+    rolbypassrls: bool
+    rolinherit: bool
+    member: bool

@@ -65,7 +65,8 @@ def _app_reads(sh: Shared, tenant: int | None, sql: str) -> list[int]:
             async with s.transaction():
                 if tenant is not None:
                     await s.execute("SELECT set_config('app.current_tenant', $1, true)", str(tenant))
-                return sorted(r["clnt_id"] for r in await s.fetch(sql))
+                ids = await s.fetch_value(f"SELECT array_agg(clnt_id) FROM ({sql}) AS rows")
+                return sorted(ids or [])
         finally:
             await s.close()
 
@@ -112,8 +113,9 @@ def test_superuser_definer_function_leaks_and_check_isolation_says_so(provisione
         try:
             async with s.transaction():
                 await s.execute("SELECT set_config('app.current_tenant', '1', true)")
-                assert await s.fetchval("SELECT count(*) FROM cvs_usr_mast WHERE clnt_id <> 1") == 0
-                return sorted({r["clnt_id"] for r in await s.fetch("SELECT * FROM all_users()")})
+                assert await s.fetch_value("SELECT count(*) FROM cvs_usr_mast WHERE clnt_id <> 1") == 0
+                ids = await s.fetch_value("SELECT array_agg(DISTINCT clnt_id) FROM all_users()")
+                return sorted(ids or [])
         finally:
             await s.close()
 

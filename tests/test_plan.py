@@ -30,7 +30,7 @@ def test_fresh_tenant_gets_everything() -> None:
 
 def test_up_to_date() -> None:
     p = plan_migrate(MS, [row(1, "1.0.0"), row(2, "1.0.1"), row(3, "1.1.0")])
-    assert p.up_to_date and p.from_version == p.to_version == "1.1.0"
+    assert not p.pending and p.from_version == p.to_version == "1.1.0"
 
 
 def test_target_limits_pending() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -72,7 +73,7 @@ def _json_flag(f: Any) -> Any:
 
 
 def _run_options(f: Any) -> Any:
-    options = [
+    options: list[Callable[[Any], Any]] = [
         click.option("--concurrency", type=click.IntRange(1, 1000), metavar="N",
                      help="Tenants worked on at once [settings.concurrency, default 8]."),
         click.option("--dry-run", is_flag=True, help="Show what would run; change nothing."),

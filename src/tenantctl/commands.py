@@ -30,10 +30,12 @@ from .fleet import server_dsns
 from .inputs import (
     Inputs,
     check_rollback_inputs,
-    lint as lint_inputs,
     load_inputs,
     refuse_on_lint_errors,
     resolve_target,
+)
+from .inputs import (
+    lint as lint_inputs,
 )
 from .isolation_check import IsolationFinding
 from .lint import Finding

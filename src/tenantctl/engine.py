@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -160,14 +160,15 @@ class Engine:
                 self._halt_reason = f"wave {wave!r} had failures; later waves not started"
         return results
 
-    async def map_units(self, units: list[Unit], work: Callable[[Unit], Awaitable[R]]) -> list[R]:
+    async def map_units(self, units: list[Unit],
+                        work: Callable[[Unit], Coroutine[Any, Any, R]]) -> list[R]:
         """``work`` for every unit at once, in one TaskGroup: results in unit order.
 
         Every task is awaited before this returns, also when it is cancelled
         (a second SIGINT), so nothing outlives the run.
         """
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(work(unit)) for unit in units]
+            tasks: list[asyncio.Task[R]] = [group.create_task(work(unit)) for unit in units]
         return [task.result() for task in tasks]
 
     async def bounded(self, unit: Unit, work: Callable[[Unit], Awaitable[R]]) -> R:

@@ -114,9 +114,9 @@ class Executor:
 
     async def attempt(self, unit: Unit, progress: Progress) -> None:
         dsn = self.dsns[unit.server]
-        if self.verb is Verb.PROVISION and not self.dry_run:
-            if await self._ensure_database(unit, dsn, progress) and self.seed is None:
-                return  # an exact clone of the current template: nothing left to do
+        provisioning = self.verb is Verb.PROVISION and not self.dry_run
+        if provisioning and await self._ensure_database(unit, dsn, progress) and self.seed is None:
+            return  # an exact clone of the current template: nothing left to do
         async with await self.driver.connect(
             dsn, unit.database, lock_timeout=self.lock_timeout,
             statement_timeout=self.statement_timeout,

@@ -29,7 +29,6 @@ from .drivers.base import Session
 from .drivers.postgres import HISTORY_TABLE, quote_ident
 from .errors import BadInputError, DatabaseError, TenantctlError
 
-OWNER_ROLE_DEFAULT = "cvs_owner"
 POLICY_NAME = "tenantctl_tenant"
 TENANT_SETTING = "app.current_tenant"
 REGISTRY_TABLE = "tenantctl_shared_tenants"

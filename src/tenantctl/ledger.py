@@ -19,9 +19,9 @@ from typing import Any
 
 from . import __version__, purpose
 from .config import TenantSpec
+from .drivers.base import Driver, Session
 from .errors import BadInputError, DatabaseError, ServerError
 from .outcome import RunResult, TenantResult
-from .drivers.base import Driver, Session
 from .redact import redact_argv
 
 SCHEMA_LOCK_KEY = 0x74656E616E7464  # serialises control-schema DDL between runs

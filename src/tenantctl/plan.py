@@ -68,9 +68,6 @@ class TenantPlan:
     # hand, or a migration added to the folder below versions that already ran
     gaps: tuple[str, ...] = ()
 
-    @property
-    def up_to_date(self) -> bool:
-        return not self.pending
 
 
 def replay(history: list[HistoryRow] | tuple[HistoryRow, ...]) -> TenantState:
@@ -138,9 +135,6 @@ def plan_migrate(
         gaps=gaps,
     )
 
-
-def latest_version(migrations: tuple[Migration, ...]) -> str | None:
-    return migrations[-1].version.text if migrations else None
 
 
 # ---------------------------------------------------------------- schema marker

@@ -26,14 +26,6 @@ TEMPLATE = "template"
 CONTROL = "control"
 
 
-def for_unit(mode: str, clnt_ids: Iterable[int]) -> str:
-    """The purpose tag of a unit's database: its mode, or its one dedicated tenant."""
-    if mode == "database":
-        (only,) = tuple(clnt_ids)
-        return f"{TENANT_PREFIX}{only}"
-    return SHARED if mode == "shared" else TEMPLATE
-
-
 def describe(purpose: str) -> str:
     if purpose.startswith(TENANT_PREFIX):
         return f"tenant {purpose[len(TENANT_PREFIX):]}"

@@ -46,6 +46,8 @@ def parse_statements(script: Script) -> list[ParsedStatement]:
     """Every statement of the script with its syntax tree: one parse of the whole file."""
     import pglast
 
+    if script.statements and all(s.node is not None for s in script.statements):
+        return [ParsedStatement(s, s.node, script.sql, 1) for s in script.statements]
     raws = pglast.parse_sql(script.sql) if script.statements else ()
     if len(raws) == len(script.statements):
         return [ParsedStatement(stmt, raw.stmt, script.sql, 1)

@@ -11,9 +11,10 @@ once at run time, so a pglast that reports bytes is handled too.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from .errors import MigrationFileError
 
@@ -41,6 +42,9 @@ class Statement:
     line: int
     kind: str  # pglast node name, e.g. "IndexStmt"
     non_transactional: bool
+    # the statement's syntax tree from the one parse of its file (lint, the
+    # volatile-value scan and the driver read it; nobody parses the SQL again)
+    node: Any = field(default=None, compare=False, repr=False)
 
 
 
@@ -69,7 +73,7 @@ def split_statements(path: Path, sql: str) -> tuple[Statement, ...]:
         chunk = sql[start:end].rstrip(PG_SPACE)
         line = sql.count("\n", 0, start) + 1
         kind = type(raw.stmt).__name__
-        out.append(Statement(chunk, line, kind, _non_transactional(raw.stmt, kind)))
+        out.append(Statement(chunk, line, kind, _non_transactional(raw.stmt, kind), raw.stmt))
     return tuple(out)
 
 

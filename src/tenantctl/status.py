@@ -115,7 +115,10 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
             history = await driver.read_history(session)
         return _unit_state(inputs, history, markers.get((unit.server, unit.database)))
 
-    states = await engine.map_units(units, lambda u: engine.bounded(u, read))
+    async def bounded_read(unit: Unit) -> UnitState:
+        return await engine.bounded(unit, read)
+
+    states = await engine.map_units(units, bounded_read)
     by_id = {t.clnt_id: (u, s) for u, s in zip(units, states, strict=True) for t in u.tenants}
     outcomes: dict[int, ledger.LastOutcome] = {}
     control = await ledger.connect_existing(driver, dsns[project.default_server],

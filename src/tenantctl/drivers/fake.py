@@ -1,4 +1,4 @@
-"""An in-memory stand-in for the PostgreSQL driver (the ``postgres`` module).
+"""An in-memory :class:`~tenantctl.drivers.base.Driver`, for the engine alone.
 
 It implements the functions the engine calls, with the same contract: one
 history per database, an exclusive per-database migration lock that is polled,

@@ -77,16 +77,6 @@ class PgSession:
     async def fetch_value(self, sql: str, *args: Any) -> Any:
         return await self._call(self._conn.fetchval, sql, *args)
 
-    # TRANSITIONAL: raw records, until every caller uses fetch_as
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        return await self._call(self._conn.fetch, sql, *args)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
-        return await self._call(self._conn.fetchrow, sql, *args)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._call(self._conn.fetchval, sql, *args)
-
     async def executemany(self, sql: str, args: list[tuple[Any, ...]]) -> None:
         await self._call(self._conn.executemany, sql, args)
 
@@ -100,11 +90,11 @@ class PgSession:
 
     @property
     def backend_pid(self) -> int:
-        return self._conn.get_server_pid()
+        return int(self._conn.get_server_pid())
 
     @property
     def closed(self) -> bool:
-        return self._conn.is_closed()
+        return bool(self._conn.is_closed())
 
     async def close(self) -> None:
         if self._conn.is_closed():

@@ -13,18 +13,33 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DatabaseError, LockLost, LockNotAcquired
 from ..migrations import Migration, Script
-from ..plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, MARKER_SETTING, HistoryRow
+from ..plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
+from ..statements import Statement
 from .base import Session
+from .pg_server import (
+    PURPOSE_SETTING,
+    create_database,
+    drop_database,
+    existing_databases,
+    max_connections,
+    read_markers,
+    read_purposes,
+    read_setting,
+    write_marker,
+    write_purpose,
+)
 from .pg_session import PgSession, connect, milliseconds, quote_ident
 
-__all__ = ["DRIVER", "PostgresDriver", "PgSession", "connect", "quote_ident", "milliseconds"]
+__all__ = [
+    "DRIVER", "PURPOSE_SETTING", "PgSession", "PostgresDriver", "connect", "milliseconds",
+    "quote_ident", "read_setting",
+]
 
 HISTORY_TABLE = "tenantctl_schema_history"
 # One advisory-lock key for "tenantctl is migrating this database". Advisory
@@ -98,78 +113,7 @@ SESSION_RESET = (
 )
 
 
-# ------------------------------------------------------------ server level
-
-
-async def create_database(admin: Session, name: str, template: str | None = None) -> bool:
-    """CREATE DATABASE, alone in its own execute(). True if created, False if it existed."""
-    sql = f"CREATE DATABASE {quote_ident(name)}"
-    if template:
-        sql += f" TEMPLATE {quote_ident(template)}"
-    try:
-        await admin.execute(sql)
-    except DatabaseError as exc:
-        if exc.sqlstate == "42P04":
-            return False
-        if exc.sqlstate == "23505" and "pg_database_datname_index" in str(exc) + str(exc.detail):
-            return False  # lost a race with a concurrent CREATE of the same name
-        raise
-    return True
-
-
-async def drop_database(admin: Session, name: str) -> None:
-    await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-
-
-async def existing_databases(admin: Session, names: list[str]) -> set[str]:
-    rows = await admin.fetch_as(
-        _Name, "SELECT datname AS name FROM pg_database WHERE datname = ANY($1::text[])", names
-    )
-    return {r.name for r in rows}
-
-
-async def read_markers(admin: Session) -> dict[str, str]:
-    """Every database's tenantctl schema marker on this server, in one query."""
-    return await read_setting(admin, MARKER_SETTING)
-
-
-async def read_purposes(admin: Session) -> dict[str, str]:
-    """Every database's purpose tag (``tenant:7``, ``shared``, ``template``, ``control``)."""
-    return await read_setting(admin, PURPOSE_SETTING)
-
-
-async def read_setting(admin: Session, name: str) -> dict[str, str]:
-    """A per-database setting of every database on this server, in one query."""
-    rows = await admin.fetch_as(
-        _Setting, "SELECT d.datname AS database, substr(c, length($1) + 2) AS value "
-        "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
-        "unnest(s.setconfig) AS c WHERE s.setrole = 0 AND c LIKE $1 || '=%'",
-        name,
-    )
-    return {r.database: r.value for r in rows}
-
-
-# What tenantctl created a database for, kept in the database's own settings
-# (a shared catalog, read for a whole server in one query). A database that
-# carries another purpose, or none and holds someone else's objects, is never
-# migrated, seeded or dropped by tenantctl.
-PURPOSE_SETTING = "tenantctl.purpose"
-_PURPOSE_SAFE = re.compile(r"(?:tenant:[0-9]{1,5}|shared|template|control)")
-_MARKER_SAFE = re.compile(r"[0-9a-z.:_-]{1,200}")
-
-
-async def write_purpose(session: Session, purpose: str, database: str | None = None) -> bool:
-    """Tag a database with its purpose; False when not permitted (not its owner)."""
-    if not _PURPOSE_SAFE.fullmatch(purpose):
-        raise ValueError(f"unexpected purpose {purpose!r}")
-    target = quote_ident(database or session.database)
-    try:
-        await session.execute(f"ALTER DATABASE {target} SET {PURPOSE_SETTING} = '{purpose}'")
-    except DatabaseError as exc:
-        if exc.sqlstate == "42501":
-            return False
-        raise
-    return True
+# ------------------------------------------------------------ tenant level
 
 
 async def database_contents(session: Session) -> tuple[bool, bool]:
@@ -189,40 +133,6 @@ async def database_contents(session: Session) -> tuple[bool, bool]:
     return row.history, row.objects
 
 
-async def write_marker(session: Session, marker: str | None, database: str | None = None) -> bool:
-    """Set (or clear, with None) the marker of the connected database.
-
-    ALTER DATABASE takes no bind parameters; the marker is built by tenantctl
-    from version digits and hex and checked against a strict pattern before it
-    is quoted. ``database`` names another database than the connected one (the
-    setting lives in a shared catalog). Returns False when not permitted (not
-    the owner): that tenant simply gets a full check on every run.
-    """
-    target = quote_ident(database or session.database)
-    if marker is None:
-        sql = f"ALTER DATABASE {target} RESET {MARKER_SETTING}"
-    else:
-        if not _MARKER_SAFE.fullmatch(marker):
-            raise ValueError(f"unexpected marker {marker!r}")
-        sql = f"ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
-    try:
-        await session.execute(sql)
-    except DatabaseError as exc:
-        if exc.sqlstate == "42501":
-            return False
-        raise
-    return True
-
-
-async def max_connections(admin: Session) -> int:
-    value = await admin.fetch_value(
-        "SELECT current_setting('max_connections')::int "
-        "- current_setting('superuser_reserved_connections')::int"
-    )
-    return int(value)
-
-
-# ------------------------------------------------------------ tenant level
 
 
 async def acquire_migration_lock(
@@ -386,7 +296,7 @@ async def apply_statements(
     for index in range(resume_from, len(statements)):
         stmt = statements[index]
         if stmt.kind == "IndexStmt":
-            await drop_invalid_index(session, stmt.sql)
+            await drop_invalid_index(session, stmt)
         await session.execute(stmt.sql)
         await _update_progress(
             session, "statements_done = $2, run_id = $3::uuid", rank, index + 1, run_id)
@@ -412,22 +322,21 @@ async def _update_progress(session: Session, assignments: str, rank: int, *args:
         raise LockLost(session.database)
 
 
-async def drop_invalid_index(session: Session, create_index_sql: str) -> None:
+async def drop_invalid_index(session: Session, create_index: Statement) -> None:
     """If this CREATE INDEX names an index that exists INVALID, drop it first.
 
     A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind; a retry
-    with IF NOT EXISTS would then "succeed" without a usable index.
+    with IF NOT EXISTS would then "succeed" without a usable index. The name
+    comes from the statement's syntax tree, parsed once when the file was read.
     """
-    import pglast
-
-    stmt = pglast.parse_sql(create_index_sql)[0].stmt
-    name = getattr(stmt, "idxname", None)
+    node = create_index.node
+    name = getattr(node, "idxname", None)
     if not name:
         return
-    schema = getattr(stmt.relation, "schemaname", None)
+    schema = getattr(getattr(node, "relation", None), "schemaname", None)
     row = await session.fetch_one_as(
-        _Relation, "SELECT n.nspname AS schema, c.relname AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        _Relation, "SELECT n.nspname AS schema, c.relname AS name FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relname = $1 AND NOT i.indisvalid "
         "AND ($2::text IS NULL AND n.nspname = ANY(current_schemas(false)) OR n.nspname = $2)",
         name, schema,
@@ -476,17 +385,6 @@ async def record_repair(session: Session, migration: Migration, run_id: Any) -> 
         session, migration.version.text, migration.description, KIND_REPAIR,
         migration.filename, migration.checksum, 0, True, None, run_id,
     )
-
-
-@dataclass(frozen=True)
-class _Name:
-    name: str
-
-
-@dataclass(frozen=True)
-class _Setting:
-    database: str
-    value: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,133 @@
+"""PostgreSQL, server level: databases as a whole, their settings, the connection cap.
+
+Part of the PostgreSQL driver (:mod:`tenantctl.drivers.postgres`); every
+function takes an admin session on the server's maintenance database, or on
+the database it talks about.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import DatabaseError
+from ..plan import MARKER_SETTING
+from .base import Session
+from .pg_session import quote_ident
+
+
+async def create_database(admin: Session, name: str, template: str | None = None) -> bool:
+    """CREATE DATABASE, alone in its own execute(). True if created, False if it existed."""
+    sql = f"CREATE DATABASE {quote_ident(name)}"
+    if template:
+        sql += f" TEMPLATE {quote_ident(template)}"
+    try:
+        await admin.execute(sql)
+    except DatabaseError as exc:
+        if exc.sqlstate == "42P04":
+            return False
+        if exc.sqlstate == "23505" and "pg_database_datname_index" in str(exc) + str(exc.detail):
+            return False  # lost a race with a concurrent CREATE of the same name
+        raise
+    return True
+
+
+async def drop_database(admin: Session, name: str) -> None:
+    await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+async def existing_databases(admin: Session, names: list[str]) -> set[str]:
+    rows = await admin.fetch_as(
+        _Name, "SELECT datname AS name FROM pg_database WHERE datname = ANY($1::text[])", names
+    )
+    return {r.name for r in rows}
+
+
+async def read_markers(admin: Session) -> dict[str, str]:
+    """Every database's tenantctl schema marker on this server, in one query."""
+    return await read_setting(admin, MARKER_SETTING)
+
+
+async def read_purposes(admin: Session) -> dict[str, str]:
+    """Every database's purpose tag (``tenant:7``, ``shared``, ``template``, ``control``)."""
+    return await read_setting(admin, PURPOSE_SETTING)
+
+
+async def read_setting(admin: Session, name: str) -> dict[str, str]:
+    """A per-database setting of every database on this server, in one query."""
+    rows = await admin.fetch_as(
+        _Setting, "SELECT d.datname AS database, substr(c, length($1) + 2) AS value "
+        "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
+        "unnest(s.setconfig) AS c WHERE s.setrole = 0 AND c LIKE $1 || '=%'",
+        name,
+    )
+    return {r.database: r.value for r in rows}
+
+
+# What tenantctl created a database for, kept in the database's own settings
+# (a shared catalog, read for a whole server in one query). A database that
+# carries another purpose, or none and holds someone else's objects, is never
+# migrated, seeded or dropped by tenantctl.
+PURPOSE_SETTING = "tenantctl.purpose"
+_PURPOSE_SAFE = re.compile(r"(?:tenant:[0-9]{1,5}|shared|template|control)")
+_MARKER_SAFE = re.compile(r"[0-9a-z.:_-]{1,200}")
+
+
+async def write_purpose(session: Session, purpose: str, database: str | None = None) -> bool:
+    """Tag a database with its purpose; False when not permitted (not its owner)."""
+    if not _PURPOSE_SAFE.fullmatch(purpose):
+        raise ValueError(f"unexpected purpose {purpose!r}")
+    target = quote_ident(database or session.database)
+    try:
+        await session.execute(f"ALTER DATABASE {target} SET {PURPOSE_SETTING} = '{purpose}'")
+    except DatabaseError as exc:
+        if exc.sqlstate == "42501":
+            return False
+        raise
+    return True
+
+
+async def write_marker(session: Session, marker: str | None, database: str | None = None) -> bool:
+    """Set (or clear, with None) the marker of the connected database.
+
+    ALTER DATABASE takes no bind parameters; the marker is built by tenantctl
+    from version digits and hex and checked against a strict pattern before it
+    is quoted. ``database`` names another database than the connected one (the
+    setting lives in a shared catalog). Returns False when not permitted (not
+    the owner): that tenant simply gets a full check on every run.
+    """
+    target = quote_ident(database or session.database)
+    if marker is None:
+        sql = f"ALTER DATABASE {target} RESET {MARKER_SETTING}"
+    else:
+        if not _MARKER_SAFE.fullmatch(marker):
+            raise ValueError(f"unexpected marker {marker!r}")
+        sql = f"ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
+    try:
+        await session.execute(sql)
+    except DatabaseError as exc:
+        if exc.sqlstate == "42501":
+            return False
+        raise
+    return True
+
+
+async def max_connections(admin: Session) -> int:
+    value = await admin.fetch_value(
+        "SELECT current_setting('max_connections')::int "
+        "- current_setting('superuser_reserved_connections')::int"
+    )
+    return int(value)
+
+
+
+
+@dataclass(frozen=True)
+class _Name:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Setting:
+    database: str
+    value: str
