@@ -184,6 +184,15 @@ class Workspace:
         return {r["tablename"] for r in rows}
 
 
+def assert_refused(ws: Workspace, *args: str, says: str) -> None:
+    """Bad input: exit 2, a message that says what is wrong, no traceback, nothing created."""
+    result = ws.cli(*args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert ws.databases() == set(), "bad input must not create anything"
+
+
 async def _drop_prefixed(dsn: str, prefix: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:

@@ -7,17 +7,11 @@ import sys
 
 import pytest
 
-from conftest import Workspace
+from conftest import Workspace, assert_refused
 
 GOOD_TENANT = '  - { clnt_id: 1, name: "A", sites: [1] }\n'
 
 
-def assert_refused(ws: Workspace, *args: str, says: str) -> None:
-    result = ws.cli(*args)
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert says in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert ws.databases() == set(), "bad input must not create anything"
 
 
 @pytest.mark.parametrize("tenants,says", [

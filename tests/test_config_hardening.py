@@ -455,7 +455,7 @@ def test_database_roles_of_the_default_embedded_server(tmp_path: Path) -> None:
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from conftest import Workspace  # noqa: E402
+from conftest import Workspace, assert_refused  # noqa: E402
 
 
 def run_cli(config: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -466,12 +466,6 @@ def run_cli(config: Path, *args: str, timeout: float = 30) -> subprocess.Complet
     )
 
 
-def assert_refused(ws: Workspace, *args: str, says: str) -> None:
-    result = ws.cli(*args)
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert says in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert ws.databases() == set(), "bad input must not create anything"
 
 
 @pytest.mark.parametrize("extra,says", [
