@@ -57,7 +57,8 @@ def test_rollback_then_migrate_forward(example_ws: Workspace) -> None:
     result = ws.cli("--json", "rollback", "1", "--to", "1.0.2")
     assert result.exit_code == 0, result.stderr
     (t,) = result.json()["tenants"]
-    assert (t["from_version"], t["to_version"], t["applied"]) == ("1.2.0", "1.0.2", ["1.2.0", "1.1.0"])
+    assert (t["from_version"], t["to_version"], t["status"], t["reverted"], t["applied"]) == (
+        "1.2.0", "1.0.2", "reverted", ["1.2.0", "1.1.0"], [])
     assert not {"cvs_ordr_hdr", "cvs_ordr_dtl", "cvs_usr_lgn_hist"} & ws.tables(1)
     kinds = [r["kind"] for r in ws.history(1)]
     assert kinds.count("down") == 2

@@ -26,11 +26,11 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from .config import TenantSpec
 from .drivers.base import Driver
-from .errors import DatabaseError, LockNotAcquired, MigrationFailed, TenantctlError
+from .errors import DatabaseError, DriftDetected, LockNotAcquired, MigrationFailed, TenantctlError
 from .executor import EnforceHook, Executor, Progress, Unit
 from .migrations import Migration, Script, Version
 from .modes import Mode
-from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, TenantFailure, TenantResult
+from .outcome import APPLIED, FAILED, REVERTED, SKIPPED, UP_TO_DATE, TenantFailure, TenantResult
 from .plan import can_skip
 from .steps import Verb
 
@@ -276,11 +276,13 @@ class Engine:
                     await self.executor.attempt(unit, progress)
         except MigrationFailed as exc:
             e = exc.error
-            failure = TenantFailure(e.message, e.sqlstate, exc.migration, e.detail, e.hint)
+            failure = TenantFailure(e.message, e.sqlstate, exc.migration, e.detail, e.hint, e.line)
         except DatabaseError as exc:
-            failure = TenantFailure(exc.message, exc.sqlstate, exc.migration, exc.detail, exc.hint)
+            failure = TenantFailure(exc.message, exc.sqlstate, exc.migration, exc.detail, exc.hint,
+                                    exc.line)
         except TenantctlError as exc:
-            failure = TenantFailure(exc.message, None, None, None, exc.hint)
+            kind = "drift" if isinstance(exc, DriftDetected) else None
+            failure = TenantFailure(exc.message, None, None, None, exc.hint, kind=kind)
         return UnitOutcome(progress, attempts, failure, int((time.monotonic() - started) * 1000))
 
     async def _run_unit(self, unit: Unit) -> list[TenantResult]:
@@ -288,6 +290,8 @@ class Engine:
         progress = outcome.progress
         if outcome.failure is not None:
             status = FAILED
+        elif progress.reverted:
+            status = REVERTED
         elif progress.applied or progress.seeded or progress.created:
             status = APPLIED
         else:
@@ -296,7 +300,8 @@ class Engine:
             TenantResult(
                 clnt_id=t.clnt_id, database=unit.database, mode=unit.mode, status=status,
                 from_version=progress.from_version, to_version=progress.to_version,
-                applied=tuple(progress.applied), attempts=outcome.attempts,
+                applied=tuple(progress.applied), reverted=tuple(progress.reverted),
+                attempts=outcome.attempts,
                 duration_ms=outcome.duration_ms, created=progress.created,
                 seeded=t.clnt_id in progress.seeded, error=outcome.failure,
                 warnings=tuple(progress.warnings),

@@ -67,11 +67,15 @@ class DatabaseError(TenantctlError):
         sqlstate: str | None,
         detail: str | None = None,
         hint: str | None = None,
+        position: int | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.sqlstate = sqlstate
         self.detail = detail
+        # 1-based character offset into the query text PostgreSQL reported (if it did)
+        self.position = position
         self.migration: str | None = None  # set by the engine when a migration was running
+        self.line: int | None = None  # the migration file's line, when the driver knows it
 
     @property
     def transient(self) -> bool:

@@ -53,6 +53,7 @@ class Progress:
     from_version: str | None = None
     to_version: str | None = None
     applied: list[str] = field(default_factory=list)
+    reverted: list[str] = field(default_factory=list)
     seeded: set[int] = field(default_factory=set)
     created: bool = False
     read_once: bool = False
@@ -176,9 +177,12 @@ class Executor:
             if exc.transient:
                 raise
             raise MigrationFailed(exc, label) from exc
-        if step.kind in (StepKind.APPLY, StepKind.REVERT, StepKind.REPAIR):
+        if step.kind in (StepKind.APPLY, StepKind.REPAIR):
             assert step.migration is not None
             progress.applied.append(step.migration.version.text)
+        elif step.kind is StepKind.REVERT:
+            assert step.migration is not None
+            progress.reverted.append(step.migration.version.text)
         if step.kind in (StepKind.APPLY, StepKind.REVERT):
             progress.to_version = step.version_after
         elif step.kind is StepKind.SEED:
@@ -279,10 +283,17 @@ class Executor:
             created = await self.driver.create_database(admin, unit.database, None)
             cloned = False
         progress.created = progress.created or created
-        if created:
-            tag = unit.policy.purpose(unit.clnt_ids)
-            if await self.driver.write_purpose(admin, tag, unit.database):
-                self.purposes[(unit.server, unit.database)] = tag
+        if not created:
+            return False
+        # A clone of a template holding every migration is exactly at the latest
+        # version; without a seed to run, its marker is written with its purpose
+        # tag from the admin session, in one commit, and the new database gets no
+        # session at all (its first connection costs as much as the clone).
+        complete = cloned and self.template_migrations == len(self.migrations)
+        marker = make_marker(self.migrations, seeded=False) if complete and self.seed is None else None
+        tag = unit.policy.purpose(unit.clnt_ids)
+        if await self.driver.write_purpose(admin, tag, unit.database, marker=marker):
+            self.purposes[(unit.server, unit.database)] = tag
         if not cloned:
             return False
         held = self.migrations[self.template_migrations - 1].version.text
@@ -290,14 +301,7 @@ class Executor:
         progress.read_once = True
         # a template stopped before a per-tenant migration: the clone still
         # needs a session that applies the rest
-        if self.template_migrations != len(self.migrations):
-            return False
-        if self.seed is None:
-            # The marker is set from the admin session: no session on the new
-            # database (its first connection costs as much as the clone).
-            await self.driver.write_marker(
-                admin, make_marker(self.migrations, seeded=False), unit.database)
-        return True
+        return complete
 
     async def _admin(self, server: str, dsn: str) -> Session:
         """An idle maintenance-database session for this server, reused across units."""

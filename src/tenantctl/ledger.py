@@ -320,7 +320,7 @@ async def unfinished(session: Session, command: str, run_id: str | None) -> set[
     rows = await session.fetch_as(
         _Id, "SELECT id FROM tenantctl_runs r, unnest(r.clnt_ids) AS id WHERE r.run_id = $1::uuid "
         "AND NOT EXISTS (SELECT 1 FROM tenantctl_run_tenants t WHERE t.run_id = r.run_id "
-        "AND t.clnt_id = id AND t.status IN ('applied', 'up_to_date'))",
+        "AND t.clnt_id = id AND t.status IN ('applied', 'reverted', 'up_to_date'))",
         run_id,
     )
     return out | {r.id for r in rows}

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 APPLIED = "applied"
+REVERTED = "reverted"  # rollback: down scripts ran
 UP_TO_DATE = "up_to_date"
 FAILED = "failed"
 SKIPPED = "skipped"
-STATUSES = (APPLIED, UP_TO_DATE, FAILED, SKIPPED)
+STATUSES = (APPLIED, REVERTED, UP_TO_DATE, FAILED, SKIPPED)
+DONE = (APPLIED, REVERTED, UP_TO_DATE)  # a tenant the run finished with
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,15 @@ class TenantFailure:
     migration: str | None = None
     detail: str | None = None
     hint: str | None = None
+    line: int | None = None  # the line of ``migration`` the error points at, when known
+    kind: str | None = None  # "drift" when an applied file was edited; None for the others
+
+    @property
+    def where(self) -> str | None:
+        """``file:line`` (or the file alone) the failure happened in."""
+        if self.migration is None:
+            return None
+        return f"{self.migration}:{self.line}" if self.line else self.migration
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -26,6 +37,10 @@ class TenantFailure:
             "message": self.message,
             "migration": self.migration,
         }
+        if self.line is not None:
+            out["line"] = self.line
+        if self.kind is not None:
+            out["kind"] = self.kind
         if self.detail:
             out["detail"] = self.detail
         if self.hint:
@@ -41,7 +56,7 @@ class TenantResult:
     status: str
     from_version: str | None = None
     to_version: str | None = None
-    applied: tuple[str, ...] = ()
+    applied: tuple[str, ...] = ()  # versions committed by this run (up migrations, repairs)
     attempts: int = 0
     duration_ms: int = 0
     created: bool = False
@@ -49,6 +64,7 @@ class TenantResult:
     error: TenantFailure | None = None
     reason: str | None = None  # why a tenant was skipped
     warnings: tuple[str, ...] = ()
+    reverted: tuple[str, ...] = ()  # versions whose down script this run committed
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,7 +82,11 @@ class TenantResult:
             out["created"] = True
         if self.seeded:
             out["seeded"] = True
+        if self.reverted:
+            out["reverted"] = list(self.reverted)
         if self.error is not None:
+            # what committed is in applied/reverted; where it stopped is apart from it
+            out["failed_migration"] = self.error.migration
             out["error"] = self.error.to_json()
         if self.reason:
             out["reason"] = self.reason
@@ -101,7 +121,12 @@ class RunResult:
             "target": self.target,
             "interrupted": self.interrupted,
             "duration_ms": self.duration_ms,
-            "summary": {s: self.count(s) for s in STATUSES},
+            "summary": {
+                **{s: self.count(s) for s in STATUSES},
+                # migrations committed, failed tenants' included (tenant counts are above)
+                "migrations_applied": sum(len(t.applied) for t in self.tenants),
+                "migrations_reverted": sum(len(t.reverted) for t in self.tenants),
+            },
             "tenants": [t.to_json() for t in self.tenants],
             "notes": list(self.notes),
         }

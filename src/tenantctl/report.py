@@ -6,13 +6,14 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, RunResult, TenantResult
+from .outcome import APPLIED, FAILED, REVERTED, SKIPPED, UP_TO_DATE, RunResult, TenantResult
 
 if TYPE_CHECKING:
     from .lint import Finding
     from .status import StatusRow, VerifyFinding
 
-_MARK = {APPLIED: "applied", UP_TO_DATE: "up to date", FAILED: "FAILED", SKIPPED: "skipped"}
+_MARK = {APPLIED: "applied", REVERTED: "reverted", UP_TO_DATE: "up to date", FAILED: "FAILED",
+         SKIPPED: "skipped"}
 
 
 def tenant_line(r: TenantResult, *, dry_run: bool = False) -> str:
@@ -20,15 +21,17 @@ def tenant_line(r: TenantResult, *, dry_run: bool = False) -> str:
     head = f"clnt_id {r.clnt_id:>5}  {r.database:<24}"
     versions = f"{r.from_version or '-'} -> {r.to_version or '-'}"
     if r.status == FAILED and r.error is not None:
-        where = f" in {r.error.migration}" if r.error.migration else ""
+        where = f" in {r.error.where}" if r.error.where else ""
         return f"{head} FAILED{where}: [{r.error.sqlstate or '-'}] {r.error.message}"
     if r.status == SKIPPED:
         return f"{head} skipped ({r.reason})" if r.reason else f"{head} skipped"
-    if r.status == APPLIED:
+    if r.status in (APPLIED, REVERTED):
         verb = "would apply" if dry_run else "applied"
         extra = []
         if r.applied:
             extra.append(f"{verb} {', '.join(r.applied)}")
+        if r.reverted:
+            extra.append(f"reverted {', '.join(r.reverted)}")
         if r.created:
             extra.append("database created")
         if r.seeded:
@@ -39,7 +42,7 @@ def tenant_line(r: TenantResult, *, dry_run: bool = False) -> str:
 
 
 def run_summary(run: RunResult) -> str:
-    parts = [f"{run.count(s)} {_MARK[s]}" for s in (APPLIED, UP_TO_DATE, FAILED, SKIPPED) if run.count(s)]
+    parts = [f"{run.count(s)} {_MARK[s]}" for s in _MARK if run.count(s)]
     lines = [
         f"{run.command} run {run.run_id}: {len(run.tenants)} tenant(s): "
         f"{', '.join(parts) or 'nothing to do'} in {run.duration_ms / 1000:.1f}s"
@@ -50,9 +53,19 @@ def run_summary(run: RunResult) -> str:
     failed = [t for t in run.tenants if t.status == FAILED]
     if failed:
         lines.append("failed tenants: " + " ".join(str(t.clnt_id) for t in failed))
-        lines.append(f"re-run them with: tenantctl {run.command} "
-                     + " ".join(str(t.clnt_id) for t in failed))
+    drifted = [str(t.clnt_id) for t in failed if t.error is not None and t.error.kind == "drift"]
+    others = [str(t.clnt_id) for t in failed if str(t.clnt_id) not in drifted]
+    if drifted:
+        lines.append("applied files were edited: restore them, or accept the edits with: "
+                     f"tenantctl repair {' '.join(drifted)}")
+    if others:
+        lines.append(f"re-run them with: tenantctl {run.command} {' '.join(others)}")
     return "\n".join(lines)
+
+
+def one_line(text: str) -> str:
+    """Text for a table cell: line breaks and runs of white space folded."""
+    return " ".join(text.split())
 
 
 def status_table(rows: Sequence[StatusRow]) -> str:
@@ -70,7 +83,7 @@ def status_table(rows: Sequence[StatusRow]) -> str:
             note += f"; partial: {', '.join(row['partial'])}"
         err = r.last_error
         if err and r.last_status == FAILED:
-            note += f"; last error [{err.get('sqlstate') or '-'}] {err.get('message')}"
+            note += f"; last error [{err.get('sqlstate') or '-'}] {one_line(str(err.get('message')))}"
         pending = "-" if r.pending is None else str(r.pending)
         out.append(
             f"{r.clnt_id:>7}  {r.mode:<8}  {r.database:<24}  {r.version or '-':<10}  "

@@ -136,12 +136,15 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
         state = unit_state.state
         if seeds and not seeded and state in ("up_to_date", "pending"):
             state = "unfinished"
+        # a failure the database no longer shows (a restored file, a later fix) is history:
+        # `runs`/the ledger keep it, status shows the present
+        resolved = state == "up_to_date" and unit_state.error is None
         rows.append(StatusRow(
             t.clnt_id, t.name, t.mode, t.server, unit.database, unit_state.version, inputs.latest,
             unit_state.pending, state, unit_state, seeded,
             last_status=known.last_status if known else None,
             last_run_id=known.last_run_id if known else None,
-            last_error=unit_state.error or (known.error if known else None),
+            last_error=unit_state.error or (known.error if known and not resolved else None),
         ))
     return rows
 

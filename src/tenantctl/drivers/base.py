@@ -118,8 +118,9 @@ class Driver(Protocol):
         ...
 
     async def write_purpose(self, session: Session, purpose: str,
-                            database: str | None = None) -> bool:
-        """Tag a database with its purpose; False when not permitted."""
+                            database: str | None = None, *, marker: str | None = None) -> bool:
+        """Tag a database with its purpose (and its schema marker, when given, in the
+        same commit); False when not permitted."""
         ...
 
     # ---------------------------------------------------------------- tenant level

@@ -214,8 +214,11 @@ class FakeDriver:
         return 0
 
     async def write_purpose(self, session: Session, purpose: str,
-                            database: str | None = None) -> bool:
-        self.server.databases[database or session.database].purpose = purpose
+                            database: str | None = None, *, marker: str | None = None) -> bool:
+        db = self.server.databases[database or session.database]
+        db.purpose = purpose
+        if marker is not None:
+            db.marker = marker
         return True
 
     async def database_contents(self, session: Session) -> tuple[bool, bool]:

@@ -73,13 +73,20 @@ _PURPOSE_SAFE = re.compile(r"(?:tenant:[0-9]{1,5}|shared|template|control)")
 _MARKER_SAFE = re.compile(r"[0-9a-z.:_-]{1,200}")
 
 
-async def write_purpose(session: Session, purpose: str, database: str | None = None) -> bool:
-    """Tag a database with its purpose; False when not permitted (not its owner)."""
+async def write_purpose(session: Session, purpose: str, database: str | None = None, *,
+                        marker: str | None = None) -> bool:
+    """Tag a database with its purpose (and, given one, its schema marker, in the
+    same transaction: one commit per new tenant); False when not permitted."""
     if not _PURPOSE_SAFE.fullmatch(purpose):
         raise ValueError(f"unexpected purpose {purpose!r}")
     target = quote_ident(database or session.database)
+    sql = f"ALTER DATABASE {target} SET {PURPOSE_SETTING} = '{purpose}'"
+    if marker is not None:
+        if not _MARKER_SAFE.fullmatch(marker):
+            raise ValueError(f"unexpected marker {marker!r}")
+        sql += f"; ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
     try:
-        await session.execute(f"ALTER DATABASE {target} SET {PURPOSE_SETTING} = '{purpose}'")
+        await session.execute(sql)
     except DatabaseError as exc:
         if exc.sqlstate == "42501":
             return False

@@ -36,9 +36,14 @@ def translate(exc: BaseException, context: str = "") -> DatabaseError:
         state = getattr(exc, "sqlstate", None)
         detail = getattr(exc, "detail", None)
         hint = getattr(exc, "hint", None)
+        # the server's primary message alone: detail and hint travel in their own fields
+        message = getattr(exc, "message", None) or str(exc)
+        raw_position = getattr(exc, "position", None)
+        position = int(raw_position) if raw_position and str(raw_position).isdigit() else None
         return DatabaseError(
-            redact(f"{prefix}{exc}"), sqlstate=state,
-            detail=redact(detail) if detail else None, hint=redact(hint) if hint else None)
+            redact(f"{prefix}{message}"), sqlstate=state,
+            detail=redact(detail) if detail else None, hint=redact(hint) if hint else None,
+            position=position)
     if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)):
         # No server-side code for a lost/refused connection: report class 08.
         text = str(exc) or type(exc).__name__

@@ -217,10 +217,34 @@ async def _run_script(session: Session, script: Script) -> None:
     tenantctl's own user whatever the script SET (a role, a statement_timeout);
     the newline ends a trailing ``--`` comment. An empty or comment-only script
     runs nothing but the reset."""
-    if script.statements:
-        await session.execute(SESSION_RESET + script.sql + "\n;" + SESSION_RESET)
-    else:
+    if not script.statements:
         await session.execute(SESSION_RESET)
+        return
+    try:
+        await session.execute(SESSION_RESET + script.sql + "\n;" + SESSION_RESET)
+    except DatabaseError as exc:
+        exc.line = _line_of(script.sql, exc.position, offset=len(SESSION_RESET))
+        raise
+
+
+async def _run_statement(session: Session, stmt: Statement) -> None:
+    """One statement of a no-transaction script; a failure names its line."""
+    try:
+        await session.execute(stmt.sql)
+    except DatabaseError as exc:
+        exc.line = _line_of(stmt.sql, exc.position, first_line=stmt.line) or stmt.line
+        raise
+
+
+def _line_of(sql: str, position: int | None, *, offset: int = 0, first_line: int = 1) -> int | None:
+    """The line of ``sql`` (starting at ``first_line``) that a PostgreSQL error
+    position points at; ``offset`` characters were sent ahead of ``sql``."""
+    if position is None:
+        return None
+    index = position - 1 - offset
+    if not 0 <= index <= len(sql):
+        return None
+    return first_line + sql.count("\n", 0, index)
 
 
 async def apply_transactional(session: Session, migration: Migration, run_id: Any) -> int:
@@ -254,7 +278,11 @@ async def apply_seed(
             str(clnt_id), name, ",".join(map(str, sites)),
         )
         if script.statements:
-            await session.execute(script.sql + "\n;" + SESSION_RESET)
+            try:
+                await session.execute(script.sql + "\n;" + SESSION_RESET)
+            except DatabaseError as exc:
+                exc.line = _line_of(script.sql, exc.position)
+                raise
         await _insert_history(
             session,
             str(clnt_id), f"seed clnt_id {clnt_id}", KIND_SEED, script.path.name,
@@ -297,7 +325,7 @@ async def apply_statements(
         stmt = statements[index]
         if stmt.kind == "IndexStmt":
             await drop_invalid_index(session, stmt)
-        await session.execute(stmt.sql)
+        await _run_statement(session, stmt)
         await _update_progress(
             session, "statements_done = $2, run_id = $3::uuid", rank, index + 1, run_id)
     elapsed = int((time.monotonic() - started) * 1000)
@@ -369,7 +397,7 @@ async def apply_down(session: Session, migration: Migration, run_id: Any) -> int
         return elapsed
     await reset_session(session)
     for stmt in script.statements:
-        await session.execute(stmt.sql)
+        await _run_statement(session, stmt)
     await reset_session(session)
     elapsed = int((time.monotonic() - started) * 1000)
     await _insert_history(
