@@ -100,13 +100,14 @@ SELECT (SELECT coalesce(max(installed_rank), 0) + 1 FROM public.{HISTORY_TABLE})
 WHERE {_LOCK_HELD}"""
 _INSERT_HISTORY_RANK = _INSERT_HISTORY + " RETURNING installed_rank"
 
-# Sent ahead of every migration, seed and down script (in the same round trip
-# for transactional ones): each starts from the session state the connection
-# opened with (search_path, role, GUCs a script SET at session level, temp
-# tables, prepared statements, cursors, LISTENs), whatever the previous script
-# left behind. RESET ALL returns to the values of the startup packet
-# (lock_timeout, statement_timeout). Not DISCARD ALL: it would also release
-# the tenant's advisory lock. One line, so error line numbers are unchanged.
+# Sent after every migration, seed and down script (in the same round trip and
+# transaction for transactional ones), so the next one starts from the session
+# state the connection opened with (search_path, role, GUCs a script SET at
+# session level, temp tables, prepared statements, cursors, LISTENs). A fresh
+# session starts there, and every script ends with this reset, so nothing is
+# needed ahead of a script. RESET ALL returns to the values of the startup
+# packet (lock_timeout, statement_timeout). Not DISCARD ALL: it would also
+# release the tenant's advisory lock.
 SESSION_RESET = (
     "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; "
     "DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; "
@@ -212,18 +213,16 @@ async def _insert_history(session: Session, *args: Any) -> None:
 
 
 async def _run_script(session: Session, script: Script) -> None:
-    """Reset, the script, reset again: one round trip, inside the caller's
-    transaction. The second reset lets the history row be written as
-    tenantctl's own user whatever the script SET (a role, a statement_timeout);
-    the newline ends a trailing ``--`` comment. An empty or comment-only script
-    runs nothing but the reset."""
+    """The script, then the session reset: one round trip, inside the caller's
+    transaction. The reset also lets the history row be written as tenantctl's
+    own user whatever the script SET (a role, a statement_timeout); the newline
+    ends a trailing ``--`` comment. An empty or comment-only script runs nothing."""
     if not script.statements:
-        await session.execute(SESSION_RESET)
         return
     try:
-        await session.execute(SESSION_RESET + script.sql + "\n;" + SESSION_RESET)
+        await session.execute(script.sql + "\n;" + SESSION_RESET)
     except DatabaseError as exc:
-        exc.line = _line_of(script.sql, exc.position, offset=len(SESSION_RESET))
+        exc.line = _line_of(script.sql, exc.position)
         raise
 
 
@@ -268,7 +267,6 @@ async def apply_seed(
     """Run the seed script for one tenant; its values arrive as settings, never as SQL text."""
     started = time.monotonic()
     async with session.transaction():
-        await session.execute(SESSION_RESET)
         await session.execute(
             "SELECT set_config('tenantctl.clnt_id', $1, true), "
             "set_config('tenantctl.tenant_name', $2, true), "
