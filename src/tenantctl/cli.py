@@ -337,27 +337,35 @@ def new(opts: GlobalOptions, description: str, version: str | None) -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--all-files", is_flag=True,
+              help="Also report findings in migrations at or below lint.baseline of tenants.yaml.")
 @_json_flag
 @click.pass_obj
-def lint(opts: GlobalOptions, files: tuple[Path, ...], as_json: bool) -> None:
+def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool, as_json: bool) -> None:
     """Check migrations for risky DDL and tenancy rules (default: all of migrations/).
 
     Exit 1 when a rule of severity error fires. Accept a rule deliberately in
-    the file with `-- tenantctl: allow <rule-id>`.
+    the file with `-- tenantctl: allow <rule-id>`, or project-wide in the
+    `lint:` block of tenants.yaml (disable, severity, exclude, baseline).
     """
-    from . import commands, report
+    from . import report
+    from .inputs import lint_report, load_inputs
     from .lint import RULES
 
-    findings = commands.lint(opts.project(), files)
+    result = lint_report(load_inputs(opts.project()), files, all_files=all_files)
+    findings = result.findings
     errors = sum(1 for f in findings if f.severity == "error")
     if opts.json or as_json:
         click.echo(report.to_json({"findings": [f.to_json() for f in findings],
-                                   "errors": errors, "rules": sorted(RULES)}))
+                                   "errors": errors, "rules": sorted(RULES),
+                                   "baseline": result.baseline, "hidden_by_baseline": result.hidden}))
     else:
         for f in findings:
             click.echo(f"{f.severity}: {report.finding_line(f)}")
             click.echo(f"    hint: {f.hint}")
-        click.echo(f"{len(findings)} finding(s), {errors} error(s)")
+        hidden = (f" ({result.hidden} more in migrations at or below the baseline "
+                  f"{result.baseline}; --all-files shows them)" if result.hidden else "")
+        click.echo(f"{len(findings)} finding(s), {errors} error(s){hidden}")
     sys.exit(EXIT_FAILED if errors else EXIT_OK)
 
 

@@ -6,6 +6,7 @@ fields (server names, database collisions, ...) are load_project's, in config.py
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
 from typing import Annotated, Literal
 
@@ -18,7 +19,10 @@ from .config_fields import (
     check_table_name,
     check_wave,
     parse_duration,
+    short_repr,
 )
+from .lint_rules import RULES
+from .migrations import Version
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Identifier = Annotated[str, BeforeValidator(check_identifier)]
@@ -26,6 +30,30 @@ RoleName = Annotated[str, BeforeValidator(check_role)]
 WaveName = Annotated[str, BeforeValidator(check_wave)]
 TableName = Annotated[str, BeforeValidator(check_table_name)]
 Int2Id = Annotated[int, Field(strict=True, ge=1, le=INT2_MAX)]
+
+
+def check_rule_id(value: object) -> str:
+    """A lint rule id of lint_rules.RULES (docs/lint-rules.md lists them)."""
+    if isinstance(value, str) and value in RULES:
+        return value
+    close = difflib.get_close_matches(str(value), RULES, n=1) if isinstance(value, str) else []
+    also = f"; did you mean {close[0]!r}?" if close else " (docs/lint-rules.md lists the rules)"
+    raise ValueError(f"{short_repr(value)} is not a lint rule{also}")
+
+
+def check_version(value: object) -> str:
+    """A migration version (``1.0.41``, ``V2``, ``20240101``), as text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        if isinstance(value, float):
+            raise ValueError(f"{value!r} was read by YAML as a number (1.10 would become 1.1): "
+                             "quote the version, e.g. \"1.10\"")
+        raise ValueError(f"{short_repr(value)} is not a version such as 1.0.1")
+    return Version.parse(str(value)).text
+
+
+RuleId = Annotated[str, BeforeValidator(check_rule_id)]
+MigrationVersion = Annotated[str, BeforeValidator(check_version)]
+GlobPattern = Annotated[str, Field(min_length=1)]
 
 
 class _Model(BaseModel):
@@ -70,6 +98,22 @@ class Settings(_Model):
     allow_external_symlinks: bool = False  # migration/seed links may point outside the project
 
 
+class LintConfig(_Model):
+    """The ``lint:`` block: how this project applies the lint rules (inputs.lint).
+
+    ``disable``: rules that never report; ``severity``: a rule's severity
+    overridden (error or warning); ``exclude``: fnmatch patterns of migration
+    file names whose findings are not reported (a down script also by its up
+    script's name); ``baseline``: findings in migrations at or below this
+    version are not reported unless ``tenantctl lint --all-files``.
+    """
+
+    disable: tuple[RuleId, ...] = ()
+    severity: dict[RuleId, Literal["error", "warning"]] = Field(default_factory=dict)
+    exclude: tuple[GlobPattern, ...] = ()
+    baseline: MigrationVersion | None = None
+
+
 class Tenant(_Model):
     clnt_id: Int2Id
     name: str = Field(min_length=1, max_length=200)
@@ -112,6 +156,7 @@ class ConfigFile(_Model):
     shared: Shared = Field(default_factory=Shared)
     waves: tuple[WaveName, ...] = ("canary",)
     settings: Settings = Field(default_factory=Settings)
+    lint: LintConfig = Field(default_factory=LintConfig)
     tenants: tuple[Tenant, ...] = ()
 
     @field_validator("database_pattern")

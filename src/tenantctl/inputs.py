@@ -7,7 +7,8 @@ input (exit 2) and nothing has been changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .config import Project
@@ -45,11 +46,32 @@ def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
     return Inputs(project, migrations, seed, tuple(notices))
 
 
-def lint(inputs: Inputs, only: tuple[Path, ...] = ()) -> list[Finding]:
+@dataclass(frozen=True)
+class LintReport:
+    """Findings after the project's ``lint:`` block; ``hidden``: how many the baseline hid."""
+
+    findings: list[Finding]
+    hidden: int = 0
+    baseline: str | None = None
+
+
+def lint(inputs: Inputs, only: tuple[Path, ...] = (), *, all_files: bool = False) -> list[Finding]:
     """Lint findings for the folder (or for ``only`` these files, judged in context).
 
     Files outside the folder are linted after the folder's migrations, so
-    "existing table" means what the folder creates.
+    "existing table" means what the folder creates. tenants.yaml's ``lint:``
+    block applies (see :func:`lint_report`).
+    """
+    return lint_report(inputs, only, all_files=all_files).findings
+
+
+def lint_report(inputs: Inputs, only: tuple[Path, ...] = (), *, all_files: bool = False) -> LintReport:
+    """:func:`lint`, with the count of findings the baseline hid.
+
+    tenants.yaml's ``lint:`` block: ``disable``d rules and files matching an
+    ``exclude`` pattern report nothing (excluded files are still read, so the
+    tables they create are known); ``severity`` overrides a rule's; findings in
+    migrations at or below ``baseline`` are hidden unless ``all_files``.
     """
     migrations = list(inputs.migrations)
     wanted = {p.resolve() for p in only}
@@ -69,7 +91,24 @@ def lint(inputs: Inputs, only: tuple[Path, ...] = ()) -> list[Finding]:
     if wanted:
         names = {p.name for p in wanted}
         findings = [f for f in findings if f.file in names]
-    return findings
+    config = project.file.lint
+    baseline = None if config.baseline is None else Version.parse(config.baseline)
+    # a finding's file -> (its migration's version, the up script's name)
+    owner: dict[str, tuple[Version | None, str]] = {
+        s.path.name: (m.version, m.up.path.name) for m in migrations for s in (m.up, m.down) if s is not None}
+    kept: list[Finding] = []
+    hidden = 0
+    for f in findings:
+        at, up_name = owner.get(f.file, (None, f.file))
+        if f.rule in config.disable or any(
+                fnmatchcase(f.file, p) or fnmatchcase(up_name, p) for p in config.exclude):
+            continue
+        if baseline is not None and at is not None and not at > baseline and not all_files:
+            hidden += 1
+            continue
+        severity = config.severity.get(f.rule, f.severity)
+        kept.append(f if severity == f.severity else replace(f, severity=severity))
+    return LintReport(kept, hidden, config.baseline)
 
 
 def refuse_on_lint_errors(findings: list[Finding]) -> None:

@@ -3,72 +3,33 @@
 The migrations are walked in version order while a simulated schema records the
 tables created so far (their columns and keys). A table is *existing* when it was
 not created by the migration being linted: created by an earlier migration, or
-not created in this folder at all. Rules (ids are stable):
+not created in this folder at all. docs/lint-rules.md describes every rule (what
+it catches, why it matters, the fix); lint_rules.RULES holds their ids,
+severities and hints.
 
-  require-concurrent-index      error    CREATE INDEX (or ADD PRIMARY KEY/UNIQUE) on an
-                                         existing table without CONCURRENTLY
-  concurrent-in-transaction     error    CONCURRENTLY in a transactional migration
-  add-column-not-null-no-default error   ADD COLUMN ... NOT NULL without DEFAULT (existing)
-  ban-drop-column               error    DROP COLUMN of an existing table
-  ban-drop-table                error    DROP TABLE of an existing table
-  ban-truncate                  error    TRUNCATE of an existing table
-  ban-alter-column-type         error    ALTER COLUMN ... TYPE that rewrites an existing table
-                                         (varchar/text/numeric widening is allowed)
-  ban-rename                    error    RENAME of an existing table or of its column
-  constraint-not-valid          error    ADD FOREIGN KEY/CHECK on an existing table without
-                                         NOT VALID
-  tenant-table-needs-clnt-id    error    CREATE TABLE without a clnt_id column
-  key-leads-with-clnt-id        error    PRIMARY KEY/UNIQUE/FOREIGN KEY not led by clnt_id
-  key-site-id-second            warning  such a key of a table with site_id: site_id not second
-  rls-disabled                  error    DISABLE / NO FORCE ROW LEVEL SECURITY on a tenant table
-  empty-migration               warning  a file with no statement (empty or comment-only): a
-                                         recorded no-op; fine as a placeholder, but noticed
-
-Statements that reach outside the tenant's own database (up AND down scripts):
-
-  ban-drop-database             error    CREATE / DROP / ALTER DATABASE (incl. OWNER, RENAME,
-                                         SET), GRANT/REVOKE ... ON DATABASE
-  ban-cross-database-access     error    CREATE EXTENSION dblink / any *_fdw, CREATE/ALTER
-                                         SERVER, USER MAPPING, FOREIGN TABLE, FOREIGN DATA
-                                         WRAPPER, IMPORT FOREIGN SCHEMA, SUBSCRIPTION; calls of
-                                         dblink* functions anywhere
-  ban-copy-program              error    COPY ... TO/FROM PROGRAM, COPY to/from a server file;
-                                         lo_import/lo_export/pg_read_file/pg_read_binary_file
-  ban-alter-system              error    ALTER SYSTEM (the whole server's configuration)
-  ban-role-ddl                  error    CREATE/ALTER/DROP ROLE/USER/GROUP, GRANT/REVOKE role
-                                         membership, SET ROLE, SET SESSION AUTHORIZATION,
-                                         REASSIGN OWNED, DROP OWNED (roles are cluster-wide)
-
-ALTER <object> OWNER TO is not role DDL: it changes an object of this database
-(shared mode relies on it); ALTER DATABASE ... OWNER TO is ban-drop-database.
-DO blocks and function bodies are scanned as text (comments ignored) for the
-same things: dblink calls, role DDL, ALTER/CREATE/DROP DATABASE, COPY ... PROGRAM
-or to/from a file, ALTER SYSTEM. Dynamic SQL built from pieces is not seen.
-
-Shared mode only (``shared_mode=True``; one database holds many tenants under RLS),
-up and down scripts:
-
-  view-needs-security-invoker   error    CREATE [OR REPLACE] VIEW without
-                                         WITH (security_invoker = true); ALTER VIEW ...
-                                         SET (security_invoker = false) / RESET (security_invoker)
-  shared-materialized-view      error    CREATE MATERIALIZED VIEW (stores every tenant's rows,
-                                         no RLS on it)
-  shared-security-definer       error    CREATE FUNCTION/PROCEDURE ... SECURITY DEFINER,
-                                         ALTER FUNCTION/PROCEDURE ... SECURITY DEFINER
+Within one up script the linter also remembers which existing tables the file
+emptied (``DELETE FROM t`` without WHERE, ``TRUNCATE t``; an INSERT, COPY FROM or
+MERGE into t fills it again), so ``ADD COLUMN ... NOT NULL`` without a default is
+accepted on them, and whether the file set the session's TimeZone to UTC (then a
+timestamp <-> timestamptz type change rewrites nothing and is not reported).
+CREATE TABLE ... AS and SELECT ... INTO create tables like CREATE TABLE: their
+columns are the query's output names (``*`` expanded from tables whose columns
+are known), and a table whose columns are known and lack clnt_id is reported.
 
 ``-- tenantctl: allow <rule-id>`` in a file's header silences that rule for the file
 (a down script has its own header). Tables in ``global_tables`` (and tables created
 without clnt_id) are not tenant tables: the clnt_id/site_id/RLS rules skip them and
 foreign keys pointing at them. The schema rules (indexes, drops, keys, ...) apply to
-up scripts only: down scripts drop things by nature.
+up scripts only: down scripts drop things by nature. The rules of statements that
+reach outside the database, and the shared-mode rules, apply to down scripts too
+(lint_stateless.py).
 
 Line numbers are those of the statement's first token, or of the offending call
 inside it where the parser gives its position (character positions, see
 statements.py); nothing here works on UTF-8 byte offsets.
 
-The rule table is lint_rules.py; the rules that need no simulated schema (outside
-the database, shared mode) are lint_stateless.py; this module walks the
-migrations and simulates the schema.
+The project's ``lint:`` block of tenants.yaml (disable, severity, exclude,
+baseline) is applied by inputs.lint, not here: this module reports every rule.
 """
 
 from __future__ import annotations
@@ -79,11 +40,12 @@ from pglast import ast
 from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType as CT
 from pglast.enums import ObjectType as OT
+from pglast.enums import VariableSetKind as VSK
 
 from .lint_rules import RULES, Finding, Rule
 from .lint_stateless import check_outside, check_shared
 from .migrations import Migration, Script
-from .sqltree import ParsedStatement, PgNode, parse_statements
+from .sqltree import ParsedStatement, PgNode, leftmost_select, output_names, parse_statements
 
 __all__ = ["RULES", "Finding", "Rule", "lint_migrations"]
 
@@ -110,6 +72,8 @@ class _Linter:
     file: str = ""
     script: Script | None = None
     line: int = 0
+    emptied: set[str] = field(default_factory=set)  # existing tables this up script emptied
+    utc: bool = False  # this script set the session's TimeZone to UTC
 
     # -- helpers --------------------------------------------------------------
     def report(self, rule_id: str, message: str, line: int | None = None) -> None:
@@ -203,11 +167,24 @@ class _Linter:
         if node.objtype == OT.OBJECT_MATVIEW:
             self.tables[rel.relname] = _Table(None, self.index, exempt=True)
             return
-        names: list[str | None] = []
-        for target in getattr(node.query, "targetList", None) or ():  # None for UNION, VALUES, ...
-            fields = getattr(target.val, "fields", None) or ()
-            names.append(target.name or (getattr(fields[-1], "sval", None) if fields else None))
-        renamed = [c.sval for c in node.into.colNames or ()]
+        if not (node.if_not_exists and rel.relname in self.tables):
+            self.create_from_query(node.into, node.query)
+
+    def select_into(self, node: PgNode) -> None:
+        into = leftmost_select(node).intoClause
+        if into is not None:
+            self.create_from_query(into, node)
+
+    def create_from_query(self, into: PgNode, query: PgNode) -> None:
+        """CREATE TABLE ... AS / SELECT ... INTO: columns named as PostgreSQL names them."""
+        rel = into.rel
+
+        def columns_of(source: PgNode) -> list[str] | None:
+            columns = self.table(source)[1].columns
+            return list(columns) if columns is not None else None
+
+        names = output_names(query, columns_of) or []
+        renamed = [c.sval for c in into.colNames or ()]
         names = renamed + names[len(renamed):] if len(renamed) <= len(names) else []
         columns: dict[str, _TypeSig | None] | None = None
         if names and None not in names:
@@ -243,7 +220,8 @@ class _Linter:
             sub, d = cmd.subtype, cmd.def_
             if sub == AT.AT_AddColumn:
                 kinds = {c.contype for c in d.constraints or ()}
-                if old and kinds & {CT.CONSTR_NOTNULL, CT.CONSTR_PRIMARY} and not kinds & _FILLED:
+                if old and kinds & {CT.CONSTR_NOTNULL, CT.CONSTR_PRIMARY} and not kinds & _FILLED \
+                        and name not in self.emptied:
                     self.report("add-column-not-null-no-default",
                                 f"column {name}.{d.colname} added NOT NULL without DEFAULT")
                 if info.columns is not None:
@@ -261,7 +239,12 @@ class _Linter:
                 before = info.columns.get(cmd.name) if info.columns is not None else None
                 after = _type_sig(d.typeName)
                 rewrites = d.raw_default is not None or d.collClause is not None or not _widens(before, after)
-                if old and rewrites:
+                if old and rewrites and _timestamptz_switch(before, after, d):
+                    if not self.utc:
+                        self.report("alter-column-type-timestamptz",
+                                    f"column {name}.{cmd.name} changed between timestamp and timestamptz "
+                                    "without SET TimeZone = 'UTC' earlier in the file")
+                elif old and rewrites:
                     self.report("ban-alter-column-type", f"type of column {name}.{cmd.name} changed")
                 if info.columns is not None:
                     info.columns[cmd.name] = after
@@ -303,6 +286,27 @@ class _Linter:
             name, info = self.table(rel)
             if self.existing(info):
                 self.report("ban-truncate", f"table {name} truncated")
+            if rel.inh:  # not ONLY: its partitions / children are emptied too
+                self.emptied.add(name)
+
+    def delete(self, node: PgNode) -> None:
+        rel = node.relation
+        if node.whereClause is None and not node.usingClause and rel.inh:
+            self.emptied.add(rel.relname)
+
+    def fill(self, node: PgNode) -> None:
+        """INSERT, COPY FROM, MERGE: the target table has rows again."""
+        rel = getattr(node, "relation", None)
+        if rel is not None and (type(node).__name__ != "CopyStmt" or node.is_from):
+            self.emptied.discard(rel.relname)
+
+    def set_variable(self, node: PgNode) -> None:
+        if node.kind == VSK.VAR_RESET_ALL:
+            self.utc = False
+        elif node.name == "timezone":
+            args: tuple[PgNode, ...] = tuple(node.args or ())
+            value = getattr(getattr(args[0], "val", None), "sval", None) if len(args) == 1 else None
+            self.utc = node.kind == VSK.VAR_SET_VALUE and str(value).upper() in _UTC_ZONES
 
     def rename(self, node: PgNode) -> None:
         if node.renameType == OT.OBJECT_TABLE:
@@ -324,6 +328,9 @@ class _Linter:
 
 
 _FILLED = {CT.CONSTR_DEFAULT, CT.CONSTR_IDENTITY, CT.CONSTR_GENERATED}
+_UTC_ZONES = frozenset({"UTC", "ETC/UTC", "UCT", "ETC/UCT", "ZULU", "ETC/ZULU", "UNIVERSAL",
+                        "ETC/UNIVERSAL", "GMT", "ETC/GMT"})
+_TIMESTAMPS = frozenset({"timestamp", "timestamptz"})
 
 _HANDLERS = {
     "CreateStmt": _Linter.create_table,
@@ -332,6 +339,12 @@ _HANDLERS = {
     "AlterTableStmt": _Linter.alter_table,
     "DropStmt": _Linter.drop,
     "TruncateStmt": _Linter.truncate,
+    "DeleteStmt": _Linter.delete,
+    "InsertStmt": _Linter.fill,
+    "CopyStmt": _Linter.fill,
+    "MergeStmt": _Linter.fill,
+    "VariableSetStmt": _Linter.set_variable,
+    "SelectStmt": _Linter.select_into,
     "RenameStmt": _Linter.rename,
     "ReindexStmt": _Linter.reindex,
 }
@@ -371,6 +384,17 @@ def _widens(before: _TypeSig | None, after: _TypeSig | None) -> bool:
     return False
 
 
+def _timestamptz_switch(before: _TypeSig | None, after: _TypeSig | None, column: PgNode) -> bool:
+    """timestamp <-> timestamptz without USING and without losing precision: PostgreSQL 12+
+    rewrites nothing when the session's TimeZone is UTC."""
+    if before is None or after is None or column.raw_default is not None or column.collClause is not None:
+        return False
+    (old, old_mods), (new, new_mods) = before, after
+    if {old, new} != _TIMESTAMPS:
+        return False
+    return not new_mods or (bool(old_mods) and new_mods[0] >= old_mods[0])
+
+
 def lint_migrations(migrations: tuple[Migration, ...], *,
                     global_tables: frozenset[str] = frozenset(),
                     shared_mode: bool = False) -> list[Finding]:
@@ -390,6 +414,7 @@ def lint_migrations(migrations: tuple[Migration, ...], *,
 
 def _lint_script(linter: _Linter, script: Script, *, up: bool) -> None:
     linter.file, linter.script, linter.line = script.path.name, script, 1
+    linter.emptied, linter.utc = set(), False
     if up and not script.statements:
         linter.report("empty-migration",
                       f"{script.path.name} has no statement: it is recorded and runs nothing")

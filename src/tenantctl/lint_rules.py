@@ -1,7 +1,8 @@
 """The lint rules: id, severity, summary and hint of each; a finding's shape.
 
-lint.py's module docstring describes what each rule checks; ``RULES`` is the
-table the linters (lint.py, lint_stateless.py) report from.
+docs/lint-rules.md describes each rule (what it catches, why it matters, the
+fix; a test keeps it complete); ``RULES`` is the table the linters (lint.py,
+lint_stateless.py) report from and tenants.yaml's ``lint:`` block names rules of.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     _rule("ban-truncate", "existing table truncated", "tenant data is lost; delete rows explicitly"),
     _rule("ban-alter-column-type", "column type changed on an existing table (rewrite, exclusive lock)",
           "add a new column, backfill in batches, switch readers, then drop the old one"),
+    _rule("alter-column-type-timestamptz", "timestamp <-> timestamptz type change on an existing table",
+          "it rewrites nothing only when the session TimeZone is UTC (PostgreSQL 12+): put "
+          "`SET TimeZone = 'UTC';` before it in the file (the session is reset after the file); "
+          "under any other zone PostgreSQL rewrites the table under an exclusive lock and reads "
+          "the values as that zone's local time",
+          severity="warning"),
     _rule("ban-rename", "existing table or column renamed",
           "running application code uses the old name: add the new one alongside, migrate readers"),
     _rule("constraint-not-valid", "constraint validated while holding a lock on an existing table",

@@ -4,8 +4,10 @@ Statements that reach outside the tenant's database (ban-drop-database,
 ban-cross-database-access, ban-copy-program, ban-alter-system, ban-role-ddl),
 found in the syntax tree and, in DO blocks and function bodies, by a text scan
 (comments blanked); in shared mode, views without ``security_invoker``,
-materialized views and SECURITY DEFINER routines. lint.py's module docstring
-describes each rule.
+materialized views and SECURITY DEFINER routines. docs/lint-rules.md describes
+each rule. ALTER <object> OWNER TO is not role DDL (it changes an object of this
+database; shared mode relies on it); ALTER DATABASE ... OWNER TO is
+ban-drop-database. Dynamic SQL built from pieces is not seen.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ statements.py); :meth:`ParsedStatement.line_at` turns them into file lines.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # fields by name across many classes (duck typing, ``getattr`` with defaults),
 # so a node travels untyped.
 PgNode: TypeAlias = Any
+# the known columns of a table named in FROM (None: not known)
+ColumnsOf: TypeAlias = Callable[[PgNode], list[str] | None]
 
 
 @dataclass(frozen=True)
@@ -125,3 +127,98 @@ def _blank_comments(body: str) -> str:
                 if chars[i] != "\n":
                     chars[i] = " "
     return "".join(chars)
+
+
+def leftmost_select(node: PgNode) -> PgNode:
+    """The first SELECT of a UNION/INTERSECT/EXCEPT (it names the columns and holds INTO)."""
+    while getattr(node, "larg", None) is not None:
+        node = node.larg
+    return node
+
+
+def output_names(query: PgNode, columns_of: ColumnsOf) -> list[str | None] | None:
+    """The column names a query produces, as PostgreSQL names them (FigureColname),
+    or None when the query is not a plain SELECT/VALUES.
+
+    A name is None where it cannot be known here; ``columns_of(range_var)`` gives
+    the columns of a table in FROM (a list, or None if not known) to expand ``*``.
+    """
+    select = leftmost_select(query)
+    if type(select).__name__ != "SelectStmt":
+        return None
+    if select.valuesLists:
+        return [f"column{i + 1}" for i in range(len(select.valuesLists[0]))]
+    names: list[str | None] = []
+    for target in select.targetList or ():
+        fields = getattr(target.val, "fields", None) or ()
+        if fields and type(fields[-1]).__name__ == "A_Star":
+            qualifier = getattr(fields[-2], "sval", None) if len(fields) > 1 else None
+            expanded = _star(select.fromClause, qualifier, columns_of)
+            if expanded is None:
+                names.append(None)
+            else:
+                names += expanded
+            continue
+        names.append(target.name or _figure_colname(target.val))
+    return names
+
+
+def _star(from_clause: PgNode, qualifier: str | None, columns_of: ColumnsOf) -> list[str] | None:
+    """The columns ``*`` (or ``qualifier.*``) stands for; None if any table is unknown."""
+    rels: list[PgNode] = []
+    stack = list(from_clause or ())
+    while stack:
+        item = stack.pop(0)
+        kind = type(item).__name__
+        if kind == "JoinExpr":
+            stack[:0] = [item.larg, item.rarg]
+        elif kind == "RangeVar":
+            rels.append(item)
+        else:
+            return None  # a subquery, a function: its columns are not tracked
+    if qualifier is not None:
+        rels = [r for r in rels if (r.alias.aliasname if r.alias else r.relname) == qualifier]
+    out: list[str] = []
+    for rel in rels or [None]:
+        columns = columns_of(rel) if rel is not None else None
+        if columns is None:
+            return None
+        out += columns
+    return out
+
+
+_FIXED_NAMES = {"CoalesceExpr": "coalesce", "A_ArrayExpr": "array", "RowExpr": "row",
+                "GroupingFunc": "grouping"}
+
+
+def _figure_colname(node: PgNode) -> str | None:
+    """PostgreSQL's FigureColname for the common expressions; None where unsure."""
+    kind = type(node).__name__
+    if kind == "ColumnRef":
+        return getattr(node.fields[-1], "sval", None)
+    if kind == "A_Indirection":
+        names = [getattr(i, "sval", None) for i in node.indirection or ()]
+        names = [n for n in names if n]
+        return names[-1] if names else _figure_colname(node.arg)
+    if kind == "FuncCall":
+        return func_name(node) or None
+    if kind == "TypeCast":
+        inner = _figure_colname(node.arg)
+        if inner is not None and inner != "?column?":
+            return inner
+        type_names = getattr(node.typeName, "names", None) or ()
+        return getattr(type_names[-1], "sval", None) if type_names else None
+    if kind == "CollateClause":
+        return _figure_colname(node.arg)
+    if kind in _FIXED_NAMES:
+        return _FIXED_NAMES[kind]
+    if kind == "MinMaxExpr":
+        return None
+    if kind == "CaseExpr":
+        inner = _figure_colname(node.defresult) if node.defresult is not None else None
+        return inner if inner is not None and inner != "?column?" else "case"
+    if kind in ("A_Const", "A_Expr", "BoolExpr", "NullTest", "BooleanTest", "ParamRef"):
+        if kind == "A_Expr" and getattr(node.kind, "name", "") == "AEXPR_NULLIF":
+            return "nullif"
+        return "?column?"
+    return None
