@@ -62,6 +62,7 @@ def test_databases_are_created_once_listed_tagged_and_dropped(ws: Workspace, dri
             assert await db.create_database(admin, name) is False  # existed: not an error
             assert await db.existing_databases(admin, [name, ws.db(2)]) == {name}
             assert await db.max_connections(admin) > 0
+            assert "plpgsql" in await db.available_extensions(admin)
             assert await db.write_purpose(admin, "tenant:1", name) is True
             assert await db.write_marker(admin, "v1:1:abc:0", name) is True
             assert (await db.read_purposes(admin)).get(name) == "tenant:1"

@@ -104,6 +104,8 @@ def _run_options(f: Any) -> Any:
                      "is up to date."),
         click.option("--strict-lint", is_flag=True,
                      help="Refuse to run (exit 2) when lint finds errors [settings.strict_lint]."),
+        click.option("--strict", is_flag=True,
+                     help="Refuse to run (exit 2) on lint errors or extensions a server lacks."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -123,6 +125,7 @@ def _change_request(flags: dict[str, Any]) -> ChangeRequest:
         only_failed=flags["only_failed"], resume_run=flags["resume_run"],
         allow_drift=flags.get("allow_drift", False), no_skip=flags["no_skip"],
         no_template=flags.get("no_template", False), strict_lint=flags["strict_lint"],
+        strict=flags["strict"],
     )
 
 
@@ -300,27 +303,46 @@ def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
 
 
 @cli.command("check-reversible")
+@click.option("--from", "from_version", metavar="V", help="Check from version V (earlier ones are "
+              "only applied, from a cached base database).")
+@click.option("--to", "to_version", metavar="W", help="Check up to version W (later ones are not run).")
+@click.option("--pending", is_flag=True,
+              help="Only migrations that some tenant in tenants.yaml has not applied yet.")
 @_json_flag
 @click.pass_obj
-def check_reversible(opts: GlobalOptions, as_json: bool) -> None:
+def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: str | None,
+                     pending: bool, as_json: bool) -> None:
     """On a scratch database, apply each migration up, down, up again and compare
-    the schema snapshots; report every difference by migration. Exit 1 on any."""
+    the schema snapshots; one line per object that differs (details with --json).
+    Exit 1 on any difference."""
     from . import commands, report
+    from .reversible_report import group_differences
     from .signals import run_async
 
     project = opts.project()
-    outcome, interrupted = run_async(lambda stop: commands.check_reversible(project))
+    request = commands.ReversibleRequest(from_version, to_version, pending)
+    outcome, interrupted = run_async(lambda stop: commands.check_reversible(project, request))
     if outcome is None:
         sys.exit(EXIT_INTERRUPTED)
-    checked, found = outcome
+    found = list(outcome.differences)
+    groups = group_differences(found)
     if opts.json or as_json:
-        click.echo(report.to_json({"differences": [d.to_json() for d in found],
-                                   "migrations": checked}))
+        click.echo(report.to_json({
+            "differences": [d.to_json() for d in found], "migrations": len(outcome.checked),
+            "checked": list(outcome.checked), "objects": [g.to_json() for g in groups],
+            "range": {"from": from_version, "to": to_version, "pending": pending},
+            "base": outcome.base.to_json(), "notes": list(outcome.notes)}))
     else:
-        for d in found:
-            state = f" [{d.sqlstate}]" if d.sqlstate else ""
-            click.echo(f"{d.migration}: {d.phase}: {d.kind} {d.name}{state}: {d.detail}")
-        click.echo(f"{checked} migration(s) checked up -> down -> up: {len(found)} difference(s)")
+        for note in outcome.notes:
+            _err(f"note: {note}")
+        if outcome.base.line:
+            click.echo(outcome.base.line)
+        for group in groups:
+            click.echo(group.line)
+        objects = f" in {len(groups)} object(s)" if found else ""
+        more = "; details: --json" if len(groups) < len(found) else ""
+        click.echo(f"{len(outcome.checked)} migration(s) checked up -> down -> up: "
+                   f"{len(found)} difference(s){objects}{more}")
     sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if found else EXIT_OK))
 
 

@@ -42,7 +42,7 @@ from .lint import Finding
 from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_migration_path
 from .outcome import RunResult, TenantResult
 from .reversible import Difference
-from .reversible import check_reversible as run_reversible_check
+from .reversible_range import Base, base_database, check_range, pending_versions, select_range
 from .runs import run_changes
 from .status import StatusRow, VerifyFinding, collect_status, verify_findings
 from .steps import Verb
@@ -73,6 +73,7 @@ class ChangeRequest:
     no_skip: bool = False
     no_template: bool = False
     strict_lint: bool = False
+    strict: bool = False  # lint errors and missing extensions refuse the run (exit 2)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun
         check_rollback_inputs(inputs, target)
     options = _run_options(project, verb, request, target)
     findings = lint_inputs(inputs)
-    if request.strict_lint or project.settings.strict_lint:
+    if request.strict or request.strict_lint or project.settings.strict_lint:
         refuse_on_lint_errors(findings)
     return PreparedRun(verb, inputs, tenants, options, tuple(findings), resume)
 
@@ -136,6 +137,7 @@ def _run_options(project: Project, verb: Verb, request: ChangeRequest,
         allow_drift=request.allow_drift,
         skip_marked=not request.no_skip,
         use_template=not request.no_template,
+        strict=request.strict,
     )
 
 
@@ -231,14 +233,47 @@ async def check_isolation(project: Project, *, driver: Driver = DRIVER) -> list[
     return findings
 
 
-async def check_reversible(project: Project) -> tuple[int, list[Difference]]:
-    """up -> down -> up of every migration on a scratch database of the default server:
-    (migrations checked, differences)."""
+@dataclass(frozen=True)
+class ReversibleRequest:
+    """Which migrations check-reversible checks: ``from_version``..``to_version``
+    (inclusive, None: open), and with ``pending`` only those some tenant lacks."""
+
+    from_version: str | None = None
+    to_version: str | None = None
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class ReversibleReport:
+    checked: tuple[str, ...]  # file names of the migrations checked
+    differences: tuple[Difference, ...]
+    base: Base
+    notes: tuple[str, ...] = ()
+
+
+async def check_reversible(project: Project, request: ReversibleRequest | None = None, *,
+                           driver: Driver = DRIVER) -> ReversibleReport:
+    """up -> down -> up of the selected migrations on a scratch database of the default
+    server, started from a cached base holding the earlier ones."""
+    request = request or ReversibleRequest()
     inputs = load_inputs(project)
+    chosen = select_range(inputs.migrations, request.from_version, request.to_version,
+                          project.migrations_dir.name)
+    notes: tuple[str, ...] = ()
+    if request.pending and chosen:
+        rows = await collect_status(driver, inputs, project.select((), True),
+                                    project.settings.concurrency)
+        wanted, notes = pending_versions(inputs.migrations, rows)
+        chosen = tuple(m for m in chosen if m.version in wanted)
+    if not chosen:
+        return ReversibleReport((), (), Base("none", 0), notes)
     dsn = server_dsns(project, {project.default_server})[project.default_server]
-    scratch = f"tenantctl_scratch_{uuid.uuid4().hex[:12]}"
-    return len(inputs.migrations), await run_reversible_check(dsn, inputs.migrations,
-                                                              scratch_name=scratch)
+    result = await check_range(
+        dsn, inputs.migrations, chosen, scratch_name=f"tenantctl_scratch_{uuid.uuid4().hex[:12]}",
+        base_name=base_database(project.file.control_database),
+        lock_wait=project.settings.lock_wait, driver=driver)
+    return ReversibleReport(tuple(m.filename for m in result.checked), tuple(result.differences),
+                            result.base, notes)
 
 
 def new_migration(project: Project, description: str, version: str | None = None) -> Path:

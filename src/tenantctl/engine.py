@@ -52,6 +52,7 @@ class RunOptions:
     retry_wait_max: float = 10.0
     skip_marked: bool = True  # trust schema markers to skip up-to-date tenants
     use_template: bool = True  # provision by cloning the template database
+    strict: bool = False  # problems found before the run (missing extensions) refuse it
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,16 @@ class ServerFacts:
     purposes: dict[tuple[str, str], str] = field(default_factory=dict)
     # registry: who lives where, as the control database knew it before this run
     claims: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+    extensions: dict[str, set[str]] = field(default_factory=dict)  # server -> available
 
 
 async def server_facts(driver: Driver, project: Project, dsns: dict[str, str],
-                       units: list[Unit]) -> ServerFacts:
+                       units: list[Unit], *, need_extensions: bool = False) -> ServerFacts:
     facts = ServerFacts()
     for name, dsn in dsns.items():
         async with await driver.connect(dsn) as admin:
+            if need_extensions:
+                facts.extensions[name] = await driver.available_extensions(admin)
             available = await driver.max_connections(admin)
             configured = project.servers[name].max_connections
             # Leave half the server to the application (and to other tools).

@@ -48,6 +48,7 @@ def run_summary(run: RunResult) -> str:
         f"{', '.join(parts) or 'nothing to do'} in {run.duration_ms / 1000:.1f}s"
         + (" (dry run: nothing changed)" if run.dry_run else "")
     ]
+    lines += [f"note: {note}" for note in run.notes]
     if run.interrupted:
         lines.append("interrupted: tenants not started are reported skipped; re-run to finish")
     failed = [t for t in run.tenants if t.status == FAILED]

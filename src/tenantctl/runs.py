@@ -20,7 +20,8 @@ from .drivers.base import Driver, Session
 from .engine import Engine, RunOptions, group_units
 from .errors import BadInputError
 from .executor import EnforceHook, Unit
-from .fleet import prepare_templates, server_dsns, server_facts
+from .extensions import missing_extensions, required_extensions
+from .fleet import ServerFacts, prepare_templates, server_dsns, server_facts
 from .inputs import Inputs
 from .modes import Mode
 from .outcome import RunResult, TenantResult
@@ -56,7 +57,9 @@ async def run_changes(
         notes.append(f"resuming: {len(tenants)} unfinished tenant(s) selected")
     units = group_units(tenants)
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
-    facts = await server_facts(driver, project, dsns, units)
+    required = required_extensions(inputs.migrations)
+    facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
+    notes.extend(_extension_problems(required, facts, {u.server for u in units}, options.strict))
     run_id = str(uuid.uuid4())
     control: Session | None = None
     recorder: ledger.Ledger | None = None
@@ -121,6 +124,22 @@ async def run_changes(
             await engine.close()
         if control is not None:
             await control.close()
+
+
+def _extension_problems(required: dict[str, str], facts: ServerFacts, servers: set[str],
+                        strict: bool) -> list[str]:
+    """Per server, the extensions the folder creates that its installation lacks:
+    notes for the report, or (strict) a refusal before any tenant is touched."""
+    problems = []
+    for server in sorted(servers):
+        missing = missing_extensions(required, facts.extensions.get(server, set()))
+        if missing:
+            problems.append(f"server {server} cannot create extension(s) the migrations need: "
+                            f"{', '.join(missing)}; its tenants will fail with 0A000")
+    if problems and strict:
+        raise BadInputError("\n".join(problems), hint="install them on the server (its packages or "
+                            "image), or drop them from the migrations; nothing was changed")
+    return problems
 
 
 async def shared_mode_hook(driver: Driver, project: Project, dsns: dict[str, str],

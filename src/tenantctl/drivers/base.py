@@ -104,6 +104,10 @@ class Driver(Protocol):
         """Connections the server allows to ordinary users."""
         ...
 
+    async def available_extensions(self, admin: Session) -> set[str]:
+        """Extensions the server's installation can create."""
+        ...
+
     async def read_markers(self, admin: Session) -> dict[str, str]:
         """database -> schema marker (``tenantctl.schema``), for the whole server."""
         ...

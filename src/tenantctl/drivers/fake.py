@@ -54,6 +54,7 @@ class FakeServer:
     databases: dict[str, FakeDatabase] = field(default_factory=dict)
     fail: dict[tuple[str, str], str] = field(default_factory=dict)
     latency_s: float = 0.0
+    extensions: frozenset[str] = frozenset({"plpgsql", "pgcrypto", "uuid-ossp", "citext"})
     connections: int = 0
     peak_connections: int = 0
 
@@ -244,6 +245,9 @@ class FakeDriver:
 
     async def max_connections(self, admin: Session) -> int:
         return 97  # PostgreSQL's default of 100, less the 3 reserved for superusers
+
+    async def available_extensions(self, admin: Session) -> set[str]:
+        return set(self.server.extensions)
 
     async def read_markers(self, admin: Session) -> dict[str, str]:
         return self.markers()

@@ -49,7 +49,8 @@ async def read_markers(admin: Session) -> dict[str, str]:
 
 
 async def read_purposes(admin: Session) -> dict[str, str]:
-    """Every database's purpose tag (``tenant:7``, ``shared``, ``template``, ``control``)."""
+    """Every database's purpose tag (``tenant:7``, ``shared``, ``template``, ``control``,
+    ``scratch``)."""
     return await read_setting(admin, PURPOSE_SETTING)
 
 
@@ -69,7 +70,7 @@ async def read_setting(admin: Session, name: str) -> dict[str, str]:
 # carries another purpose, or none and holds someone else's objects, is never
 # migrated, seeded or dropped by tenantctl.
 PURPOSE_SETTING = "tenantctl.purpose"
-_PURPOSE_SAFE = re.compile(r"(?:tenant:[0-9]{1,5}|shared|template|control)")
+_PURPOSE_SAFE = re.compile(r"(?:tenant:[0-9]{1,5}|shared|template|control|scratch)")
 _MARKER_SAFE = re.compile(r"[0-9a-z.:_-]{1,200}")
 
 
@@ -117,6 +118,12 @@ async def write_marker(session: Session, marker: str | None, database: str | Non
             return False
         raise
     return True
+
+
+async def available_extensions(admin: Session) -> set[str]:
+    """The extensions this server's installation can create (pg_available_extensions)."""
+    names = await admin.fetch_value("SELECT array_agg(name) FROM pg_available_extensions")
+    return set(names or ())
 
 
 async def max_connections(admin: Session) -> int:

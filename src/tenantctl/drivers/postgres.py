@@ -24,6 +24,7 @@ from ..statements import Statement
 from .base import Session
 from .pg_server import (
     PURPOSE_SETTING,
+    available_extensions,
     create_database,
     drop_database,
     existing_databases,
@@ -434,6 +435,7 @@ class PostgresDriver:
     drop_database = staticmethod(drop_database)
     existing_databases = staticmethod(existing_databases)
     max_connections = staticmethod(max_connections)
+    available_extensions = staticmethod(available_extensions)
     read_markers = staticmethod(read_markers)
     read_purposes = staticmethod(read_purposes)
     write_marker = staticmethod(write_marker)
