@@ -88,3 +88,16 @@ def test_resume_a_given_run(ws: Workspace) -> None:
     assert bad.exit_code == 2 and "not a run id" in bad.stderr
     unknown = ws.cli("migrate", "--resume", "00000000-0000-0000-0000-000000000000")
     assert unknown.exit_code == 2 and "no such run" in unknown.stderr
+
+
+def test_migrate_reports_lint_only_for_what_was_pending(ws: Workspace) -> None:
+    setup(ws)
+    ws.add_migration("v1.0.1_drop.sql", RISKY)
+    quiet = ws.cli("--quiet", "--json", "migrate", "--all")
+    assert "lint error" not in quiet.stderr  # --quiet silences the warnings...
+    assert [f["rule"] for f in quiet.json()["lint"]] == ["ban-drop-column"]  # ...not the report
+    # applied everywhere: the old finding is not repeated on every later run
+    again = ws.cli("--json", "migrate", "--all")
+    assert again.exit_code == 0 and "lint error" not in again.stderr
+    assert again.json()["lint"] == []
+    assert ws.cli("lint").exit_code == 1  # `tenantctl lint` still shows everything

@@ -138,8 +138,6 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
     prepared = commands.prepare(opts.project(), Verb(command), _change_request(flags))
     for notice in prepared.notices:
         _err(f"warning: {notice}")
-    for finding in prepared.lint:
-        _err(f"lint {finding.severity}: {report.finding_line(finding)}")
     sink = progress.choose(quiet=opts.quiet, dry_run=prepared.options.dry_run)
 
     async def on_result(result: TenantResult) -> None:
@@ -154,8 +152,12 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
     if run is None:
         _err("interrupted: in-flight work was cancelled and rolled back; re-run to finish")
         return EXIT_INTERRUPTED
+    findings = commands.pending_findings(prepared, run)
+    if not opts.quiet:
+        for finding in findings:
+            _err(f"lint {finding.severity}: {report.finding_line(finding)}")
     doc = run.to_json()
-    doc["lint"] = [f.to_json() for f in prepared.lint]
+    doc["lint"] = [f.to_json() for f in findings]
     if flags.get("report_file"):
         Path(flags["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
     if flags.get("junit_file"):

@@ -155,6 +155,28 @@ async def execute(
                              resume=prepared.resume, argv=argv)
 
 
+def pending_findings(prepared: PreparedRun, run: RunResult) -> list[Finding]:
+    """The lint findings of migrations that were pending for at least one tenant of
+    the run (what it applied, or could not reach): a 700-file history's old
+    findings are not repeated on every nightly run. ``tenantctl lint`` shows all."""
+    versions = {}
+    for m in prepared.inputs.migrations:
+        versions[m.filename] = m.version
+        if m.down is not None:
+            versions[m.down.path.name] = m.version
+    oldest: Version | None = None
+    unknown = False
+    for tenant in run.tenants:
+        if tenant.from_version is None:
+            unknown = True
+            break
+        start = Version.parse(tenant.from_version)
+        oldest = start if oldest is None or start < oldest else oldest
+    if unknown or oldest is None:
+        return list(prepared.lint) if unknown else []
+    return [f for f in prepared.lint if f.file not in versions or oldest < versions[f.file]]
+
+
 async def provision(project: Project, request: ChangeRequest, *, driver: Driver = DRIVER,
                     stop: asyncio.Event | None = None) -> RunResult:
     """Create, migrate, seed and register tenants (idempotent)."""
