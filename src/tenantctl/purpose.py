@@ -2,8 +2,9 @@
 
 Every database tenantctl creates is tagged with its purpose in its own
 per-database settings (``tenantctl.purpose``): ``tenant:<clnt_id>`` for a
-dedicated tenant, ``shared`` for the shared database, ``template`` and
-``control``. Before a run touches an existing database it compares the tag
+dedicated tenant, ``shared`` for the shared database, ``template``,
+``control``, and ``scratch`` for check-reversible's databases (its scratch
+database and the cached base it is cloned from). Before a run touches an existing database it compares the tag
 with what tenants.yaml now says the database is for:
 
 - the same tag: go on;
@@ -24,13 +25,15 @@ TENANT_PREFIX = "tenant:"
 SHARED = "shared"
 TEMPLATE = "template"
 CONTROL = "control"
+SCRATCH = "scratch"
 
 
 def describe(purpose: str) -> str:
     if purpose.startswith(TENANT_PREFIX):
         return f"tenant {purpose[len(TENANT_PREFIX):]}"
     return {SHARED: "the shared database", TEMPLATE: "the template database",
-            CONTROL: "the control database"}.get(purpose, repr(purpose))
+            CONTROL: "the control database",
+            SCRATCH: "check-reversible's scratch databases"}.get(purpose, repr(purpose))
 
 
 def mismatch(database: str, expected: str, actual: str | None) -> str | None:
