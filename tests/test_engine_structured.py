@@ -71,3 +71,40 @@ def test_an_unexpected_error_fails_its_unit_only(tmp_path: Path) -> None:
     results = {r.clnt_id: r for r in asyncio.run(go())}
     assert [results[i].status for i in (1, 2, 3)] == ["applied", "failed", "applied"]
     assert results[2].error is not None and "internal error: RuntimeError" in results[2].error.message
+
+
+class _MarkerBug(FakeDriver):
+    async def write_marker(self, session: Session, marker: str | None,  # type: ignore[override]
+                           database: str | None = None) -> bool:
+        raise ValueError("a bug after the migrations committed")
+
+
+def test_an_unexpected_error_keeps_what_the_unit_committed(tmp_path: Path) -> None:
+    async def go() -> list[TenantResult]:
+        engine = Engine(folder(tmp_path), {"s": "fake://"}, RunOptions(verb=Verb.PROVISION),
+                        driver=_MarkerBug(), template_migrations=0)
+        try:
+            return await engine.run(group_units(tenants(1)), ())
+        finally:
+            await engine.close()
+
+    (result,) = asyncio.run(go())
+    assert result.status == "failed" and result.applied == ("1",) and result.to_version == "1"
+    assert result.error is not None and "internal error: ValueError" in result.error.message
+
+
+def test_a_run_whose_results_could_not_be_recorded_has_failed() -> None:
+    from tenantctl.outcome import RunResult
+
+    run = RunResult("r", "migrate", (), recording_error="recording results failed: boom")
+    assert run.failed and run.to_json()["recording_error"].startswith("recording results failed")
+
+
+def test_a_shared_database_is_adopted_by_its_own_registered_tenants() -> None:
+    from tenantctl.purpose import adoption_refusal
+
+    assert adoption_refusal("app_shared", "shared", has_history=True, has_objects=True,
+                            claimed_by=(1, 2), own=(1, 2, 3)) is None
+    refused = adoption_refusal("app_shared", "shared", has_history=True, has_objects=True,
+                               claimed_by=(1, 9), own=(1, 2))
+    assert refused is not None and "clnt_id 9" in refused

@@ -83,3 +83,37 @@ def test_drift_says_restore_or_repair_and_status_forgets_it_once_restored(ws: Wo
 
 def test_table_cells_are_one_line() -> None:
     assert one_line("first line\n  HINT:  second\tline ") == "first line HINT: second line"
+
+
+def test_status_survives_a_history_it_cannot_read(ws: Workspace) -> None:
+    ws.write_config(ONE + '  - { clnt_id: 2, name: "B", sites: [1] }\n')
+    ws.add_migration("v1.0.0_init.sql", INIT)
+    assert ws.cli("provision", "--all").exit_code == 0
+    ws.fetch(ws.db(1), "ALTER TABLE tenantctl_schema_history RENAME COLUMN checksum TO checksum_old")
+    result = ws.cli("--json", "status")
+    assert result.exit_code == 0 and "Traceback" not in result.stderr
+    rows = {r["clnt_id"]: r for r in result.json()["tenants"]}
+    assert rows[1]["state"] == "unreachable" and rows[1]["last_error"]["sqlstate"] == "42703"
+    assert rows[2]["state"] == "up_to_date"
+
+
+def test_the_ledger_records_what_a_rollback_reverted(ws: Workspace) -> None:
+    ws.write_config(ONE)
+    ws.add_migration("v1.0.0_init.sql", INIT)
+    ws.add_migration("v1.0.1_w.sql", "alter table t add column w int;")
+    ws.add_migration("v1.0.1_w.down.sql", "alter table t drop column w;")
+    assert ws.cli("provision", "--all").exit_code == 0
+    assert ws.cli("rollback", "1", "--to", "1.0.0").exit_code == 0
+    rows = ws.fetch(ws.control_db, "SELECT status, applied, reverted FROM tenantctl_run_tenants "
+                                   "WHERE status = 'reverted'")
+    assert [(r["applied"], r["reverted"]) for r in rows] == [([], ["1.0.1"])]
+
+
+def test_a_control_database_of_an_earlier_version_is_brought_to_the_current_shape(ws: Workspace) -> None:
+    ws.write_config(ONE)
+    ws.add_migration("v1.0.0_init.sql", INIT)
+    assert ws.cli("provision", "--all").exit_code == 0
+    ws.fetch(ws.control_db, "ALTER TABLE tenantctl_run_tenants DROP COLUMN reverted")
+    assert ws.cli("migrate", "--all", "--no-skip").exit_code == 0
+    rows = ws.fetch(ws.control_db, "SELECT count(*) AS n FROM tenantctl_run_tenants WHERE reverted = '{}'")
+    assert rows[0]["n"] == 2

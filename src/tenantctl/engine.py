@@ -168,8 +168,13 @@ class Engine:
         Every task is awaited before this returns, also when it is cancelled
         (a second SIGINT), so nothing outlives the run.
         """
-        async with asyncio.TaskGroup() as group:
-            tasks: list[asyncio.Task[R]] = [group.create_task(work(unit)) for unit in units]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks: list[asyncio.Task[R]] = [group.create_task(work(unit)) for unit in units]
+        except ExceptionGroup as failed:
+            # the siblings are cancelled and awaited by now; report the first
+            # failure itself, as a plain exception the CLI translates
+            raise failed.exceptions[0] from None
         return [task.result() for task in tasks]
 
     async def bounded(self, unit: Unit, work: Callable[[Unit], Awaitable[R]]) -> R:
@@ -284,6 +289,8 @@ class Engine:
         except TenantctlError as exc:
             kind = "drift" if isinstance(exc, DriftDetected) else None
             failure = TenantFailure(exc.message, None, None, None, exc.hint, kind=kind)
+        except Exception as exc:  # a bug costs this unit, and keeps what it committed
+            failure = TenantFailure(f"internal error: {type(exc).__name__}: {exc}")
         return UnitOutcome(progress, attempts, failure, int((time.monotonic() - started) * 1000))
 
     async def _run_unit(self, unit: Unit) -> list[TenantResult]:

@@ -169,6 +169,8 @@ class Executor:
         try:
             await self._dispatch(session, unit, step, progress)
         except DatabaseError as exc:
+            if step.kind in (StepKind.MARK, StepKind.REPAIR):
+                raise  # not a migration's failure: reported as the database error it is
             if step.kind is StepKind.ENFORCE:
                 label = "(row-level security enforcement)"
             else:
@@ -232,7 +234,7 @@ class Executor:
         has_history, has_objects = await self.driver.database_contents(session)
         refusal = purpose.adoption_refusal(
             unit.database, expected, has_history=has_history, has_objects=has_objects,
-            claimed_by=self.claims.get(key, ()))
+            claimed_by=self.claims.get(key, ()), own=unit.clnt_ids)
         if refusal is not None:
             raise TenantctlError(refusal, hint=purpose.ADOPT_HINT)
         if not self.dry_run and await self.driver.write_purpose(session, expected):

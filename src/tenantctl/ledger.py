@@ -71,7 +71,15 @@ CREATE TABLE IF NOT EXISTS tenantctl_run_tenants (
     finished_on  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, clnt_id)
 );
+-- added later; control databases made before get it on their next run
+ALTER TABLE tenantctl_run_tenants ADD COLUMN IF NOT EXISTS reverted text[] NOT NULL DEFAULT '{}';
 """
+
+# Is the ledger there, and at the current shape? One round trip per run.
+_LEDGER_SHAPE = """
+SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL
+       AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('tenantctl_run_tenants')
+                   AND attname = 'reverted' AND NOT attisdropped)"""
 
 _SYNC = """
 INSERT INTO tenantctl_tenants (clnt_id, name, mode, server, database, wave, sites)
@@ -95,11 +103,11 @@ _RECORD = """
 WITH outcome AS (
     INSERT INTO tenantctl_run_tenants
         (run_id, clnt_id, database, status, from_version, to_version, applied, attempts,
-         duration_ms, error)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+         duration_ms, error, reverted)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $12)
     ON CONFLICT (run_id, clnt_id) DO UPDATE SET
         status = excluded.status, to_version = excluded.to_version,
-        applied = excluded.applied, attempts = excluded.attempts,
+        applied = excluded.applied, reverted = excluded.reverted, attempts = excluded.attempts,
         duration_ms = excluded.duration_ms, error = excluded.error, finished_on = now()
 )
 UPDATE tenantctl_tenants SET
@@ -124,12 +132,13 @@ async def open_control(driver: Driver, admin: Session, dsn: str, database: str) 
             await driver.write_purpose(admin, purpose.CONTROL, database)
         session = await driver.connect(dsn, database)
     try:
-        exists = bool(await session.fetch_value(
+        current = bool(await session.fetch_value(_LEDGER_SHAPE))
+        exists = current or bool(await session.fetch_value(
             "SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL"))
         tag = (await driver.read_purposes(admin)).get(database)
         if tag != purpose.CONTROL:
             await _adopt_control(driver, session, database, tag, exists)
-        if not exists:
+        if not current:
             async with session.transaction():
                 # Poll, never block: two first runs at once must not race on DDL.
                 while not await session.fetch_value(
@@ -234,6 +243,7 @@ class Ledger:
             run_id, result.clnt_id, result.database, result.status,
             result.from_version, result.to_version, list(result.applied), result.attempts,
             result.duration_ms, _error_json(result), provisioned and result.status != "failed",
+            list(result.reverted),
         ))
         async with self._lock:
             if not self._queued:

@@ -105,13 +105,15 @@ class RunResult:
     target: str | None = None
     dry_run: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # the ledger could not take a result: scheduling stopped, and the run failed
+    recording_error: str | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tenants if t.status == status)
 
     @property
     def failed(self) -> bool:
-        return any(t.status == FAILED for t in self.tenants)
+        return self.recording_error is not None or any(t.status == FAILED for t in self.tenants)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,4 +131,5 @@ class RunResult:
             },
             "tenants": [t.to_json() for t in self.tenants],
             "notes": list(self.notes),
+            **({"recording_error": self.recording_error} if self.recording_error else {}),
         }

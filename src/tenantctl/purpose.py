@@ -46,10 +46,13 @@ def mismatch(database: str, expected: str, actual: str | None) -> str | None:
 
 def adoption_refusal(
     database: str, expected: str, *, has_history: bool, has_objects: bool,
-    claimed_by: Iterable[int] = (),
+    claimed_by: Iterable[int] = (), own: Iterable[int] = (),
 ) -> str | None:
-    """Why an untagged existing database must not be adopted; None when it may."""
-    others = sorted(set(claimed_by) - _tenant_ids(expected))
+    """Why an untagged existing database must not be adopted; None when it may.
+
+    ``claimed_by``: the tenants the registry places in this database; ``own``:
+    the tenants this run puts there (all of a shared database's)."""
+    others = sorted(set(claimed_by) - set(own) - _tenant_ids(expected))
     if others:
         return (f"database {database} is registered to clnt_id {', '.join(map(str, others))}, "
                 f"not to {describe(expected)}: refusing to touch it")

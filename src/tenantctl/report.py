@@ -49,6 +49,8 @@ def run_summary(run: RunResult) -> str:
         + (" (dry run: nothing changed)" if run.dry_run else "")
     ]
     lines += [f"note: {note}" for note in run.notes]
+    if run.recording_error:
+        lines.append(f"FAILED: {run.recording_error}")
     if run.interrupted:
         lines.append("interrupted: tenants not started are reported skipped; re-run to finish")
     failed = [t for t in run.tenants if t.status == FAILED]

@@ -63,29 +63,29 @@ async def run_changes(
     run_id = str(uuid.uuid4())
     control: Session | None = None
     recorder: ledger.Ledger | None = None
-    if not options.dry_run:
-        async with await driver.connect(dsns[project.default_server]) as admin:
-            control = await ledger.open_control(
-                driver, admin, dsns[project.default_server], project.file.control_database)
-        # who the registry placed where, read before tenants.yaml's view is synced in
-        facts.claims = await ledger.placements(control)
-        recorder = ledger.Ledger(control)
-        await recorder.sync_registry(project.tenants)
-        await recorder.start_run(run_id, options.verb, [t.clnt_id for t in tenants], argv)
-    else:
-        facts.claims = await ledger.read_placements(
-            driver, dsns[project.default_server], project.file.control_database)
-    if on_start is not None:
-        on_start(len(tenants))
-
-    async def record(result: TenantResult) -> None:
-        if recorder is not None:
-            await recorder.record(run_id, result, provisioned=options.verb is Verb.PROVISION)
-        if on_result is not None:
-            await on_result(result)
-
     engine: Engine | None = None
     try:
+        if not options.dry_run:
+            async with await driver.connect(dsns[project.default_server]) as admin:
+                control = await ledger.open_control(
+                    driver, admin, dsns[project.default_server], project.file.control_database)
+            # who the registry placed where, read before tenants.yaml's view is synced in
+            facts.claims = await ledger.placements(control)
+            recorder = ledger.Ledger(control)
+            await recorder.sync_registry(project.tenants)
+            await recorder.start_run(run_id, options.verb, [t.clnt_id for t in tenants], argv)
+        else:
+            facts.claims = await ledger.read_placements(
+                driver, dsns[project.default_server], project.file.control_database)
+        if on_start is not None:
+            on_start(len(tenants))
+
+        async def record(result: TenantResult) -> None:
+            if recorder is not None:
+                await recorder.record(run_id, result, provisioned=options.verb is Verb.PROVISION)
+            if on_result is not None:
+                await on_result(result)
+
         templates, baked = await prepare_templates(
             driver, project, inputs.migrations, dsns, units, facts, options, run_id, notes)
         enforce = None
@@ -98,9 +98,10 @@ async def run_changes(
             claims=facts.claims, on_result=record, stop=stop, run_id=run_id, enforce=enforce,
         )
         results = await engine.run(units, project.file.waves)
+        recording_error = None
         if engine.recording_error is not None:
-            notes.append(f"recording results failed, later tenants were not started: "
-                         f"{type(engine.recording_error).__name__}: {engine.recording_error}")
+            recording_error = (f"recording results failed, later tenants were not started: "
+                               f"{type(engine.recording_error).__name__}: {engine.recording_error}")
         order = {t.clnt_id: i for i, t in enumerate(tenants)}
         run = RunResult(
             run_id=run_id,
@@ -111,8 +112,9 @@ async def run_changes(
             target=options.target.text if options.target else None,
             dry_run=options.dry_run,
             notes=tuple(notes),
+            recording_error=recording_error,
         )
-        if recorder is not None and engine.recording_error is None:
+        if recorder is not None:
             try:
                 await recorder.finish_run(run)
             except Exception as exc:  # the report still reaches the caller

@@ -111,8 +111,11 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
             if exc.sqlstate == "3D000":
                 return UnitState("not_provisioned", pending=len(inputs.migrations))
             return UnitState("unreachable", error={"sqlstate": exc.sqlstate, "message": exc.message})
-        async with session:
-            history = await driver.read_history(session)
+        try:
+            async with session:
+                history = await driver.read_history(session)
+        except DatabaseError as exc:  # a permission, a timeout, a connection lost mid-read
+            return UnitState("unreachable", error={"sqlstate": exc.sqlstate, "message": exc.message})
         return _unit_state(inputs, history, markers.get((unit.server, unit.database)))
 
     async def bounded_read(unit: Unit) -> UnitState:
@@ -136,9 +139,10 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
         state = unit_state.state
         if seeds and not seeded and state in ("up_to_date", "pending"):
             state = "unfinished"
-        # a failure the database no longer shows (a restored file, a later fix) is history:
-        # `runs`/the ledger keep it, status shows the present
-        resolved = state == "up_to_date" and unit_state.error is None
+        # a drift failure whose file was restored since is history: the ledger keeps it,
+        # status shows the present (other failures stay shown until a run succeeds)
+        last = known.error if known else None
+        resolved = bool(last and last.get("kind") == "drift" and not unit_state.drift)
         rows.append(StatusRow(
             t.clnt_id, t.name, t.mode, t.server, unit.database, unit_state.version, inputs.latest,
             unit_state.pending, state, unit_state, seeded,
