@@ -372,11 +372,10 @@ def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool, as_json:
     the file with `-- tenantctl: allow <rule-id>`, or project-wide in the
     `lint:` block of tenants.yaml (disable, severity, exclude, baseline).
     """
-    from . import report
-    from .inputs import lint_report, load_inputs
+    from . import commands, report
     from .lint import RULES
 
-    result = lint_report(load_inputs(opts.project()), files, all_files=all_files)
+    result = commands.lint(opts.project(), files, all_files=all_files)
     findings = result.findings
     errors = sum(1 for f in findings if f.severity == "error")
     if opts.json or as_json:

@@ -29,7 +29,9 @@ from .errors import BadInputError, ServerError
 from .fleet import server_dsns
 from .inputs import (
     Inputs,
+    LintReport,
     check_rollback_inputs,
+    lint_report,
     load_inputs,
     refuse_on_lint_errors,
     resolve_target,
@@ -229,9 +231,10 @@ async def verify(project: Project, ids: tuple[int, ...] = (), *, concurrency: in
     return VerifyReport(report.rows, tuple(verify_findings(list(report.rows))))
 
 
-def lint(project: Project, files: tuple[Path, ...] = ()) -> list[Finding]:
-    """Lint findings of the folder, or of ``files`` judged after the folder."""
-    return lint_inputs(load_inputs(project), files)
+def lint(project: Project, files: tuple[Path, ...] = (), *, all_files: bool = False) -> LintReport:
+    """Lint findings of the folder, or of ``files`` judged after the folder; the
+    ``lint:`` block of tenants.yaml applies (``all_files`` lifts its baseline)."""
+    return lint_report(load_inputs(project), files, all_files=all_files)
 
 
 async def check_isolation(project: Project, *, driver: Driver = DRIVER) -> list[IsolationFinding]:
