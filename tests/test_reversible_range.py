@@ -3,7 +3,11 @@ output grouped per object: on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from typing import Any
+
+import pytest
 
 from conftest import Workspace, assert_refused
 from tenantctl.reversible import Difference
@@ -205,6 +209,25 @@ def test_failing_earlier_migration_is_reported_and_no_base_kept(ws: Workspace) -
     assert "building the base" in d["detail"]
     assert result.json()["base"]["status"] == "failed"
     assert base_db(ws) not in ws.databases() and no_scratch_left(ws)
+
+
+@pytest.mark.slow
+def test_concurrent_checks_never_clone_a_base_being_rebuilt(ws: Workspace) -> None:
+    """Two checks at once wanting different bases: the lock makes them take turns."""
+    ws.write_config(ONE_TENANT)
+    for i in range(4):
+        table_migration(ws, f"1.0.{i}", f"t{i}")
+    procs = [subprocess.Popen(ws.subprocess_cmd("--json", "check-reversible", "--from", version),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for version in ("1.0.1", "1.0.3", "1.0.1", "1.0.3")]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out + err
+        reports.append(json.loads(out))
+    assert [len(r["checked"]) for r in reports] == [3, 1, 3, 1]
+    assert {r["base"]["status"] for r in reports} <= {"built", "rebuilt", "reused"}
+    assert no_scratch_left(ws)
 
 
 # ------------------------------------------------------------------ --pending

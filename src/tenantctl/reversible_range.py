@@ -156,6 +156,9 @@ async def _clone_base(db: Driver, dsn: str, scratch: str, name: str, earlier: tu
         if not (existed and can_skip(marker, earlier, need_seed=False)):
             status = "rebuilt" if existed else "built"
             failed = await _build(db, dsn, keeper, name, earlier)
+            if isinstance(failed, str):
+                await _create_scratch(db, keeper, scratch)
+                return base("uncached", note=failed), None
             if failed is not None:
                 return base("failed", name), failed
         try:
@@ -170,12 +173,15 @@ async def _clone_base(db: Driver, dsn: str, scratch: str, name: str, earlier: tu
 
 
 async def _build(db: Driver, dsn: str, keeper: Session, name: str,
-                 earlier: tuple[Migration, ...]) -> Difference | None:
-    """Drop the (tagged) base and build it again from the earlier migrations' up scripts;
-    marked with their fingerprint only once they all applied."""
+                 earlier: tuple[Migration, ...]) -> Difference | str | None:
+    """Drop the (tagged) base and build it again from the earlier migrations' up scripts,
+    marked with their fingerprint only once they all applied. Returns the failure that
+    stopped it, or why no base can be kept (text), or None."""
     await db.drop_database(keeper, name)
     await db.create_database(keeper, name)
-    await db.write_purpose(keeper, purpose.SCRATCH, name)
+    if not await db.write_purpose(keeper, purpose.SCRATCH, name):
+        await db.drop_database(keeper, name)  # untagged, it could never be dropped again
+        return f"not permitted to tag {name} with its purpose: no base kept"
     async with await db.connect(dsn, name) as session:
         failed = await apply_unchecked(session, earlier, "building the base the checked "
                                        "migrations start from")
