@@ -122,17 +122,23 @@ def refuse_on_lint_errors(findings: list[Finding]) -> None:
 
 
 def resolve_target(inputs: Inputs, to: str | None) -> Version | None:
-    if to is None:
+    return known_version(inputs.migrations, "--to", to, inputs.project.migrations_dir.name)
+
+
+def known_version(migrations: tuple[Migration, ...], flag: str, text: str | None,
+                  folder: str) -> Version | None:
+    """The version ``text`` names, which must be one in the folder (None: none given)."""
+    if text is None:
         return None
     try:
-        target = Version.parse(to)
+        version = Version.parse(text)
     except ValueError as exc:
-        raise BadInputError(f"--to: {exc}") from None
-    if not any(m.version == target for m in inputs.migrations):
-        raise BadInputError(
-            f"--to {to}: no migration with that version in {inputs.project.migrations_dir.name}/"
-        )
-    return target
+        raise BadInputError(f"{flag}: {exc}") from None
+    if not any(m.version == version for m in migrations):
+        known = (f"{migrations[0].version} … {migrations[-1].version}" if migrations else "none")
+        raise BadInputError(f"{flag} {text}: no migration with that version in {folder}/",
+                            hint=f"versions in the folder: {known}")
+    return version
 
 
 def check_rollback_inputs(inputs: Inputs, target: Version) -> None:

@@ -25,6 +25,7 @@ from . import purpose
 from .drivers.base import Driver, Session
 from .drivers.postgres import DRIVER
 from .errors import BadInputError, DatabaseError
+from .inputs import known_version
 from .migrations import Migration, Version
 from .plan import can_skip, folder_fingerprint, make_marker
 from .reversible import Difference, apply_unchecked, experiment
@@ -48,27 +49,12 @@ def _lock_key(name: str) -> int:
 # ---------------------------------------------------------------- selection (pure)
 
 
-def _known_version(migrations: tuple[Migration, ...], flag: str, text: str | None,
-                   folder: str) -> Version | None:
-    if text is None:
-        return None
-    try:
-        version = Version.parse(text)
-    except ValueError as exc:
-        raise BadInputError(f"{flag}: {exc}") from None
-    if not any(m.version == version for m in migrations):
-        known = (f"{migrations[0].version} … {migrations[-1].version}" if migrations else "none")
-        raise BadInputError(f"{flag} {text}: no migration with that version in {folder}/",
-                            hint=f"versions in the folder: {known}")
-    return version
-
-
 def select_range(migrations: tuple[Migration, ...], from_version: str | None,
                  to_version: str | None, folder: str = "migrations") -> tuple[Migration, ...]:
     """The migrations from ``from_version`` to ``to_version`` (inclusive; None: open).
     Raises BadInputError for a version that is not in the folder."""
-    low = _known_version(migrations, "--from", from_version, folder)
-    high = _known_version(migrations, "--to", to_version, folder)
+    low = known_version(migrations, "--from", from_version, folder)
+    high = known_version(migrations, "--to", to_version, folder)
     if low is not None and high is not None and high < low:
         raise BadInputError(f"--from {from_version} is after --to {to_version}")
     return tuple(m for m in migrations

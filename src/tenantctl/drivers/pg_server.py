@@ -86,13 +86,7 @@ async def write_purpose(session: Session, purpose: str, database: str | None = N
         if not _MARKER_SAFE.fullmatch(marker):
             raise ValueError(f"unexpected marker {marker!r}")
         sql += f"; ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
-    try:
-        await session.execute(sql)
-    except DatabaseError as exc:
-        if exc.sqlstate == "42501":
-            return False
-        raise
-    return True
+    return await _alter_database(session, sql)
 
 
 async def write_marker(session: Session, marker: str | None, database: str | None = None) -> bool:
@@ -111,6 +105,11 @@ async def write_marker(session: Session, marker: str | None, database: str | Non
         if not _MARKER_SAFE.fullmatch(marker):
             raise ValueError(f"unexpected marker {marker!r}")
         sql = f"ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
+    return await _alter_database(session, sql)
+
+
+async def _alter_database(session: Session, sql: str) -> bool:
+    """Run ALTER DATABASE; False when not permitted (tenantctl is not the owner)."""
     try:
         await session.execute(sql)
     except DatabaseError as exc:
