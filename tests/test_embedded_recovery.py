@@ -59,6 +59,13 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
 @pytest.fixture
 def state() -> Iterator[Path]:
     """A temp state dir (outside pytest's basetemp); whatever server runs there is stopped."""
+    with _state_dir() as d:
+        yield d
+
+
+@contextlib.contextmanager
+def _state_dir() -> Iterator[Path]:
+    """A temp state dir (outside pytest's basetemp); whatever server runs there is stopped."""
     d = Path(tempfile.mkdtemp(prefix="tenantctl-recovery-"))
     pgdata = (d / embedded.PGDATA).resolve()
     try:
@@ -132,9 +139,13 @@ def test_kill_9_of_the_postmaster_then_ensure_running_recovers(state: Path) -> N
 
 
 @pytest.mark.parametrize("impostor", ["sleep", "self", "other-postgres"])
-def test_pid_file_naming_a_live_process_that_is_not_this_postmaster(state: Path, impostor: str,
-                                                                   pg_dsn: str) -> None:
+def test_pid_file_naming_a_live_process_that_is_not_this_postmaster(state: Path, impostor: str) -> None:
     """pids get reused: the pid in postmaster.pid is alive but is not this data dir's postmaster."""
+    with _state_dir() as other_state:
+        _pid_file_naming_an_impostor(state, impostor, other_state)
+
+
+def _pid_file_naming_an_impostor(state: Path, impostor: str, other_state: Path) -> None:
     embedded.ensure_running(state, on_wait=lambda m: None)
     pgdata = _pgdata(state)
     old = _crash(state)
@@ -144,11 +155,9 @@ def test_pid_file_naming_a_live_process_that_is_not_this_postmaster(state: Path,
         fake = sleeper.pid
     elif impostor == "self":
         fake = os.getpid()
-    else:  # the postmaster of another cluster (the test session's server), if it runs here
-        other = Path(run(_fetchval(pg_dsn, "SHOW data_directory"))) / "postmaster.pid"
-        if not other.is_file():
-            pytest.skip("the test server's data directory is not on this machine")
-        fake = int(other.read_text().splitlines()[0])
+    else:  # the live postmaster of another cluster on this machine
+        embedded.ensure_running(other_state, on_wait=lambda m: None)
+        fake = _postmaster_pid(other_state)
     try:
         # What a reused pid looks like: both lock files name it.
         for lock in (pgdata / "postmaster.pid", pgdata / ".s.PGSQL.5432.lock"):
