@@ -131,7 +131,7 @@ def _change_request(flags: dict[str, Any]) -> ChangeRequest:
 
 def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]) -> int:
     """provision / migrate / rollback / repair: validate, run, print; the exit code."""
-    from . import commands, progress, report
+    from . import commands, documents, progress, report
     from .signals import run_async
     from .steps import Verb
 
@@ -156,19 +156,14 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
     if not opts.quiet:
         for finding in findings:
             _err(f"lint {finding.severity}: {report.finding_line(finding)}")
-    doc = run.to_json()
-    doc["lint"] = [f.to_json() for f in findings]
-    if flags.get("report_file"):
-        Path(flags["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
-    if flags.get("junit_file"):
-        Path(flags["junit_file"]).write_text(report.junit_xml(run) + "\n", encoding="utf-8")
+    doc = documents.run_document(run, findings)
+    documents.write_run_files(run, doc, report_file=flags.get("report_file"),
+                              junit_file=flags.get("junit_file"))
     if opts.json or flags["as_json"]:
         click.echo(report.to_json(doc))
     else:
         click.echo(report.run_summary(run))
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if run.failed else EXIT_OK
+    return documents.run_exit_code(run, interrupted=interrupted)
 
 
 @cli.command()
@@ -217,15 +212,14 @@ def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int |
 @click.pass_obj
 def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
     """Every tenant: mode, database, version, pending migrations, last error."""
-    from . import report
+    from . import documents, report
 
     result, interrupted = _status_report(opts, ids, concurrency)
     if opts.json or as_json:
-        click.echo(report.to_json({"tenants": [r.to_json() for r in result.rows],
-                                   "latest": result.latest}))
+        click.echo(report.to_json(documents.status_document(result)))
     else:
         click.echo(report.status_table(result.rows))
-    sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)
+    sys.exit(documents.status_exit_code(interrupted=interrupted))
 
 
 @cli.command()
@@ -263,19 +257,14 @@ def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: i
            as_json: bool) -> None:
     """Compare each tenant's history with the folder: drift, unknown versions,
     gaps, failed/partial migrations, missing databases. Exit 1 on any finding."""
-    from . import report
+    from . import documents, report
 
     result, interrupted = _status_report(opts, ids, concurrency, verify=True)
     if opts.json or as_json:
-        click.echo(report.to_json({
-            "findings": [f.to_json() for f in result.findings],
-            "tenants": [{"clnt_id": r.clnt_id, "database": r.database, "version": r.version,
-                         "pending": r.pending, "state": r.state} for r in result.rows],
-        }))
+        click.echo(report.to_json(documents.verify_document(result)))
     else:
         click.echo(report.verify_text(result.rows, result.findings))
-    failed = EXIT_FAILED if result.findings else EXIT_OK
-    sys.exit(EXIT_INTERRUPTED if interrupted else failed)
+    sys.exit(documents.verify_exit_code(result, interrupted=interrupted))
 
 
 @cli.command("check-isolation")
