@@ -258,7 +258,9 @@ def test_mypy_checks_the_callers(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_without_a_dsn_it_uses_the_embedded_server_next_to_tenants_yaml() -> None:
+def test_without_a_dsn_it_uses_the_embedded_server_next_to_tenants_yaml(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TENANTCTL_DSN", raising=False)  # as the CLI, the API would use it
     # outside pytest's basetemp, whose 0700 parent the server's own system user cannot enter
     base = Path(tempfile.mkdtemp(prefix="tenantctl-api-embedded-"))
     shutil.copytree(ROOT / "migrations", base / "migrations")

@@ -24,11 +24,13 @@ otherwise the clnt_ids to work on. An empty selection is refused rather than
 read as "all". :func:`rollback` of every tenant also needs ``yes=True``, as
 ``tenantctl rollback --all`` needs ``--yes`` without a terminal.
 
-``dsn``: the default server, as ``--dsn``. ``None`` means what tenants.yaml
-says (its ``servers:``), else the embedded PostgreSQL kept next to
-tenants.yaml in ``.tenantctl/`` — the same default as the CLI. The API reads
-no ``TENANTCTL_*`` variable itself: pass ``dsn=os.environ.get("TENANTCTL_DSN")``
-to behave as the CLI does.
+``config``: the path of tenants.yaml, or a :class:`~tenantctl.config.Project`
+already loaded with :func:`tenantctl.config.load_project` (then its ``dsn=``
+goes there). ``dsn``: the default server, as ``--dsn``. ``None`` resolves
+exactly as the CLI without ``--dsn``: ``TENANTCTL_DSN`` if set, else
+tenants.yaml's ``servers:``, else the embedded PostgreSQL kept next to
+tenants.yaml in ``.tenantctl/`` (started on first use and left running, as
+the CLI leaves it; ``tenantctl server stop`` stops it).
 
 Nothing here prints, installs signal handlers or calls ``sys.exit``. A tenant
 that fails is not an exception: it is in the report (``exit_code`` 1). What is
@@ -97,6 +99,8 @@ __all__ = [
 Duration: TypeAlias = str | float | timedelta
 """``"5s"``, ``"500ms"``, ``"2min"``, seconds, or a timedelta."""
 PathArg: TypeAlias = str | os.PathLike[str]
+Config: TypeAlias = PathArg | Project
+"""The path of tenants.yaml, or a :class:`~tenantctl.config.Project` from ``load_project``."""
 
 # the ranges of the CLI's click.IntRange options (tests/test_api.py compares them)
 CONCURRENCY_RANGE = (1, 1000)
@@ -241,11 +245,15 @@ def _output_file(name: str, value: PathArg | None) -> PathArg | None:
     return value
 
 
-def _load(config: PathArg, dsn: str | None) -> Project:
-    if not isinstance(config, (str, os.PathLike)):
-        raise TypeError(f"config must be the path of tenants.yaml, not {config!r}")
+def _load(config: Config, dsn: str | None) -> Project:
     if dsn is not None and not isinstance(dsn, str):
         raise TypeError("dsn must be a connection string or None")
+    if isinstance(config, Project):
+        if dsn is not None:
+            raise TypeError("dsn= goes to load_project() when config is a loaded Project")
+        return config
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"config must be the path of tenants.yaml or a Project, not {config!r}")
     return load_project(find_config(os.fspath(config), env={}), dsn=dsn)
 
 
@@ -255,10 +263,11 @@ async def _start_embedded(project: Project) -> None:
         await asyncio.to_thread(embedded.ensure_running, project.state_dir, on_wait=_log.warning)
 
 
-def _argv(verb: Verb, config: PathArg, request: ChangeRequest) -> tuple[str, ...]:
+def _argv(verb: Verb, config: Config, request: ChangeRequest) -> tuple[str, ...]:
     """What the ledger records as the run's command line: the CLI equivalent of the call
     (no DSN: a secret may be in it)."""
-    out = ["tenantctl.api", verb.value, "--config", os.fspath(config)]
+    path = config.path if isinstance(config, Project) else config
+    out = ["tenantctl.api", verb.value, "--config", os.fspath(path)]
     out += [str(i) for i in request.ids] or ["--all"]
     for field in dataclasses.fields(ChangeRequest):
         value = getattr(request, field.name)
@@ -298,7 +307,7 @@ def _change_request(tenants: Iterable[int] | None, options: dict[str, Any]) -> C
     return ChangeRequest(ids=ids, all=not ids, **fields)
 
 
-async def _change(verb: Verb, config: PathArg, dsn: str | None, tenants: Iterable[int] | None,
+async def _change(verb: Verb, config: Config, dsn: str | None, tenants: Iterable[int] | None,
                   options: dict[str, Any], report: PathArg | None, junit: PathArg | None,
                   stop: asyncio.Event | None) -> RunReport:
     change = _change_request(tenants, options)
@@ -319,7 +328,7 @@ async def _change(verb: Verb, config: PathArg, dsn: str | None, tenants: Iterabl
 
 
 async def aprovision(
-    config: PathArg, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
+    config: Config, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
     dry_run: bool = False, concurrency: int | None = None, max_failures: int | None = None,
     fail_fast: bool = False, lock_timeout: Duration | None = None,
     statement_timeout: Duration | None = None, lock_wait: Duration | None = None,
@@ -338,7 +347,7 @@ async def aprovision(
 
 
 async def amigrate(
-    config: PathArg, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
+    config: Config, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
     to: str | None = None, dry_run: bool = False, concurrency: int | None = None,
     max_failures: int | None = None, fail_fast: bool = False,
     lock_timeout: Duration | None = None, statement_timeout: Duration | None = None,
@@ -357,7 +366,7 @@ async def amigrate(
 
 
 async def arollback(
-    config: PathArg, *, to: str, dsn: str | None = None, tenants: Iterable[int] | None = None,
+    config: Config, *, to: str, dsn: str | None = None, tenants: Iterable[int] | None = None,
     yes: bool = False, dry_run: bool = False, concurrency: int | None = None,
     max_failures: int | None = None, fail_fast: bool = False,
     lock_timeout: Duration | None = None, statement_timeout: Duration | None = None,
@@ -383,7 +392,7 @@ async def arollback(
     return await _change(Verb.ROLLBACK, config, dsn, tenants, options, report, junit, stop)
 
 
-async def _read(config: PathArg, dsn: str | None, tenants: Iterable[int] | None,
+async def _read(config: Config, dsn: str | None, tenants: Iterable[int] | None,
                 concurrency: int | None) -> tuple[Project, tuple[int, ...], int | None]:
     ids = _tenant_ids(tenants)
     concurrency = _count("concurrency", concurrency, CONCURRENCY_RANGE)
@@ -392,7 +401,7 @@ async def _read(config: PathArg, dsn: str | None, tenants: Iterable[int] | None,
     return project, ids, concurrency
 
 
-async def astatus(config: PathArg, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
+async def astatus(config: Config, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
                   concurrency: int | None = None, stop: asyncio.Event | None = None) -> StatusReport:
     """``tenantctl status``: each tenant's version, pending migrations and state.
     Reads only: no lock is taken and nothing is written."""
@@ -401,7 +410,7 @@ async def astatus(config: PathArg, *, dsn: str | None = None, tenants: Iterable[
     return StatusReport(result.rows, result.latest, stop is not None and stop.is_set())
 
 
-async def averify(config: PathArg, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
+async def averify(config: Config, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
                   concurrency: int | None = None, stop: asyncio.Event | None = None) -> VerifyReport:
     """``tenantctl verify``: every tenant's history against the folder (drift, gaps,
     unknown versions, missing databases); ``exit_code`` 1 on any finding."""

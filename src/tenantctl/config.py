@@ -221,17 +221,22 @@ def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> P
 
 
 def load_project(
-    path: Path, *, dsn: str | None = None, env: dict[str, str] | None = None
+    path: Path, *, dsn: str | None = None, env: dict[str, str] | None = None,
+    text: str | None = None,
 ) -> Project:
     """Read and validate tenants.yaml. Raises ConfigError naming file, field, line.
 
     Duplicate keys, which PyYAML would silently resolve to the last one, are errors.
+    ``text``: the file's content when it is not read from ``path`` (a copy
+    rewritten in memory, as the pytest plugin's); relative paths stay relative to
+    ``path``'s folder.
     """
     env = dict(os.environ if env is None else env)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
     lines, data = parse_yaml(path, text)
     if data is None:
         data = {}
