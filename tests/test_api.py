@@ -209,8 +209,24 @@ def test_bad_input_raises_without_printing_or_touching_anything(
                   {"dry_run": "no"}, {"lock_wait": [5]}, {"to": 1}):
         with pytest.raises(TypeError):
             api.migrate(ws.config, dsn=ws.dsn, **wrong)
+    from tenantctl.config import load_project
+
+    ws.write_config(TENANTS)
+    with pytest.raises(TypeError, match="load_project"):
+        api.status(load_project(ws.config, dsn=ws.dsn), dsn=ws.dsn)
     assert capfd.readouterr() == ("", "")
     assert ws.databases() == set(), "bad input must not create anything"
+
+
+def test_the_api_is_click_free_and_the_plugin_loads_light() -> None:
+    """api.py never imports click (only cli.py does); loading the pytest plugin, which
+    every pytest run in an environment with tenantctl does, imports neither the API
+    nor asyncpg until a test asks for the fixture."""
+    probe = ("import sys, tenantctl.testing; light = sorted({'tenantctl.api', 'asyncpg', 'pydantic'}"
+             " & set(sys.modules)); import tenantctl.api; print(light, 'click' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.split() == ["[]", "False"], out.stdout + out.stderr
 
 
 def test_the_cli_ranges_are_the_apis() -> None:
