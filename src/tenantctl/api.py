@@ -89,7 +89,7 @@ from .status import StatusRow, VerifyFinding
 from .steps import Verb
 
 __all__ = [
-    "BadInputError", "ConfigError", "DatabaseError", "Duration", "MigrationFileError",
+    "BadInputError", "Config", "ConfigError", "DatabaseError", "Duration", "MigrationFileError",
     "RunReport", "RunResult", "ServerError", "StatusReport", "StatusRow", "TenantResult",
     "TenantctlError", "VerifyFinding", "VerifyReport",
     "amigrate", "aprovision", "arollback", "astatus", "averify",
@@ -130,6 +130,11 @@ class RunReport:
         return documents.run_exit_code(self.run, interrupted=self.interrupted)
 
     @property
+    def run_id(self) -> str:
+        """The run's id in the ledger (``--resume`` takes it)."""
+        return self.run.run_id
+
+    @property
     def tenants(self) -> tuple[TenantResult, ...]:
         return self.run.tenants
 
@@ -140,21 +145,30 @@ class RunReport:
 
 @dataclass(frozen=True)
 class StatusReport:
+    """Each selected tenant's row of ``tenantctl status`` (version, pending, state)."""
+
     rows: tuple[StatusRow, ...]
     latest: str | None  # the folder's latest version
     interrupted: bool = False
 
     @property
     def exit_code(self) -> int:
-        return documents.status_exit_code(interrupted=self.interrupted)
+        """The CLI's exit code: 0 (states are reported, not exit codes), 130 when stopped."""
+        return documents.status_exit_code(self._result, interrupted=self.interrupted)
+
+    @property
+    def _result(self) -> commands.StatusReport:
+        return commands.StatusReport(self.rows, self.latest)
 
     def to_dict(self) -> dict[str, Any]:
         """Exactly the document of ``tenantctl status --json``."""
-        return _as_printed(documents.status_document(commands.StatusReport(self.rows, self.latest)))
+        return _as_printed(documents.status_document(self._result))
 
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """``tenantctl verify``: every tenant checked, and each finding (drift, gap, ...)."""
+
     rows: tuple[StatusRow, ...]
     findings: tuple[VerifyFinding, ...]
     interrupted: bool = False

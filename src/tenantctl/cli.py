@@ -219,7 +219,7 @@ def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None, a
         click.echo(report.to_json(documents.status_document(result)))
     else:
         click.echo(report.status_table(result.rows))
-    sys.exit(documents.status_exit_code(interrupted=interrupted))
+    sys.exit(documents.status_exit_code(result, interrupted=interrupted))
 
 
 @cli.command()

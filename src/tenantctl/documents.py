@@ -55,8 +55,9 @@ def status_document(result: StatusReport) -> dict[str, Any]:
     return {"tenants": [r.to_json() for r in result.rows], "latest": result.latest}
 
 
-def status_exit_code(*, interrupted: bool) -> int:
-    """status reports problems as states, never as an exit code (verify does)."""
+def status_exit_code(result: StatusReport, *, interrupted: bool) -> int:
+    """status reports problems as states (``result``'s rows), not as an exit code
+    (verify does); 130 when interrupted."""
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
