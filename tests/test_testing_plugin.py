@@ -161,12 +161,20 @@ def test_bad_settings_are_named(pytester: pytest.Pytester, pg_dsn: str,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     _example(pytester.path)
     monkeypatch.setenv("TENANTCTL_TEST_DSN", pg_dsn)
+    before = _databases(pg_dsn, testing.PREFIX)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tenantctl-tenants", "1 77")
     assert result.ret != 0
     assert "clnt_id [77] not in" in result.stdout.str() + result.stderr.str()
     missing = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tenantctl-config", "nope.yaml")
     missing.assert_outcomes(errors=2)
     missing.stdout.fnmatch_lines(["*nope.yaml: no such file*"])
+    # the project's file is read by tenantctl's own reader: a duplicate key is named with its line
+    (pytester.path / "tenants.yaml").write_text(
+        (pytester.path / "tenants.yaml").read_text() + "seed: seed/other.sql\n")
+    duplicate = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    duplicate.assert_outcomes(errors=2)
+    duplicate.stdout.fnmatch_lines(["*tenants.yaml:*seed*"])
+    assert _databases(pg_dsn, testing.PREFIX) <= before, "nothing was provisioned"
 
 
 EMBEDDED_INNER = """\
@@ -184,7 +192,7 @@ def test_served_by_the_projects_embedded_server(tenantctl_tenants):
 
 
 @pytest.mark.slow
-def test_without_a_dsn_the_projects_embedded_server_is_used_and_stopped_after() -> None:
+def test_without_a_dsn_the_projects_embedded_server_is_used() -> None:
     # outside pytest's basetemp, whose 0700 parent the server's own system user cannot enter
     base = Path(tempfile.mkdtemp(prefix="tenantctl-plugin-embedded-"))
     try:
@@ -201,7 +209,10 @@ def test_without_a_dsn_the_projects_embedded_server_is_used_and_stopped_after() 
                               cwd=base, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert str(base / ".tenantctl") in urllib.parse.unquote((base / "out.txt").read_text())
-        assert embedded.running_pid(base / ".tenantctl") is None, "the plugin stops what it started"
+        # left running, as the CLI leaves it (another session may be using it), databases dropped
+        assert embedded.running_pid(base / ".tenantctl") is not None
+        dsn = embedded.ensure_running(base / ".tenantctl")
+        assert _databases(dsn, testing.PREFIX) == set()
     finally:
         embedded.stop(base / ".tenantctl")
         shutil.rmtree(base, ignore_errors=True)

@@ -17,7 +17,8 @@ the session ends. Nothing happens in a session that does not use the fixture.
 Where the databases go: the server in the environment variable named by
 ``tenantctl_dsn_env`` (default ``TENANTCTL_TEST_DSN``) if it is set, else the
 embedded PostgreSQL of the project (``.tenantctl/`` next to tenants.yaml, the
-one the CLI uses; a server the plugin started is stopped at the end).
+one the CLI uses, started if needed and left running as the CLI leaves it:
+other sessions may be using it; ``tenantctl server stop`` stops it).
 ``servers:``, ``default_server`` and per-tenant ``server:``/``database:`` of
 tenants.yaml are left out: every tenant goes to that one server. Names are
 ``tenantctl_test_<8 hex>_client_<clnt_id>`` (``_ctl``, ``_tpl`` and ``_shared``
@@ -118,7 +119,7 @@ def _selected(text: str) -> set[int] | None:
 
 
 def session_copy(data: dict[str, Any], base: Path, prefix: str,
-              selected: set[int] | None) -> dict[str, Any]:
+                 selected: set[int] | None) -> dict[str, Any]:
     """tenants.yaml's content for the session: one server, prefixed names, the
     selected tenants. Relative paths stay relative to ``base`` (the file's folder)."""
     out = {k: v for k, v in data.items() if k not in ("servers", "default_server")}
@@ -190,6 +191,7 @@ def tenantctl_tenants(request: pytest.FixtureRequest) -> Iterator[TenantDatabase
     from . import api, embedded
     from .config import load_project
     from .errors import TenantctlError
+    from .yaml_lines import parse_yaml
 
     config = request.config
     path = (config.rootpath / _setting(config, "tenantctl_config")).resolve()
@@ -197,29 +199,26 @@ def tenantctl_tenants(request: pytest.FixtureRequest) -> Iterator[TenantDatabase
         pytest.fail(f"tenantctl_tenants: {path}: no such file (set tenantctl_config)", pytrace=False)
     selected = _selected(_setting(config, "tenantctl_tenants"))
     dsn = os.environ.get(str(config.getini("tenantctl_dsn_env")) or DSN_ENV)
-    started_here = False
     if not dsn:
-        state_dir = path.parent / ".tenantctl"
-        started_here = embedded.running_pid(state_dir) is None
         try:
-            dsn = embedded.ensure_running(state_dir)
+            dsn = embedded.ensure_running(path.parent / ".tenantctl")
         except TenantctlError as exc:
             pytest.fail(f"tenantctl_tenants: {exc.message}", pytrace=False)
     prefix = PREFIX + secrets.token_hex(4)
     refused: str | None = None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        # tenantctl's own reader: duplicate keys and the size limits, with the file's lines
+        _, data = parse_yaml(path, path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise pytest.UsageError(f"{path}: the top level must be a mapping")
         text = yaml.safe_dump(session_copy(data, path.parent, prefix, selected), sort_keys=False)
         project = load_project(path, dsn=dsn, text=text)
         report = api.provision(project)
-    except (TenantctlError, yaml.YAMLError) as exc:
+    except (TenantctlError, OSError) as exc:
         refused = exc.message if isinstance(exc, TenantctlError) else str(exc)
     if refused is not None:
-        _teardown(dsn, prefix, keep=False, stop=started_here and path.parent / ".tenantctl")
-        pytest.fail(f"tenantctl_tenants: {path} (as rewritten for the test server): {refused}",
-                    pytrace=False)
+        _teardown(dsn, prefix, keep=False)
+        pytest.fail(f"tenantctl_tenants: {refused}", pytrace=False)
     keep = bool(config.getoption("--tenantctl-keep"))
     try:
         if report.exit_code != 0:
@@ -229,19 +228,13 @@ def tenantctl_tenants(request: pytest.FixtureRequest) -> Iterator[TenantDatabase
                    for t in project.tenants}
         yield TenantDatabases(tenants, prefix, dsn, project, report)
     finally:
-        _teardown(dsn, prefix, keep=keep, stop=started_here and path.parent / ".tenantctl")
+        _teardown(dsn, prefix, keep=keep)
         if keep:
             print(f"\ntenantctl_tenants: kept the databases {prefix}_* (--tenantctl-keep)")
 
 
-def _teardown(dsn: str, prefix: str, *, keep: bool, stop: Path | bool) -> None:
+def _teardown(dsn: str, prefix: str, *, keep: bool) -> None:
     import asyncio
 
-    from . import embedded
-
-    try:
-        if not keep:
-            asyncio.run(drop_session_databases(dsn, prefix))
-    finally:
-        if isinstance(stop, Path) and not keep:
-            embedded.stop(stop)
+    if not keep:
+        asyncio.run(drop_session_databases(dsn, prefix))
