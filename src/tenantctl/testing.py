@@ -155,8 +155,14 @@ def database_dsn(server_dsn: str, database: str) -> str:
                                     urllib.parse.urlencode(query), ""))
 
 
-async def drop_session_databases(server_dsn: str, prefix: str) -> list[str]:
-    """Drop every database whose name starts with ``prefix`` (connections forced out)."""
+async def drop_session_databases(server_dsn: str, prefix: str, *, at_once: int = 8) -> list[str]:
+    """Drop every database whose name starts with ``prefix`` (connections forced out).
+
+    ``at_once`` sessions drop in parallel: each DROP DATABASE waits for a checkpoint,
+    and concurrent ones share it (7 databases: 6.6 s one by one, 0.16 s at once, on
+    the embedded server of a loaded 2-core machine).
+    """
+    import asyncio
     from dataclasses import dataclass as _dataclass
 
     from .drivers.postgres import DRIVER
@@ -168,8 +174,15 @@ async def drop_session_databases(server_dsn: str, prefix: str) -> list[str]:
     async with await DRIVER.connect(server_dsn) as admin:
         rows = await admin.fetch_as(
             _Name, "SELECT datname FROM pg_database WHERE left(datname, length($1)) = $1", prefix)
+    gate = asyncio.Semaphore(at_once)
+
+    async def drop(name: str) -> None:
+        async with gate, await DRIVER.connect(server_dsn) as session:
+            await DRIVER.drop_database(session, name)
+
+    async with asyncio.TaskGroup() as group:
         for row in rows:
-            await DRIVER.drop_database(admin, row.datname)
+            group.create_task(drop(row.datname))
     return sorted(r.datname for r in rows)
 
 
