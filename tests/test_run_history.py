@@ -7,6 +7,7 @@ tenant's migration lock held by this test's session, and is killed while it wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,10 +16,9 @@ from typing import Any
 
 import asyncpg
 
+from conftest import Workspace
 from tenantctl.drivers.postgres import MIGRATION_LOCK_KEY
 from tenantctl.ledger import CONTROL_DDL
-
-from conftest import Workspace
 
 THREE = """\
   - { clnt_id: 1, name: "Acme", sites: [1] }
@@ -130,11 +130,9 @@ async def _kill_while_blocked(ws: Workspace) -> tuple[str, str]:
             run_id = None
             while run_id is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-                try:
+                with contextlib.suppress(asyncpg.UndefinedTableError):
                     run_id = await control.fetchval(
                         "SELECT run_id::text FROM tenantctl_runs WHERE status = 'running'")
-                except asyncpg.UndefinedTableError:
-                    pass
             assert run_id is not None, "the run never started"
         finally:
             await control.close()

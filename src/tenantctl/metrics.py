@@ -129,6 +129,7 @@ def merge(previous: Samples, run: RunMetrics) -> Samples:
 
 
 def _number(value: float) -> str:
+    value = float(value)
     return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
 
 
