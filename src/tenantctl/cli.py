@@ -479,7 +479,7 @@ def runs_show(opts: GlobalOptions, run_id: str, as_json: bool) -> None:
     if found is None:
         sys.exit(EXIT_INTERRUPTED)
     status, doc = found
-    if opts.json or as_json or "--json" in opts.argv:
+    if opts.json or as_json:
         click.echo(report.to_json(doc))
     else:
         click.echo("\n".join(text_report(status, doc)))
