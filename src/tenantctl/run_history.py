@@ -73,9 +73,12 @@ class RunRow:
     host: str | None
     pid: int | None
     tool_version: str | None
+    duration_ms: int | None = None  # the run's own measure (its report), when it finished
 
     @property
     def duration_s(self) -> float | None:
+        if self.duration_ms is not None:
+            return self.duration_ms / 1000
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
@@ -111,13 +114,17 @@ async def list_runs(session: Session, *, limit: int = 20, command: str | None = 
     columns = await later_columns(session)
     dry = _optional(columns, "tenantctl_runs", "dry_run", "r", "false")
     pid = _optional(columns, "tenantctl_runs", "pid", "r")
+    stored = ("tenantctl_runs", "report") in columns
+    took = "(r.report->>'duration_ms')::bigint" if stored else "NULL"
+    # the report's summary keeps its key order (the jsonb column sorts them)
+    summary = "coalesce((r.report->'summary')::text, r.summary::text)" if stored else "r.summary::text"
     sql = f"""
         SELECT * FROM (
             SELECT r.run_id::text AS run_id, r.command, {_status_sql(columns)} AS status,
                    {dry} AS dry_run, r.started_on AT TIME ZONE 'UTC' AS started_at,
-                   r.finished_on AT TIME ZONE 'UTC' AS finished_at, r.summary::text AS summary,
+                   r.finished_on AT TIME ZONE 'UTC' AS finished_at, {summary} AS summary,
                    cardinality(r.clnt_ids) AS tenants, r.argv, r.os_user, r.db_user, r.host,
-                   {pid} AS pid, r.tool_version
+                   {pid} AS pid, r.tool_version, {took} AS duration_ms
             FROM tenantctl_runs r
             WHERE $1::text IS NULL OR r.command = $1
         ) runs
@@ -143,6 +150,7 @@ class _RawRun:
     host: str | None
     pid: int | None
     tool_version: str | None
+    duration_ms: int | None
 
     def row(self) -> RunRow:
         from datetime import UTC
@@ -151,7 +159,7 @@ class _RawRun:
         return RunRow(self.run_id, self.command, self.status, self.dry_run,
                       self.started_at.replace(tzinfo=UTC), finished, self.summary, self.tenants,
                       list(self.argv), self.os_user, self.db_user, self.host, self.pid,
-                      self.tool_version)
+                      self.tool_version, self.duration_ms)
 
 
 @dataclass(frozen=True)
