@@ -51,6 +51,7 @@ class Event(StrEnum):
 
 
 PER_TENANT = frozenset({Event.TENANT_START, Event.TENANT_RESULT, Event.RETRY})
+RUN_BOUNDS = frozenset({Event.RUN_START, Event.RUN_END})  # the report on stdout says as much
 
 
 def utc_timestamp(created: float) -> str:
@@ -116,9 +117,10 @@ class _Shown(logging.Filter):
         record.run_id = _RUN_ID.get()
         event = _event(record)
         if self.quiet:
-            return record.levelno >= logging.WARNING and event not in PER_TENANT
+            return record.levelno >= logging.WARNING and event not in PER_TENANT | RUN_BOUNDS
         if self.live:  # the progress bar shows the tenants (failures included) and the run
-            return record.levelno >= logging.WARNING and event not in PER_TENANT - {Event.RETRY}
+            hidden = (PER_TENANT - {Event.RETRY}) | RUN_BOUNDS
+            return record.levelno >= logging.WARNING and event not in hidden
         if self.plain:  # a line per tenant result is enough in cron mail
             return event != Event.TENANT_START
         return True
