@@ -126,6 +126,44 @@ def test_report_and_junit_files_match_the_cli(example_ws: Workspace, tmp_path: P
     assert cases["api.xml"] == cases["cli.xml"] == [(f"clnt_id 2 ({ws.db(2)})", ["failure"])]
 
 
+def _samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(path.read_text())
+            for sample in family.samples}
+
+
+def test_metrics_file_as_the_cli_writes_it(example_ws: Workspace, tmp_path: Path) -> None:
+    ws = project(example_ws)
+    prom = tmp_path / "tenantctl.prom"
+    failed = api.migrate(ws.config, dsn=ws.dsn, metrics_file=prom)
+    assert failed.exit_code == 1
+    after_failure = _samples(prom)
+    assert after_failure[("tenantctl_run_exit_code", (("command", "migrate"),))] == 1
+    assert after_failure[("tenantctl_run_tenants", (("command", "migrate"), ("status", "failed")))] == 1
+    assert ("tenantctl_run_last_success_timestamp_seconds", (("command", "migrate"),)) not in after_failure
+    api.migrate(ws.config, dsn=ws.dsn, metrics_file=prom, dry_run=True)
+    assert _samples(prom) == after_failure, "a dry run leaves the file alone"
+    done = api.migrate(ws.config, dsn=ws.dsn, tenants=[1, 3], metrics_file=str(prom))
+    assert done.exit_code == 0 and done.notices == ()
+    ok = _samples(prom)
+    assert ok[("tenantctl_run_exit_code", (("command", "migrate"),))] == 0
+    assert ok[("tenantctl_run_last_success_timestamp_seconds", (("command", "migrate"),))] > 0
+    # the CLI merges into the same file: one file, both writers, same series
+    assert ws.cli("provision", "2", "--metrics-file", str(prom)).exit_code == 1
+    both = _samples(prom)
+    assert both[("tenantctl_run_exit_code", (("command", "provision"),))] == 1
+    assert both[("tenantctl_run_last_success_timestamp_seconds", (("command", "migrate"),))] == \
+        ok[("tenantctl_run_last_success_timestamp_seconds", (("command", "migrate"),))]
+    # bad input is refused before anything, and recorded as the CLI records it (exit 2)
+    with pytest.raises(BadInputError):
+        api.migrate(ws.config, dsn=ws.dsn, metrics_file=prom, lock_wait="soon")
+    assert _samples(prom)[("tenantctl_run_exit_code", (("command", "migrate"),))] == 2
+    with pytest.raises(BadInputError, match="metrics_file"):
+        api.migrate(ws.config, dsn=ws.dsn, metrics_file=tmp_path / "no" / "x.prom")
+
+
 def test_the_ledger_records_the_call_as_its_cli_equivalent(ws: Workspace) -> None:
     ws.write_config(TENANTS)
     ws.add_migration("v1.0.0_init.sql", "CREATE TABLE t (clnt_id int2 NOT NULL PRIMARY KEY);")

@@ -50,8 +50,11 @@ raised, all subclasses of :class:`~tenantctl.errors.TenantctlError` (with
   connection or statement outside any one tenant's work.
 
 A value of the wrong type (``concurrency="8"``, ``tenants="1"``) is a
-``TypeError``. Embedded-server start-up messages go to the ``tenantctl``
-logger. ``stop``: an :class:`asyncio.Event` (async twins); once set, no new
+``TypeError``. Progress, retries, warnings and the embedded server's start-up
+messages are records of the ``tenantctl`` logger (it does not propagate: add a
+handler to it to see them). ``metrics_file`` writes what ``--metrics-file``
+writes, except on a dry run; a file that cannot be written is named in the
+report's ``notices``. ``stop``: an :class:`asyncio.Event` (async twins); once set, no new
 tenant starts, in-flight ones finish their transaction, the rest are
 ``skipped`` and ``exit_code`` is 130, as after SIGINT. Cancelling the task
 instead rolls back in-flight work.
@@ -62,19 +65,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
-from . import commands, documents, embedded
-from . import report as render
+from . import commands, documents, embedded, metrics
 from .commands import ChangeRequest
 from .config import INT2_MAX, Project, find_config, load_project, parse_duration
+from .documents import RunReport, StatusReport, VerifyReport
 from .errors import (
     BadInputError,
     ConfigError,
@@ -83,7 +85,6 @@ from .errors import (
     ServerError,
     TenantctlError,
 )
-from .lint import Finding
 from .outcome import RunResult, TenantResult
 from .status import StatusRow, VerifyFinding
 from .steps import Verb
@@ -110,88 +111,6 @@ MAX_FAILURES_RANGE = (1, None)
 _log = logging.getLogger("tenantctl")
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-# ------------------------------------------------------------------ reports
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """What provision, migrate or rollback did (or, with ``dry_run``, would do)."""
-
-    run: RunResult
-    lint: tuple[Finding, ...]  # findings of the migrations pending for these tenants
-    notices: tuple[str, ...]  # what the CLI prints as ``warning:`` lines before the run
-    interrupted: bool
-
-    @property
-    def exit_code(self) -> int:
-        """The CLI's exit code: 0, 1 (a tenant failed) or 130 (``stop`` was set)."""
-        return documents.run_exit_code(self.run, interrupted=self.interrupted)
-
-    @property
-    def run_id(self) -> str:
-        """The run's id in the ledger (``--resume`` takes it)."""
-        return self.run.run_id
-
-    @property
-    def tenants(self) -> tuple[TenantResult, ...]:
-        return self.run.tenants
-
-    def to_dict(self) -> dict[str, Any]:
-        """Exactly the ``--json`` document of the same command (a fresh copy)."""
-        return _as_printed(documents.run_document(self.run, self.lint))
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """Each selected tenant's row of ``tenantctl status`` (version, pending, state)."""
-
-    rows: tuple[StatusRow, ...]
-    latest: str | None  # the folder's latest version
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        """The CLI's exit code: 0 (states are reported, not exit codes), 130 when stopped."""
-        return documents.status_exit_code(self._result, interrupted=self.interrupted)
-
-    @property
-    def _result(self) -> commands.StatusReport:
-        return commands.StatusReport(self.rows, self.latest)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Exactly the document of ``tenantctl status --json``."""
-        return _as_printed(documents.status_document(self._result))
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """``tenantctl verify``: every tenant checked, and each finding (drift, gap, ...)."""
-
-    rows: tuple[StatusRow, ...]
-    findings: tuple[VerifyFinding, ...]
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        """1 on any finding, as ``tenantctl verify`` exits."""
-        return documents.verify_exit_code(self._result, interrupted=self.interrupted)
-
-    @property
-    def _result(self) -> commands.VerifyReport:
-        return commands.VerifyReport(self.rows, self.findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Exactly the document of ``tenantctl verify --json``."""
-        return _as_printed(documents.verify_document(self._result))
-
-
-def _as_printed(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document as the CLI prints it and a reader parses it back (tuples become
-    lists, anything else JSON lacks becomes its text)."""
-    parsed: dict[str, Any] = json.loads(render.to_json(doc))
-    return parsed
 
 
 # ------------------------------------------------------------------ input checks
@@ -321,23 +240,45 @@ def _change_request(tenants: Iterable[int] | None, options: dict[str, Any]) -> C
     return ChangeRequest(ids=ids, all=not ids, **fields)
 
 
+def _write_metrics(path: Path, sample: metrics.RunMetrics) -> str | None:
+    """--metrics-file: merge this run in (as the CLI does); why it could not, or None."""
+    try:
+        metrics.write(path, sample)
+    except OSError as exc:
+        return f"--metrics-file {path}: not written: {exc}"
+    return None
+
+
 async def _change(verb: Verb, config: Config, dsn: str | None, tenants: Iterable[int] | None,
-                  options: dict[str, Any], report: PathArg | None, junit: PathArg | None,
+                  options: dict[str, Any], files: dict[str, PathArg | None],
                   stop: asyncio.Event | None) -> RunReport:
-    change = _change_request(tenants, options)
-    report, junit = _output_file("report", report), _output_file("junit", junit)
+    started = time.monotonic()
+    report, junit = _output_file("report", files["report"]), _output_file("junit", files["junit"])
+    metrics_path = _output_file("metrics_file", files["metrics_file"])
+    metrics_file = None if metrics_path is None or options["dry_run"] else Path(metrics_path)
+    try:
+        change = _change_request(tenants, options)
 
-    def prepare() -> tuple[Project, commands.PreparedRun]:
-        project = _load(config, dsn)
-        return project, commands.prepare(project, verb, change)
+        def prepare() -> tuple[Project, commands.PreparedRun]:
+            project = _load(config, dsn)
+            return project, commands.prepare(project, verb, change)
 
-    project, prepared = await asyncio.to_thread(prepare)
-    await _start_embedded(project)
-    run = await commands.execute(prepared, stop=stop, argv=_argv(verb, config, change))
-    findings = tuple(commands.pending_findings(prepared, run))
-    done = RunReport(run, findings, prepared.notices, stop is not None and stop.is_set())
-    documents.write_run_files(run, documents.run_document(run, findings),
-                              report_file=report, junit_file=junit)
+        project, prepared = await asyncio.to_thread(prepare)
+        await _start_embedded(project)
+        run = await commands.execute(prepared, stop=stop, argv=_argv(verb, config, change))
+    except TenantctlError as exc:  # as the CLI: a run that could not run is in the metrics too
+        if metrics_file is not None:
+            _write_metrics(metrics_file, metrics.RunMetrics.of_failure(
+                verb.value, exc.exit_code, time.time(), time.monotonic() - started))
+        raise
+    done = RunReport(run, prepared.notices, stop is not None and stop.is_set())
+    if metrics_file is not None:
+        problem = _write_metrics(metrics_file, metrics.RunMetrics.of_run(
+            run, done.exit_code, time.time(), prepared.inputs.latest))
+        if problem:  # the run happened: its report is returned, with why the file was not written
+            done = dataclasses.replace(done, notices=(*done.notices, problem))
+    documents.write_run_files(run, documents.run_document(run), report_file=report,
+                              junit_file=junit)
     return done
 
 
@@ -349,7 +290,7 @@ async def aprovision(
     retries: int | None = None, only_failed: bool = False, resume: str | None = None,
     no_skip: bool = False, no_template: bool = False, strict_lint: bool = False,
     strict: bool = False, report: PathArg | None = None, junit: PathArg | None = None,
-    stop: asyncio.Event | None = None,
+    metrics_file: PathArg | None = None, stop: asyncio.Event | None = None,
 ) -> RunReport:
     """``tenantctl provision``: create, migrate, seed and register tenants (idempotent)."""
     options = {"dry_run": dry_run, "concurrency": concurrency, "max_failures": max_failures,
@@ -357,7 +298,8 @@ async def aprovision(
                "statement_timeout": statement_timeout, "lock_wait": lock_wait, "retries": retries,
                "only_failed": only_failed, "resume": resume, "no_skip": no_skip,
                "no_template": no_template, "strict_lint": strict_lint, "strict": strict}
-    return await _change(Verb.PROVISION, config, dsn, tenants, options, report, junit, stop)
+    return await _change(Verb.PROVISION, config, dsn, tenants, options,
+                         {"report": report, "junit": junit, "metrics_file": metrics_file}, stop)
 
 
 async def amigrate(
@@ -368,7 +310,8 @@ async def amigrate(
     lock_wait: Duration | None = None, retries: int | None = None, only_failed: bool = False,
     resume: str | None = None, allow_drift: bool = False, no_skip: bool = False,
     strict_lint: bool = False, strict: bool = False, report: PathArg | None = None,
-    junit: PathArg | None = None, stop: asyncio.Event | None = None,
+    junit: PathArg | None = None, metrics_file: PathArg | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunReport:
     """``tenantctl migrate``: apply pending migrations (up to ``to``) to the tenants."""
     options = {"to": to, "dry_run": dry_run, "concurrency": concurrency,
@@ -376,7 +319,8 @@ async def amigrate(
                "statement_timeout": statement_timeout, "lock_wait": lock_wait, "retries": retries,
                "only_failed": only_failed, "resume": resume, "allow_drift": allow_drift,
                "no_skip": no_skip, "strict_lint": strict_lint, "strict": strict}
-    return await _change(Verb.MIGRATE, config, dsn, tenants, options, report, junit, stop)
+    return await _change(Verb.MIGRATE, config, dsn, tenants, options,
+                         {"report": report, "junit": junit, "metrics_file": metrics_file}, stop)
 
 
 async def arollback(
@@ -387,7 +331,7 @@ async def arollback(
     lock_wait: Duration | None = None, retries: int | None = None, only_failed: bool = False,
     resume: str | None = None, no_skip: bool = False, strict_lint: bool = False,
     strict: bool = False, report: PathArg | None = None, junit: PathArg | None = None,
-    stop: asyncio.Event | None = None,
+    metrics_file: PathArg | None = None, stop: asyncio.Event | None = None,
 ) -> RunReport:
     """``tenantctl rollback --to V``: run down scripts newest-first until the tenants are at ``to``.
 
@@ -403,7 +347,8 @@ async def arollback(
                "statement_timeout": statement_timeout, "lock_wait": lock_wait, "retries": retries,
                "only_failed": only_failed, "resume": resume, "no_skip": no_skip,
                "strict_lint": strict_lint, "strict": strict}
-    return await _change(Verb.ROLLBACK, config, dsn, tenants, options, report, junit, stop)
+    return await _change(Verb.ROLLBACK, config, dsn, tenants, options,
+                         {"report": report, "junit": junit, "metrics_file": metrics_file}, stop)
 
 
 async def _read(config: Config, dsn: str | None, tenants: Iterable[int] | None,
