@@ -177,8 +177,10 @@ def test_the_ledger_records_the_call_as_its_cli_equivalent(ws: Workspace) -> Non
                            "--lock-wait", "30.000000s", "--retries", "0", "--no-template"]
 
 
-def test_async_twins_inside_a_running_event_loop(example_ws: Workspace) -> None:
+def test_async_twins_inside_a_running_event_loop(example_ws: Workspace,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
     ws = project(example_ws)
+    capfd.readouterr()
 
     async def main() -> None:
         # two commands at once on one loop: a read and a dry run
@@ -198,10 +200,13 @@ def test_async_twins_inside_a_running_event_loop(example_ws: Workspace) -> None:
         assert {t.status for t in stopped.tenants} == {"skipped"}
         done = await api.amigrate(ws.config, dsn=ws.dsn, tenants=[1, 3])
         assert done.exit_code == 0
+        refused = await api.amigrate(ws.config, dsn=ws.dsn, tenants=[2])
+        assert refused.exit_code == 1 and refused.tenants[0].status == "failed"
         checked = await api.averify(ws.config, dsn=ws.dsn, tenants=[1, 3])
         assert checked.exit_code == 0 and checked.findings == ()
 
     asyncio.run(main())
+    assert capfd.readouterr() == ("", ""), "the API prints nothing, failed tenants included"
     assert versions(ws) == {1: "1.3.0", 2: "1.2.0", 3: "1.3.0"}
 
 
