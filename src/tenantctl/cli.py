@@ -72,6 +72,11 @@ def _json_flag(f: Any) -> Any:
                         help="Machine output: one JSON document on stdout.")(f)
 
 
+_server_option = click.option(
+    "--server", "servers", multiple=True, metavar="NAME",
+    help="Only the tenants living on server NAME (repeatable; with no ids: all of them).")
+
+
 def _run_options(f: Any) -> Any:
     options: list[Callable[[Any], Any]] = [
         click.option("--concurrency", type=click.IntRange(1, 1000), metavar="N",
@@ -106,6 +111,7 @@ def _run_options(f: Any) -> Any:
                      help="Refuse to run (exit 2) when lint finds errors [settings.strict_lint]."),
         click.option("--strict", is_flag=True,
                      help="Refuse to run (exit 2) on lint errors or extensions a server lacks."),
+        _server_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -125,7 +131,7 @@ def _change_request(flags: dict[str, Any]) -> ChangeRequest:
         only_failed=flags["only_failed"], resume_run=flags["resume_run"],
         allow_drift=flags.get("allow_drift", False), no_skip=flags["no_skip"],
         no_template=flags.get("no_template", False), strict_lint=flags["strict_lint"],
-        strict=flags["strict"],
+        strict=flags["strict"], servers=tuple(flags["servers"]),
     )
 
 
@@ -197,14 +203,15 @@ def migrate(opts: GlobalOptions, /, **flags: Any) -> None:
 
 
 def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
-                   *, verify: bool = False) -> tuple[Any, bool]:
+                   servers: tuple[str, ...], *, verify: bool = False) -> tuple[Any, bool]:
     """status/verify's report (no locks, no writes), and whether a signal interrupted it."""
     from . import commands
     from .signals import run_async
 
     project = opts.project()
     read = commands.verify if verify else commands.status
-    report, interrupted = run_async(lambda stop: read(project, ids, concurrency=concurrency))
+    report, interrupted = run_async(
+        lambda stop: read(project, ids, concurrency=concurrency, servers=servers))
     if report is None:
         sys.exit(EXIT_INTERRUPTED)
     return report, interrupted
@@ -213,19 +220,23 @@ def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int |
 @cli.command()
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_server_option
 @_json_flag
 @click.pass_obj
-def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
-    """Every tenant: mode, database, version, pending migrations, last error."""
+def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
+           servers: tuple[str, ...], as_json: bool) -> None:
+    """Every tenant: server, mode, database, version, pending migrations, last error.
+    Exit 1 when a tenant's server (or database) cannot be reached."""
     from . import report
 
-    result, interrupted = _status_report(opts, ids, concurrency)
+    result, interrupted = _status_report(opts, ids, concurrency, servers)
     if opts.json or as_json:
         click.echo(report.to_json({"tenants": [r.to_json() for r in result.rows],
                                    "latest": result.latest}))
     else:
         click.echo(report.status_table(result.rows))
-    sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)
+    unreachable = any(r.state == "unreachable" for r in result.rows)
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if unreachable else EXIT_OK))
 
 
 @cli.command()
@@ -257,15 +268,16 @@ def repair(opts: GlobalOptions, /, **flags: Any) -> None:
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--all", "all_", is_flag=True, help="Every tenant (the default).")
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_server_option
 @_json_flag
 @click.pass_obj
 def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: int | None,
-           as_json: bool) -> None:
+           servers: tuple[str, ...], as_json: bool) -> None:
     """Compare each tenant's history with the folder: drift, unknown versions,
     gaps, failed/partial migrations, missing databases. Exit 1 on any finding."""
     from . import report
 
-    result, interrupted = _status_report(opts, ids, concurrency, verify=True)
+    result, interrupted = _status_report(opts, ids, concurrency, servers, verify=True)
     if opts.json or as_json:
         click.echo(report.to_json({
             "findings": [f.to_json() for f in result.findings],

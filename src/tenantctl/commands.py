@@ -43,10 +43,11 @@ from .isolation_check import IsolationFinding
 from .lint import Finding
 from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_migration_path
 from .outcome import RunResult, TenantResult
+from .placement import check_servers
 from .reversible import Difference
 from .reversible_range import Base, base_database, check_range, pending_versions, select_range
 from .runs import run_changes
-from .status import StatusRow, VerifyFinding, collect_status, verify_findings
+from .status import StatusRow, VerifyFinding, collect_status, fleet_status, verify_findings
 from .steps import Verb
 
 
@@ -76,6 +77,7 @@ class ChangeRequest:
     no_template: bool = False
     strict_lint: bool = False
     strict: bool = False  # lint errors and missing extensions refuse the run (exit 2)
+    servers: tuple[str, ...] = ()  # --server: only the tenants living on these servers
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class PreparedRun:
     options: RunOptions
     lint: tuple[Finding, ...]
     resume: str | bool
+    servers: frozenset[str] = frozenset()
 
     @property
     def notices(self) -> tuple[str, ...]:
@@ -99,7 +102,9 @@ def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun
     if request.resume_run and request.only_failed:
         raise BadInputError("give --only-failed or --resume RUN_ID, not both")
     resume: str | bool = request.resume_run or request.only_failed
-    tenants = project.select(request.ids, request.all or (bool(resume) and not request.ids))
+    servers = check_servers(project, request.servers)
+    implied = (bool(resume) or bool(servers)) and not request.ids
+    tenants = project.select(request.ids, request.all or implied)
     inputs = load_inputs(project, with_seed=verb in (Verb.PROVISION, Verb.MIGRATE))
     target = resolve_target(inputs, request.to)
     if verb is Verb.ROLLBACK:
@@ -110,7 +115,7 @@ def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun
     findings = lint_inputs(inputs)
     if request.strict or request.strict_lint or project.settings.strict_lint:
         refuse_on_lint_errors(findings)
-    return PreparedRun(verb, inputs, tenants, options, tuple(findings), resume)
+    return PreparedRun(verb, inputs, tenants, options, tuple(findings), resume, servers)
 
 
 def _run_options(project: Project, verb: Verb, request: ChangeRequest,
@@ -154,7 +159,7 @@ async def execute(
     """Run a prepared changing command against the servers and record it in the ledger."""
     return await run_changes(driver, prepared.inputs, prepared.tenants, prepared.options,
                              on_result=on_result, on_start=on_start, stop=stop,
-                             resume=prepared.resume, argv=argv)
+                             resume=prepared.resume, argv=argv, servers=prepared.servers)
 
 
 def pending_findings(prepared: PreparedRun, run: RunResult) -> list[Finding]:
@@ -210,11 +215,15 @@ class StatusReport:
 
 
 async def status(project: Project, ids: tuple[int, ...] = (), *, concurrency: int | None = None,
-                 driver: Driver = DRIVER) -> StatusReport:
-    """Every selected tenant (all when ``ids`` is empty): version, pending, state, last error."""
+                 driver: Driver = DRIVER, servers: tuple[str, ...] = ()) -> StatusReport:
+    """Every selected tenant (all when ``ids`` is empty; only those on ``servers`` when
+    given): version, pending, state, last error. Without ``ids``, tenants the registry
+    holds but tenants.yaml no longer lists are rows of state ``orphaned``."""
+    wanted = check_servers(project, servers)
     tenants = project.select(ids, not ids)
     inputs = load_inputs(project)
-    rows = await collect_status(driver, inputs, tenants, concurrency or project.settings.concurrency)
+    rows = await fleet_status(driver, inputs, tenants, wanted,
+                              concurrency or project.settings.concurrency, orphans=not ids)
     return StatusReport(tuple(rows), inputs.latest)
 
 
@@ -225,9 +234,9 @@ class VerifyReport:
 
 
 async def verify(project: Project, ids: tuple[int, ...] = (), *, concurrency: int | None = None,
-                 driver: Driver = DRIVER) -> VerifyReport:
+                 driver: Driver = DRIVER, servers: tuple[str, ...] = ()) -> VerifyReport:
     """Every tenant's history against the folder; a finding per problem."""
-    report = await status(project, ids, concurrency=concurrency, driver=driver)
+    report = await status(project, ids, concurrency=concurrency, driver=driver, servers=servers)
     return VerifyReport(report.rows, tuple(verify_findings(list(report.rows))))
 
 
