@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from conftest import ExtraServers, Workspace, run
 
+from conftest import ExtraServers, Workspace, run
 from tenantctl.fleet import server_address
 
 MIGRATION = "CREATE TABLE cvs_note (note_id int PRIMARY KEY, clnt_id int2 NOT NULL, body text);\n"

@@ -290,6 +290,94 @@ def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: i
     sys.exit(EXIT_INTERRUPTED if interrupted else failed)
 
 
+def confirm_destructive(question: str, details: list[str], *, yes: bool) -> None:
+    """Ask before an irreversible change: on a terminal, a y/N question (no: exit 2,
+    nothing changed); without one, ``--yes`` is required (exit 2 otherwise)."""
+    from .errors import BadInputError
+
+    if yes:
+        return
+    try:
+        tty = sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    if not tty:
+        raise BadInputError(f"{question} needs confirmation, and there is no terminal to ask on",
+                            hint="pass --yes to confirm without a terminal")
+    for line in details:
+        _err(f"  {line}")
+    if not click.confirm(question, default=False, err=True):
+        raise BadInputError("not confirmed: nothing changed")
+
+
+def _lifecycle(opts: GlobalOptions, as_json: bool, make: Callable[[Project], Any]) -> None:
+    """Run baseline/deprovision/restore, print its report, exit 1 if a tenant failed."""
+    from . import report
+    from .signals import run_async
+
+    project = opts.project()
+    result, interrupted = run_async(lambda stop: make(project))
+    if result is None:
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(report.to_json(result.to_json()) if opts.json or as_json else result.text())
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if result.failed else EXIT_OK))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID, required=True)
+@click.option("--version", "version", metavar="V", help="Record every migration up to V.")
+@click.option("--from-flyway", is_flag=True,
+              help="Read V from the database's flyway_schema_history (latest successful version).")
+@_json_flag
+@click.pass_obj
+def baseline(opts: GlobalOptions, ids: tuple[int, ...], version: str | None, from_flyway: bool,
+             as_json: bool) -> None:
+    """Adopt existing databases: create tenantctl's history and record every migration
+    up to V as `baseline`, running none. migrate then applies only what follows V."""
+    from . import commands
+
+    request = commands.BaselineRequest(ids, version, from_flyway)
+    _lifecycle(opts, as_json, lambda p: commands.baseline(p, request, argv=opts.argv))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID, required=True)
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write DIR/<database>-<UTC timestamp>.dump and its sha256 manifest first.")
+@click.option("--no-archive", is_flag=True, help="Drop without an archive.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required without a TTY).")
+@_json_flag
+@click.pass_obj
+def deprovision(opts: GlobalOptions, ids: tuple[int, ...], archive_dir: Path | None,
+                no_archive: bool, yes: bool, as_json: bool) -> None:
+    """Remove tenants no longer in tenants.yaml: archive (pg_dump), drop the database,
+    mark the registry row deprovisioned."""
+    from . import commands
+    from .signals import run_async
+
+    project = opts.project()
+    request = commands.DeprovisionRequest(ids, archive_dir, no_archive)
+    plan, _ = run_async(lambda stop: commands.plan_deprovision(project, request))
+    if plan is None:
+        sys.exit(EXIT_INTERRUPTED)
+    confirm_destructive(f"Deprovision {len(plan.tenants)} tenant(s)?", plan.lines(), yes=yes)
+    _lifecycle(opts, as_json, lambda p: commands.deprovision(p, plan, argv=opts.argv))
+
+
+@cli.command()
+@click.argument("clnt_id", type=CLNT_ID)
+@click.option("--from", "archive", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path), help="The .dump deprovision wrote.")
+@_json_flag
+@click.pass_obj
+def restore(opts: GlobalOptions, clnt_id: int, archive: Path, as_json: bool) -> None:
+    """Recreate a tenant from a deprovision archive at the placement tenants.yaml declares."""
+    from . import commands
+
+    request = commands.RestoreRequest(clnt_id, archive)
+    _lifecycle(opts, as_json, lambda p: commands.restore(p, request, argv=opts.argv))
+
+
 @cli.command("check-isolation")
 @_json_flag
 @click.pass_obj

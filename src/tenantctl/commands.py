@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import embedded, isolation, isolation_check
+from . import baseline as baseline_mod
+from . import embedded, isolation, isolation_check, offboard
+from .baseline import BaselineRequest as BaselineRequest
 from .config import Project, TenantSpec, parse_duration
 from .drivers.base import Driver
 from .drivers.postgres import DRIVER
@@ -40,8 +42,12 @@ from .inputs import (
     lint as lint_inputs,
 )
 from .isolation_check import IsolationFinding
+from .lifecycle import LifecycleReport
 from .lint import Finding
 from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_migration_path
+from .offboard import DeprovisionPlan
+from .offboard import DeprovisionRequest as DeprovisionRequest
+from .offboard import RestoreRequest as RestoreRequest
 from .outcome import RunResult, TenantResult
 from .placement import check_servers
 from .reversible import Difference
@@ -238,6 +244,30 @@ async def verify(project: Project, ids: tuple[int, ...] = (), *, concurrency: in
     """Every tenant's history against the folder; a finding per problem."""
     report = await status(project, ids, concurrency=concurrency, driver=driver, servers=servers)
     return VerifyReport(report.rows, tuple(verify_findings(list(report.rows))))
+
+
+async def baseline(project: Project, request: BaselineRequest, *, driver: Driver = DRIVER,
+                   argv: tuple[str, ...] = ()) -> LifecycleReport:
+    """Adopt existing databases: record the migrations up to a version as ``baseline``."""
+    return await baseline_mod.baseline(project, request, driver=driver, argv=argv)
+
+
+async def plan_deprovision(project: Project, request: DeprovisionRequest, *,
+                           driver: Driver = DRIVER) -> DeprovisionPlan:
+    """Validate a deprovision (exit 2 on bad input); nothing is touched."""
+    return await offboard.plan_deprovision(project, request, driver=driver)
+
+
+async def deprovision(project: Project, plan: DeprovisionPlan, *, driver: Driver = DRIVER,
+                      argv: tuple[str, ...] = ()) -> LifecycleReport:
+    """Archive (or not) and drop tenants tenants.yaml no longer lists."""
+    return await offboard.deprovision(project, plan, driver=driver, argv=argv)
+
+
+async def restore(project: Project, request: RestoreRequest, *, driver: Driver = DRIVER,
+                  argv: tuple[str, ...] = ()) -> LifecycleReport:
+    """Recreate a tenant from a deprovision archive at its declared placement."""
+    return await offboard.restore(project, request, driver=driver, argv=argv)
 
 
 def lint(project: Project, files: tuple[Path, ...] = (), *, all_files: bool = False) -> LintReport:

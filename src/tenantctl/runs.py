@@ -73,7 +73,7 @@ async def run_changes(
         await _strict_extensions(driver, project, tenants, control_dsn, required)
     try:
         if not options.dry_run:
-            control = await _open_control(driver, project, control_dsn)
+            control = await open_control_or_name_server(driver, project, control_dsn)
             # who the registry placed where, read before tenants.yaml's view is synced in
             claims = await ledger.placements(control)
             recorder = ledger.Ledger(control)
@@ -163,7 +163,8 @@ async def _strict_extensions(driver: Driver, project: Project, tenants: tuple[Te
     _extension_problems(required, facts, {u.server for u in units} - set(facts.down), True)
 
 
-async def _open_control(driver: Driver, project: Project, dsn: str) -> Session:
+async def open_control_or_name_server(driver: Driver, project: Project, dsn: str) -> Session:
+    """The control database (created when missing); its server down is an error naming it."""
     try:
         async with await driver.connect(dsn) as admin:
             return await ledger.open_control(driver, admin, dsn, project.file.control_database)
