@@ -41,9 +41,17 @@ class LifecycleResult:
         head = f"clnt_id {r.clnt_id:>5}  {r.database:<24} ({self.server})"
         if r.status == FAILED and r.error is not None:
             return f"{head} FAILED: [{r.error.sqlstate or '-'}] {r.error.message}"
-        details = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}"
-                            for k, v in self.extra.items() if v not in (None, [], ""))
+        details = "; ".join(f"{k}: {_text(v)}" for k, v in self.extra.items()
+                            if v not in (None, [], "", {}))
         return f"{head} {r.status}" + (f" ({details})" if details else "")
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,11 @@ from .errors import BadInputError, TenantctlError
 from .fleet import server_dsns
 from .inputs import known_version, load_inputs
 from .lifecycle import LedgerRun, LifecycleReport, LifecycleResult, failed
+from .offboard_shared import delete_tenant_rows
 from .outcome import TenantResult
 from .placement import place
 from .plan import replay
-from .purpose import TENANT_PREFIX, mismatch
+from .purpose import SHARED, TENANT_PREFIX, mismatch
 
 DEPROVISIONED = "deprovisioned"
 RESTORED = "restored"
@@ -59,8 +60,11 @@ class DeprovisionPlan:
 
     def lines(self) -> list[str]:
         where = f"archived to {self.archive_dir}" if self.archive_dir else "NOT archived"
-        return [f"clnt_id {r.clnt_id} ({r.name}): database {r.database} on server {r.server}, "
-                f"{where}, then dropped" for r in self.tenants]
+        return [f"clnt_id {r.clnt_id} ({r.name}): "
+                + (f"database {r.database} on server {r.server}, {where}, then dropped"
+                   if r.mode == "database" else
+                   f"its rows deleted from the shared database {r.database} on {r.server}")
+                for r in self.tenants]
 
 
 async def plan_deprovision(project: Project, request: DeprovisionRequest, *,
@@ -89,10 +93,10 @@ async def plan_deprovision(project: Project, request: DeprovisionRequest, *,
         elif row.deprovisioned:
             problems.append(f"clnt_id {clnt_id} was deprovisioned already"
                             + (f" (archive {row.archive})" if row.archive else ""))
-        elif row.mode != "database":
+        elif row.mode != "database" and request.archive_dir is not None:
             problems.append(f"clnt_id {clnt_id} lives in the shared database {row.database}: "
-                            "deprovisioning shared-mode tenants is not supported yet (their rows "
-                            "would need a per-tenant archive); delete them by hand")
+                            "archiving a shared-mode tenant's rows is not supported yet; "
+                            "back them up yourself, then deprovision it with --no-archive")
         elif row.server not in project.servers:
             problems.append(f"clnt_id {clnt_id} is registered on server {row.server}, which "
                             f"{project.path.name} does not list")
@@ -127,6 +131,8 @@ class _DbFacts:
 async def _deprovision_one(driver: Driver, project: Project, row: registry.RegistryRow,
                            archive_dir: Path | None, run: LedgerRun) -> LifecycleResult:
     dsn = server_dsns(project, {row.server})[row.server]
+    if row.mode == "shared":
+        return await _deprovision_shared(driver, project, dsn, row, run)
     expected = f"{TENANT_PREFIX}{row.clnt_id}"
     archive: Path | None = None
     async with await driver.connect(dsn) as admin:
@@ -171,6 +177,21 @@ async def _deprovision_one(driver: Driver, project: Project, row: registry.Regis
         await driver.drop_database(admin, row.database)
     await registry.mark_deprovisioned(run.control, row.clnt_id, str(archive) if archive else None)
     return _done(row, archive, None)
+
+
+async def _deprovision_shared(driver: Driver, project: Project, dsn: str,
+                              row: registry.RegistryRow, run: LedgerRun) -> LifecycleResult:
+    async with await driver.connect(dsn) as admin:
+        tag = (await driver.read_purposes(admin)).get(row.database)
+    refusal = mismatch(row.database, SHARED, tag)
+    if refusal is not None:
+        return failed(row.clnt_id, row.database, row.mode, row.server, refusal)
+    async with await driver.connect(dsn, row.database) as session:
+        await driver.acquire_migration_lock(session, project.settings.lock_wait)
+        deleted = await delete_tenant_rows(session, row.clnt_id)
+    await registry.mark_deprovisioned(run.control, row.clnt_id, None)
+    done = _done(row, None, None)
+    return LifecycleResult(done.result, done.server, {**done.extra, "deleted": deleted})
 
 
 async def _block(admin: Session, session: Session, database: str, superuser: bool) -> None:
