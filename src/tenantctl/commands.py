@@ -53,7 +53,7 @@ from .placement import check_servers
 from .reversible import Difference
 from .reversible_range import Base, base_database, check_range, pending_versions, select_range
 from .runs import run_changes
-from .status import StatusRow, VerifyFinding, collect_status, fleet_status, verify_findings
+from .status import StatusRow, VerifyFinding, fleet_status, verify_findings
 from .steps import Verb
 
 
@@ -325,8 +325,8 @@ async def check_reversible(project: Project, request: ReversibleRequest | None =
                           project.migrations_dir.name)
     notes: tuple[str, ...] = ()
     if request.pending and chosen:
-        rows = await collect_status(driver, inputs, project.select((), True),
-                                    project.settings.concurrency)
+        rows = await fleet_status(driver, inputs, project.select((), True), frozenset(),
+                                  project.settings.concurrency, orphans=False)
         wanted, notes = pending_versions(inputs.migrations, rows)
         chosen = tuple(m for m in chosen if m.version in wanted)
     if not chosen:

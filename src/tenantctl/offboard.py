@@ -30,8 +30,8 @@ from .archive import Manifest, read_manifest, restore_archive, write_archive
 from .config import Project
 from .drivers.base import Driver, Session
 from .drivers.pg_session import quote_ident
-from .errors import BadInputError, TenantctlError
-from .fleet import server_dsns
+from .errors import BadInputError, DatabaseError, TenantctlError
+from .fleet import server_dsns, server_problem
 from .inputs import known_version, load_inputs
 from .lifecycle import LedgerRun, LifecycleReport, LifecycleResult, failed
 from .offboard_shared import delete_tenant_rows
@@ -114,6 +114,13 @@ async def deprovision(project: Project, plan: DeprovisionPlan, *, driver: Driver
         for row in plan.tenants:
             try:
                 outcome = await _deprovision_one(driver, project, row, plan.archive_dir, run)
+            except DatabaseError as exc:
+                message = exc.message
+                if (exc.sqlstate or "")[:2] in ("08", "28"):
+                    dsn = server_dsns(project, {row.server})[row.server]
+                    message = server_problem(row.server, dsn, exc)
+                outcome = failed(row.clnt_id, row.database, row.mode, row.server, message,
+                                 sqlstate=exc.sqlstate, hint=exc.hint)
             except TenantctlError as exc:
                 outcome = failed(row.clnt_id, row.database, row.mode, row.server, exc.message,
                                  sqlstate=getattr(exc, "sqlstate", None), hint=exc.hint)
