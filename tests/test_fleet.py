@@ -8,6 +8,7 @@ import socket
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -119,6 +120,68 @@ def test_a_dead_server_fails_only_its_own_tenants(ws: Workspace, fleet: dict[str
         1: "up_to_date", 2: "failed", 3: "up_to_date", 4: "failed"}
 
 
+@pytest.fixture
+def password_role(ws: Workspace, fleet: dict[str, str]) -> Iterator[str]:
+    """A role on server b that must log in with a password (scram), whatever else trusts."""
+    role = f"{ws.prefix}_pw"
+
+    async def setup() -> str:
+        conn = await asyncpg.connect(fleet["b"])
+        try:
+            await conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'right-pw'")
+            hba = Path(await conn.fetchval("SHOW hba_file"))
+            original = hba.read_text()
+            hba.write_text(f"local all {role} scram-sha-256\nhost all {role} all scram-sha-256\n"
+                           + original)
+            await conn.execute("SELECT pg_reload_conf()")
+            return original
+        finally:
+            await conn.close()
+
+    async def teardown(original: str) -> None:
+        await _drop_prefixed(fleet["b"], ws.prefix)  # databases the role owns
+        conn = await asyncpg.connect(fleet["b"])
+        try:
+            Path(await conn.fetchval("SHOW hba_file")).write_text(original)
+            await conn.execute("SELECT pg_reload_conf()")
+            await conn.execute(f"DROP ROLE IF EXISTS {role}")
+        finally:
+            await conn.close()
+
+    original = run(setup())
+    try:
+        yield role
+    finally:
+        run(teardown(original))
+
+
+def test_a_wrong_password_fails_only_that_servers_tenants(ws: Workspace, fleet: dict[str, str],
+                                                          password_role: str) -> None:
+    wrong = with_user(fleet["b"], password_role, "wrong-pw-never-shown")
+    ws.write_config("""\
+        - { clnt_id: 1, name: A1, sites: [1], server: a }
+        - { clnt_id: 2, name: B2, sites: [1], server: b }
+        """, servers_block({"a": fleet["a"], "b": wrong}))
+    result = ws.cli("provision", "--all", "--json")
+    assert result.exit_code == 1
+    by_id = {t["clnt_id"]: t for t in result.json()["tenants"]}
+    assert by_id[1]["status"] == "applied"
+    assert by_id[2]["error"]["sqlstate"] == "28P01"
+    assert by_id[2]["error"]["message"].startswith(
+        f"server b ({server_address(fleet['b'])}): authentication failed: password "
+        "authentication failed"), by_id[2]["error"]
+    assert "wrong-pw-never-shown" not in result.stdout + result.stderr
+    # the right password: the same tenant provisions
+    ws.write_config("""\
+        - { clnt_id: 1, name: A1, sites: [1], server: a }
+        - { clnt_id: 2, name: B2, sites: [1], server: b }
+        """, servers_block({"a": fleet["a"],
+                            "b": with_user(fleet["b"], password_role, "right-pw")}))
+    again = ws.cli("migrate", "--only-failed", "--json")
+    assert [(t["clnt_id"], t["status"]) for t in again.json()["tenants"]] == [(2, "failed")]
+    assert ws.cli("provision", "2").exit_code == 0
+
+
 def test_a_server_refusing_the_login_fails_only_its_tenants(ws: Workspace,
                                                             fleet: dict[str, str]) -> None:
     refused = with_user(fleet["b"], "no_such_role_x", "pw-not-shown")
@@ -153,6 +216,8 @@ def test_the_control_database_server_down_is_named(ws: Workspace, fleet: dict[st
     assert result.exit_code == 1
     assert "server a (127.0.0.1:" in result.stderr and "control database" in result.stderr
     assert "hunter2secret" not in result.stderr and "Traceback" not in result.stderr
+    status = ws.cli("--dsn", dead, "status", "--json")  # reads what it can
+    assert status.exit_code == 0 and status.json()["tenants"][0]["state"] == "not_provisioned"
 
 
 def test_server_selects_the_tenants_of_those_servers(ws: Workspace, fleet: dict[str, str]) -> None:
