@@ -5,6 +5,7 @@ and restore from it with the rows back."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -368,3 +369,33 @@ def test_delete_order_puts_referencing_tables_first() -> None:
     assert order.index("c_grandchild") < order.index("b_child") < order.index("a_parent")
     assert order[-2:] == ["x", "y"]  # a cycle: last, left to deferred constraints
     assert sorted(order) == sorted(tables.values())
+
+
+def test_deprovision_refuses_an_archive_path_that_is_a_file(seeded: Workspace,
+                                                            tmp_path: Path) -> None:
+    ws = seeded
+    ws.write_config(BOTH, SEEDED)
+    assert ws.cli("provision", "--all").exit_code == 0
+    ws.write_config(ONLY_2, SEEDED)
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    result = ws.cli("deprovision", "1", "--archive", str(a_file), "--yes")
+    assert result.exit_code == 2 and "is a file" in result.stderr
+    assert ws.db(1) in ws.databases()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in any folder")
+def test_deprovision_refuses_an_archive_folder_it_cannot_write(seeded: Workspace,
+                                                               tmp_path: Path) -> None:
+    ws = seeded
+    ws.write_config(BOTH, SEEDED)
+    assert ws.cli("provision", "--all").exit_code == 0
+    ws.write_config(ONLY_2, SEEDED)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        result = ws.cli("deprovision", "1", "--archive", str(locked / "sub"), "--yes")
+        assert result.exit_code == 2 and "is not writable" in result.stderr
+    finally:
+        locked.chmod(0o700)
+    assert ws.db(1) in ws.databases()

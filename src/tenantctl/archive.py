@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import BadInputError
+from .errors import BadInputError, TenantctlError
 from .pg_tools import ToolName, find_tool, libpq_target, run_tool
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -82,6 +82,14 @@ async def write_archive(dsn: str, manifest_base: Manifest, folder: Path) -> tupl
     """Dump the database, check the dump reads back, write the manifest; the archive's path.
 
     ``manifest_base`` carries everything but the file name, checksum and tool major."""
+    try:
+        return await _write_archive(dsn, manifest_base, folder)
+    except OSError as exc:
+        raise TenantctlError(f"cannot write the archive in {folder}: {exc}; nothing was "
+                             "dropped") from None
+
+
+async def _write_archive(dsn: str, manifest_base: Manifest, folder: Path) -> tuple[Path, Manifest]:
     folder.mkdir(parents=True, exist_ok=True)
     final = archive_path(folder, manifest_base.database)
     partial = final.with_name(final.name + ".partial")
@@ -121,6 +129,17 @@ async def restore_archive(dsn: str, database: str, path: Path, major: int) -> No
     url, env = libpq_target(dsn, database)
     await run_tool(tool, ["--exit-on-error", "--single-transaction", "--dbname", url, str(path)],
                    env=env, what=f"pg_restore of {path.name} into {database}")
+
+
+def check_folder(folder: Path) -> None:
+    """``--archive DIR`` is a folder tenantctl can write in (or can create); exit 2 if not."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing == folder and not folder.is_dir():
+        raise BadInputError(f"--archive {folder}: not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"--archive {folder}: {existing} is not writable")
 
 
 def read_manifest(archive: Path) -> Manifest:

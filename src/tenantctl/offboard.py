@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import registry
-from .archive import Manifest, read_manifest, restore_archive, write_archive
+from .archive import Manifest, check_folder, read_manifest, restore_archive, write_archive
 from .config import Project
 from .drivers.base import Driver, Session
 from .drivers.pg_session import quote_ident
@@ -80,9 +80,8 @@ async def plan_deprovision(project: Project, request: DeprovisionRequest, *,
             f"clnt_id {', '.join(map(str, listed))} is still listed in {project.path.name}: "
             f"remove it from {project.path.name} first",
             hint="tenants.yaml is the desired state; deprovision removes tenants it no longer lists")
-    if request.archive_dir is not None and request.archive_dir.exists() \
-            and not request.archive_dir.is_dir():
-        raise BadInputError(f"--archive {request.archive_dir}: not a folder")
+    if request.archive_dir is not None:
+        check_folder(request.archive_dir)
     dsn = server_dsns(project, {project.default_server})[project.default_server]
     known = await registry.read_existing(driver, dsn, project.file.control_database)
     rows, problems = [], []
@@ -261,7 +260,7 @@ async def restore(project: Project, request: RestoreRequest, *, driver: Driver,
             await registry.mark_restored(run.control, tenant, version, run.run_id)
             outcome = LifecycleResult(
                 TenantResult(tenant.clnt_id, tenant.database, tenant.mode, RESTORED, None, version),
-                tenant.server, {"archive": str(request.archive)})
+                tenant.server, {"archive": str(request.archive.resolve())})
         except TenantctlError as exc:
             outcome = failed(tenant.clnt_id, tenant.database, tenant.mode, tenant.server,
                              exc.message, sqlstate=getattr(exc, "sqlstate", None), hint=exc.hint)
