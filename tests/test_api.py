@@ -168,13 +168,18 @@ def test_the_ledger_records_the_call_as_its_cli_equivalent(ws: Workspace) -> Non
     ws.write_config(TENANTS)
     ws.add_migration("v1.0.0_init.sql", "CREATE TABLE t (clnt_id int2 NOT NULL PRIMARY KEY);")
     run = api.provision(ws.config, dsn=ws.dsn, tenants=[3, 1], lock_wait=timedelta(seconds=30),
-                        retries=0, no_template=True)
+                        retries=0, no_template=True, server="default")
     assert run.exit_code == 0
     [row] = ws.fetch(ws.control_db, "SELECT argv, command FROM tenantctl_runs WHERE run_id = $1",
                      run.run.run_id)
     assert row["command"] == "provision"
     assert row["argv"] == ["tenantctl.api", "provision", "--config", str(ws.config), "3", "1",
-                           "--lock-wait", "30.000000s", "--retries", "0", "--no-template"]
+                           "--lock-wait", "30.000000s", "--retries", "0", "--no-template",
+                           "--server", "default"]
+    # --server NAME: one name or several; the read-only commands take it too
+    assert [r.clnt_id for r in api.status(ws.config, dsn=ws.dsn, server=["default"]).rows] == [1, 2, 3]
+    with pytest.raises(BadInputError, match="nope"):
+        api.verify(ws.config, dsn=ws.dsn, server="nope")
 
 
 def test_async_twins_inside_a_running_event_loop(example_ws: Workspace,

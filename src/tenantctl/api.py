@@ -204,11 +204,30 @@ def _argv(verb: Verb, config: Config, request: ChangeRequest) -> tuple[str, ...]
     out += [str(i) for i in request.ids] or ["--all"]
     for field in dataclasses.fields(ChangeRequest):
         value = getattr(request, field.name)
-        if field.name in ("ids", "all") or value is None or value is False:
+        if field.name in ("ids", "all") or value is None or value is False or value == ():
             continue
-        flag = "--resume" if field.name == "resume_run" else "--" + field.name.replace("_", "-")
-        out += [flag] if value is True else [flag, str(value)]
+        flag = _FLAGS.get(field.name, "--" + field.name.replace("_", "-"))
+        if isinstance(value, tuple):  # a repeatable option: --server a --server b
+            out += [part for item in value for part in (flag, str(item))]
+        else:
+            out += [flag] if value is True else [flag, str(value)]
     return tuple(out)
+
+
+_FLAGS = {"resume_run": "--resume", "servers": "--server"}  # request fields named apart from their flag
+
+
+def _servers(server: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``--server NAME`` (repeatable): one name or several."""
+    if server is None:
+        return ()
+    names = (server,) if isinstance(server, str) else tuple(server)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"server must be a server name (str) or several, not {name!r}")
+    if not names:
+        raise ConfigError("server: an empty selection", hint="name a server, or pass server=None")
+    return names
 
 
 # ------------------------------------------------------------------ the commands
@@ -217,7 +236,7 @@ def _argv(verb: Verb, config: Config, request: ChangeRequest) -> tuple[str, ...]
 _COUNTS = {"concurrency": CONCURRENCY_RANGE, "retries": RETRIES_RANGE,
            "max_failures": MAX_FAILURES_RANGE}
 _DURATIONS = ("lock_timeout", "statement_timeout", "lock_wait")
-_TEXTS = ("to", "resume")  # a version, a run id
+_TEXTS = ("to", "resume", "server")  # a version, a run id, server name(s) (checked by _servers)
 
 
 def _change_request(tenants: Iterable[int] | None, options: dict[str, Any]) -> ChangeRequest:
@@ -237,7 +256,8 @@ def _change_request(tenants: Iterable[int] | None, options: dict[str, Any]) -> C
             _flags(**{name: value})
             fields[name] = value
     fields["resume_run"] = fields.pop("resume")
-    return ChangeRequest(ids=ids, all=not ids, **fields)
+    fields["servers"] = _servers(fields.pop("server"))
+    return ChangeRequest(ids=ids, all=not ids and not fields["servers"], **fields)
 
 
 def _write_metrics(path: Path, sample: metrics.RunMetrics) -> str | None:
@@ -284,7 +304,8 @@ async def _change(verb: Verb, config: Config, dsn: str | None, tenants: Iterable
 
 async def aprovision(
     config: Config, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
-    dry_run: bool = False, concurrency: int | None = None, max_failures: int | None = None,
+    server: str | Iterable[str] | None = None, dry_run: bool = False,
+    concurrency: int | None = None, max_failures: int | None = None,
     fail_fast: bool = False, lock_timeout: Duration | None = None,
     statement_timeout: Duration | None = None, lock_wait: Duration | None = None,
     retries: int | None = None, only_failed: bool = False, resume: str | None = None,
@@ -293,7 +314,7 @@ async def aprovision(
     metrics_file: PathArg | None = None, stop: asyncio.Event | None = None,
 ) -> RunReport:
     """``tenantctl provision``: create, migrate, seed and register tenants (idempotent)."""
-    options = {"dry_run": dry_run, "concurrency": concurrency, "max_failures": max_failures,
+    options = {"server": server, "dry_run": dry_run, "concurrency": concurrency, "max_failures": max_failures,
                "fail_fast": fail_fast, "lock_timeout": lock_timeout,
                "statement_timeout": statement_timeout, "lock_wait": lock_wait, "retries": retries,
                "only_failed": only_failed, "resume": resume, "no_skip": no_skip,
@@ -304,7 +325,8 @@ async def aprovision(
 
 async def amigrate(
     config: Config, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
-    to: str | None = None, dry_run: bool = False, concurrency: int | None = None,
+    server: str | Iterable[str] | None = None, to: str | None = None, dry_run: bool = False,
+    concurrency: int | None = None,
     max_failures: int | None = None, fail_fast: bool = False,
     lock_timeout: Duration | None = None, statement_timeout: Duration | None = None,
     lock_wait: Duration | None = None, retries: int | None = None, only_failed: bool = False,
@@ -314,7 +336,7 @@ async def amigrate(
     stop: asyncio.Event | None = None,
 ) -> RunReport:
     """``tenantctl migrate``: apply pending migrations (up to ``to``) to the tenants."""
-    options = {"to": to, "dry_run": dry_run, "concurrency": concurrency,
+    options = {"server": server, "to": to, "dry_run": dry_run, "concurrency": concurrency,
                "max_failures": max_failures, "fail_fast": fail_fast, "lock_timeout": lock_timeout,
                "statement_timeout": statement_timeout, "lock_wait": lock_wait, "retries": retries,
                "only_failed": only_failed, "resume": resume, "allow_drift": allow_drift,
@@ -325,7 +347,8 @@ async def amigrate(
 
 async def arollback(
     config: Config, *, to: str, dsn: str | None = None, tenants: Iterable[int] | None = None,
-    yes: bool = False, dry_run: bool = False, concurrency: int | None = None,
+    server: str | Iterable[str] | None = None, yes: bool = False, dry_run: bool = False,
+    concurrency: int | None = None,
     max_failures: int | None = None, fail_fast: bool = False,
     lock_timeout: Duration | None = None, statement_timeout: Duration | None = None,
     lock_wait: Duration | None = None, retries: int | None = None, only_failed: bool = False,
@@ -335,14 +358,16 @@ async def arollback(
 ) -> RunReport:
     """``tenantctl rollback --to V``: run down scripts newest-first until the tenants are at ``to``.
 
-    Every tenant (``tenants=None``) needs ``yes=True`` (a dry run does not); a
-    missing down script refuses the whole run before anything changes.
+    Without listed ``tenants`` (every tenant, or a ``server``'s) it needs ``yes=True``
+    (a dry run does not); a missing down script refuses the whole run before
+    anything changes.
     """
     _flags(yes=yes)
     if tenants is None and not yes and not dry_run:
-        raise BadInputError("a rollback of every tenant needs yes=True",
+        what = "of every tenant" if server is None else "of a server's tenants"
+        raise BadInputError(f"a rollback {what} needs yes=True",
                             hint="list the tenants to roll back, or pass yes=True")
-    options = {"to": to, "dry_run": dry_run, "concurrency": concurrency,
+    options = {"server": server, "to": to, "dry_run": dry_run, "concurrency": concurrency,
                "max_failures": max_failures, "fail_fast": fail_fast, "lock_timeout": lock_timeout,
                "statement_timeout": statement_timeout, "lock_wait": lock_wait, "retries": retries,
                "only_failed": only_failed, "resume": resume, "no_skip": no_skip,
@@ -361,20 +386,22 @@ async def _read(config: Config, dsn: str | None, tenants: Iterable[int] | None,
 
 
 async def astatus(config: Config, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
-                  concurrency: int | None = None, stop: asyncio.Event | None = None) -> StatusReport:
+                  server: str | Iterable[str] | None = None, concurrency: int | None = None,
+                  stop: asyncio.Event | None = None) -> StatusReport:
     """``tenantctl status``: each tenant's version, pending migrations and state.
     Reads only: no lock is taken and nothing is written."""
     project, ids, concurrency = await _read(config, dsn, tenants, concurrency)
-    result = await commands.status(project, ids, concurrency=concurrency)
+    result = await commands.status(project, ids, concurrency=concurrency, servers=_servers(server))
     return StatusReport(result.rows, result.latest, stop is not None and stop.is_set())
 
 
 async def averify(config: Config, *, dsn: str | None = None, tenants: Iterable[int] | None = None,
-                  concurrency: int | None = None, stop: asyncio.Event | None = None) -> VerifyReport:
+                  server: str | Iterable[str] | None = None, concurrency: int | None = None,
+                  stop: asyncio.Event | None = None) -> VerifyReport:
     """``tenantctl verify``: every tenant's history against the folder (drift, gaps,
     unknown versions, missing databases); ``exit_code`` 1 on any finding."""
     project, ids, concurrency = await _read(config, dsn, tenants, concurrency)
-    result = await commands.verify(project, ids, concurrency=concurrency)
+    result = await commands.verify(project, ids, concurrency=concurrency, servers=_servers(server))
     return VerifyReport(result.rows, result.findings, stop is not None and stop.is_set())
 
 

@@ -55,9 +55,11 @@ def status_document(rows: Sequence[StatusRow], latest: str | None) -> dict[str, 
 
 
 def status_exit_code(rows: Sequence[StatusRow], *, interrupted: bool) -> int:
-    """status reports problems as states in ``rows``, not as an exit code (verify
-    does); 130 when interrupted."""
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+    """1 when a tenant's server (or database) cannot be reached; the other problems
+    are states in ``rows`` (verify exits 1 on them); 130 when interrupted."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if any(r.state == "unreachable" for r in rows) else EXIT_OK
 
 
 def verify_document(rows: Sequence[StatusRow], findings: Sequence[VerifyFinding]) -> dict[str, Any]:
@@ -123,7 +125,7 @@ class StatusReport:
 
     @property
     def exit_code(self) -> int:
-        """The CLI's exit code: 0 (states are reported in the rows), 130 when stopped."""
+        """The CLI's exit code: 1 when a tenant is unreachable, 130 when stopped, else 0."""
         return status_exit_code(self.rows, interrupted=self.interrupted)
 
     def to_dict(self) -> dict[str, Any]:
