@@ -6,6 +6,7 @@ and check-isolation is green, then catches a missing or loose policy."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -66,8 +67,22 @@ def test_database_mode_without_sites(ws: Workspace) -> None:
 
     # `tenantctl new` names the project's column, not XOS's
     path = ws.cli("new", "add note color").stdout.strip()
-    text = open(path, encoding="utf-8").read()
+    text = Path(path).read_text(encoding="utf-8")
     assert "tenant_id" in text and "clnt_id" not in text
+
+
+def test_xos_example_seed_names_a_tenant_without_sites(example_ws: Workspace) -> None:
+    ws = example_ws
+    ws.write_config('  - { clnt_id: 1, name: "Sited", sites: [1] }\n'
+                    '  - { clnt_id: 2, name: "Siteless" }\n', extra="seed: seed/tenant_seed.sql\n")
+    result = ws.cli("--json", "provision", "--all")
+    assert result.exit_code == 1
+    by_id = {t["clnt_id"]: t for t in result.json()["tenants"]}
+    assert by_id[1]["status"] == "applied"
+    error = by_id[2]["error"]
+    assert by_id[2]["status"] == "failed" and error["sqlstate"] == "P0001"
+    assert error["message"].endswith("XOS tenant 2 has no sites") and "sites: [1]" in error["hint"]
+    assert not ws.fetch(ws.db(2), "SELECT * FROM cvs_usr_mast")  # the seed left nothing
 
 
 @pytest.fixture
@@ -157,3 +172,16 @@ def test_shared_mode_isolates_on_tenant_id(shared_ws: Workspace) -> None:
     warnings = [w for t in run.json()["tenants"] for w in t.get("warnings", ())]
     assert any("legacy_log has no tenant_id" in w for w in warnings), warnings
     assert "legacy_log" not in _policies(ws)
+
+    # switching the column on a live database: the old tenant tables lose that status,
+    # check-isolation says the app role can still reach them; the XOS-style table is now protected
+    text = ws.config.read_text()
+    ws.config.write_text(text.replace("tenant_column: tenant_id", "tenant_column: clnt_id"))
+    switched = ws.cli("--json", "--quiet", "migrate", "--all")
+    assert switched.exit_code == 0, switched.stderr
+    assert _policies(ws)["legacy_log"].startswith("(clnt_id = ( SELECT")
+    after = ws.cli("--json", "check-isolation")
+    assert after.exit_code == 1
+    assert {("unprotected-table", "public.acct_note"),
+            ("unprotected-table", "public.acct_profile")} <= _errors(after.json())
+    assert not {c for c, t in _errors(after.json()) if t == "public.legacy_log"}
