@@ -185,3 +185,19 @@ def test_shared_mode_isolates_on_tenant_id(shared_ws: Workspace) -> None:
     assert {("unprotected-table", "public.acct_note"),
             ("unprotected-table", "public.acct_profile")} <= _errors(after.json())
     assert not {c for c, t in _errors(after.json()) if t == "public.legacy_log"}
+
+
+def test_non_integer_tenant_column_is_named_not_a_42883(shared_ws: Workspace) -> None:
+    ws = shared_ws
+    ws.add_migration("v1.0.1_docs.sql", "create table acct_doc (tenant_id text not null, doc text,\n"
+                     "                       primary key (tenant_id, doc));\n")
+    result = ws.cli("--json", "provision", "--all")
+    assert result.exit_code == 1
+    by_id = {t["clnt_id"]: t for t in result.json()["tenants"]}
+    assert by_id[4]["status"] == "applied"  # the dedicated tenant has no policy to enforce
+    for i in (1, 2, 3):
+        error = by_id[i]["error"]
+        assert by_id[i]["status"] == "failed"
+        assert "tenant column tenant_id is not an integer in public.acct_doc (text)" in error["message"]
+        assert "smallint" in error["hint"]
+    assert _policies(ws) == {}  # enforcement is one transaction: nothing half-done

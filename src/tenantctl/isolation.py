@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS public.{REGISTRY_TABLE} (
 _RELATIONS = f"""
 SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relowner AS owner, c.relrowsecurity AS rls,
        c.relforcerowsecurity AS force, a.attnum AS tenant_attnum,
+       format_type(a.atttypid, NULL) AS tenant_type,
        ARRAY(SELECT x.privilege_type FROM aclexplode(c.relacl) x WHERE x.grantee = r.oid) AS granted,
        ARRAY(SELECT p FROM unnest($2::text[]) p WHERE has_table_privilege(r.oid, c.oid, p)) AS effective
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -86,6 +87,7 @@ class _RelationRow:
     rls: bool
     force: bool
     tenant_attnum: int | None
+    tenant_type: str | None
     granted: list[str]
     effective: list[str]
 
@@ -99,6 +101,7 @@ class _Rel:
     rls: bool
     force: bool
     tenant_attnum: int | None
+    tenant_type: str | None  # format_type() of its tenant column; None: it has none
     granted: frozenset[str]  # privileges granted to the app role directly
     effective: frozenset[str]  # what the app role can do (direct + PUBLIC)
 
@@ -124,7 +127,7 @@ async def _tables(session: Session, app_role: str, global_tables: frozenset[str]
                   tenant_column: str) -> _Tables:
     rows = await session.fetch_as(_RelationRow, _RELATIONS, app_role, list(APP_PRIVILEGES + _RISKY),
                                   tenant_column)
-    rels = [_Rel(r.oid, r.schema, r.name, r.owner, r.rls, r.force, r.tenant_attnum,
+    rels = [_Rel(r.oid, r.schema, r.name, r.owner, r.rls, r.force, r.tenant_attnum, r.tenant_type,
                  frozenset(r.granted), frozenset(r.effective)) for r in rows]
     out = _Tables([], [], [], [], [])
     seen: set[str] = set()
@@ -258,6 +261,7 @@ async def enforce(session: Session, *, app_role: str, owner_role: str,
             raise TenantctlError(f"role {app_role if me.app is None else owner_role} does not exist",
                                  hint="create the roles first (ensure_roles / tenantctl provision)")
         tables = await _tables(session, app_role, global_tables, tenant_column)
+        _check_tenant_types(tables.tenant, tenant_column)
         warnings = list(tables.warnings)
         can_own = bool(me.su) or await _join_owner(session, owner_role, me.ver, done, warnings)
         policies = {r.polrelid: r for r in await session.fetch_as(
@@ -321,6 +325,24 @@ async def enforce(session: Session, *, app_role: str, owner_role: str,
     return EnforceResult(
         tuple(t.label for t in tables.tenant), tuple(t.label for t in tables.globals),
         tuple(t.label for t in tables.unprotected), tuple(done), tuple(warnings))
+
+
+# what the policy can compare with the tenant's id (an int2) without a cast
+TENANT_TYPES = frozenset({"smallint", "integer", "bigint"})
+
+
+def _check_tenant_types(tables: list[_Rel], column: str) -> None:
+    """Refuse (before changing anything) tables whose tenant column is not an integer:
+    the policy compares it with the tenant's int2 id, and CREATE POLICY would fail on
+    it with 42883 in the middle of the run's enforcement."""
+    bad = [f"{t.label} ({t.tenant_type})" for t in tables if t.tenant_type not in TENANT_TYPES]
+    if bad:
+        raise TenantctlError(
+            f"the tenant column {column} is not an integer in {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            + ": the tenant policy compares it with the tenant's id (int2); no policy was changed",
+            hint=f"make {column} smallint (or integer/bigint) in these tables, or set "
+                 "tenant_column in tenants.yaml to the column that holds the tenant's id")
 
 
 async def _join_owner(session: Session, owner_role: str, version: int,
