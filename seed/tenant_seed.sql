@@ -4,7 +4,7 @@
 -- membership linking them. Safe to re-run (ON CONFLICT DO NOTHING).
 --
 -- The tenant's values arrive only as settings, read with current_setting():
---   tenantctl.clnt_id      the client id (int2)
+--   tenantctl.clnt_id      the client id (int2; also as tenantctl.tenant_id)
 --   tenantctl.tenant_name  the tenant's display name (any text; used only as a value)
 --   tenantctl.sites        comma-separated site ids, first one first, e.g. '1,2';
 --                          '' for a tenant without sites (tenants.yaml: sites is optional)
