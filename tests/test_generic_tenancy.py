@@ -201,3 +201,24 @@ def test_non_integer_tenant_column_is_named_not_a_42883(shared_ws: Workspace) ->
         assert "tenant column tenant_id is not an integer in public.acct_doc (text)" in error["message"]
         assert "smallint" in error["hint"]
     assert _policies(ws) == {}  # enforcement is one transaction: nothing half-done
+
+
+def test_shared_deprovision_deletes_by_tenant_id(shared_ws: Workspace) -> None:
+    """Offboarding a shared tenant deletes its rows by tenant_id; a table that merely has a
+    column named clnt_id (no tenant column here) is left alone."""
+    ws = shared_ws
+    pool = f"{ws.prefix}_pool"
+    ws.add_migration("v1.0.1_legacy.sql", "-- tenantctl: allow tenant-table-needs-clnt-id\n"
+                     "create table legacy_log (clnt_id int2 not null, msg text);\n"
+                     "insert into legacy_log values (2, 'not a tenant row under tenant_id');\n")
+    assert ws.cli("provision", "--all").exit_code == 0
+    config = ws.config.read_text()
+    ws.config.write_text("".join(line for line in config.splitlines(keepends=True)
+                                 if '"Two"' not in line))
+    result = ws.cli("--json", "deprovision", "2", "--no-archive", "--yes")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    (row,) = result.json()["tenants"]
+    assert row["status"] == "deprovisioned"
+    assert row["deleted"] == {"public.acct_note": 1, "public.acct_profile": 1}
+    assert [r["tenant_id"] for r in ws.fetch(pool, "SELECT tenant_id FROM acct_note ORDER BY 1")] == [1, 3]
+    assert [r["clnt_id"] for r in ws.fetch(pool, "SELECT clnt_id FROM legacy_log")] == [2]
