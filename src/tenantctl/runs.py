@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from . import isolation, ledger
+from . import isolation, ledger, move_registry, placement
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
 from .engine import Engine, RunOptions, group_units
@@ -24,7 +24,7 @@ from .extensions import missing_extensions, required_extensions
 from .fleet import ServerFacts, prepare_templates, server_dsns, server_facts
 from .inputs import Inputs
 from .modes import Mode
-from .outcome import RunResult, TenantResult
+from .outcome import FAILED, RunResult, TenantFailure, TenantResult
 from .steps import Verb
 
 ResultCallback = Callable[[TenantResult], Awaitable[None]]
@@ -55,6 +55,12 @@ async def run_changes(
         tenants = await _unfinished(driver, project, tenants, options.verb,
                                     resume if isinstance(resume, str) else None)
         notes.append(f"resuming: {len(tenants)} unfinished tenant(s) selected")
+    # placements are compared before any tenant is touched: a tenant whose data lives
+    # elsewhere than tenants.yaml says fails, and nothing is created at the new place
+    selected = tenants
+    placed = await _reconcile(driver, project)
+    refused = [_refusal(m) for m in placed.refused(selected)]
+    tenants = placed.runnable(selected)
     units = group_units(tenants)
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
     required = required_extensions(inputs.migrations)
@@ -72,7 +78,7 @@ async def run_changes(
             # who the registry placed where, read before tenants.yaml's view is synced in
             facts.claims = await ledger.placements(control)
             recorder = ledger.Ledger(control)
-            await recorder.sync_registry(project.tenants)
+            await recorder.sync_registry(placed.syncable())
             await recorder.start_run(run_id, options.verb, [t.clnt_id for t in tenants], argv)
         else:
             facts.claims = await ledger.read_placements(
@@ -97,12 +103,14 @@ async def run_changes(
             templates=templates, template_migrations=baked, purposes=facts.purposes,
             claims=facts.claims, on_result=record, stop=stop, run_id=run_id, enforce=enforce,
         )
-        results = await engine.run(units, project.file.waves)
+        for result in refused:
+            await record(result)
+        results = refused + await engine.run(units, project.file.waves)
         recording_error = None
         if engine.recording_error is not None:
             recording_error = (f"recording results failed, later tenants were not started: "
                                f"{type(engine.recording_error).__name__}: {engine.recording_error}")
-        order = {t.clnt_id: i for i, t in enumerate(tenants)}
+        order = {t.clnt_id: i for i, t in enumerate(selected)}
         run = RunResult(
             run_id=run_id,
             command=options.verb.value,
@@ -126,6 +134,18 @@ async def run_changes(
             await engine.close()
         if control is not None:
             await control.close()
+
+
+async def _reconcile(driver: Driver, project: Project) -> placement.Reconciled:
+    dsn = server_dsns(project, {project.default_server})[project.default_server]
+    registry = await move_registry.read_registered(driver, dsn, project.file.control_database)
+    return placement.reconcile_project(project, registry)
+
+
+def _refusal(mismatch: placement.Mismatch) -> TenantResult:
+    want = mismatch.declared
+    return TenantResult(mismatch.clnt_id, want.database, want.mode, FAILED, error=TenantFailure(
+        mismatch.message, hint=mismatch.hint, kind="placement"))
 
 
 def _extension_problems(required: dict[str, str], facts: ServerFacts, servers: set[str],

@@ -7,10 +7,10 @@ turns the rows into the findings ``verify`` reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import ledger
+from . import ledger, placement
 from .config import TenantSpec
 from .drivers.base import Driver
 from .engine import Engine, RunOptions, group_units
@@ -55,10 +55,15 @@ class StatusRow:
     last_status: str | None = None
     last_run_id: str | None = None
     last_error: dict[str, Any] | None = None
+    move: placement.Mismatch | None = None  # tenants.yaml places it elsewhere: move pending
 
     def to_json(self) -> dict[str, Any]:
         u = self.unit
+        moving = self.move
         return {
+            "move_to": None if moving is None else {
+                "mode": moving.declared.mode, "server": moving.declared.server,
+                "database": moving.declared.database},
             "clnt_id": self.clnt_id, "name": self.name, "mode": self.mode, "server": self.server,
             "database": self.database, "version": self.version, "latest": self.latest,
             "pending": self.pending, "state": self.state,
@@ -92,6 +97,10 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
                          concurrency: int) -> list[StatusRow]:
     """Each tenant: mode, database, version (from its own history), pending, last error."""
     project = inputs.project
+    dsns = server_dsns(project, {project.default_server})
+    placed = await _reconcile(driver, project, dsns[project.default_server])
+    tenants = tuple(_where_it_lives(t, placed) for t in placed.runnable(tenants) + tuple(
+        t for t in tenants if t.clnt_id in placed.mismatches))
     units = group_units(tenants)
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
     markers: dict[tuple[str, str], str] = {}
@@ -143,14 +152,38 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
         # status shows the present (other failures stay shown until a run succeeds)
         last = known.error if known else None
         resolved = bool(last and last.get("kind") == "drift" and not unit_state.drift)
+        move = placed.mismatches.get(t.clnt_id)
+        if move is not None and state not in ("unreachable",):
+            state = "move_pending"
         rows.append(StatusRow(
             t.clnt_id, t.name, t.mode, t.server, unit.database, unit_state.version, inputs.latest,
             unit_state.pending, state, unit_state, seeded,
             last_status=known.last_status if known else None,
             last_run_id=known.last_run_id if known else None,
             last_error=unit_state.error or (known.error if known and not resolved else None),
+            move=move,
         ))
-    return rows
+    order = {t.clnt_id: i for i, t in enumerate(project.tenants)}
+    return sorted(rows, key=lambda r: order.get(r.clnt_id, len(order)))
+
+
+async def _reconcile(driver: Driver, project: Any, control_dsn: str) -> placement.Reconciled:
+    from .move_registry import read_registered
+
+    try:
+        registry = await read_registered(driver, control_dsn, project.file.control_database)
+    except DatabaseError:
+        registry = {}  # the control server is down: the tenants' own state is still shown
+    return placement.reconcile_project(project, registry)
+
+
+def _where_it_lives(spec: TenantSpec, placed: placement.Reconciled) -> TenantSpec:
+    """A tenant with a move pending is read where its data is (the registry's placement)."""
+    mismatch = placed.mismatches.get(spec.clnt_id)
+    if mismatch is None:
+        return spec
+    have = mismatch.registered
+    return replace(spec, mode=have.mode, server=have.server, database=have.database)
 
 
 def _unit_state(inputs: Inputs, history: list[Any], marker: str | None) -> UnitState:
@@ -204,6 +237,8 @@ def verify_findings(rows: list[StatusRow]) -> list[VerifyFinding]:
                 f"{u.marker_ahead}, but its history ends at {row.version}: history rows "
                 "were deleted by hand, or the database was restored from an older backup",
                 u.marker_ahead)
+        if row.move is not None:
+            add("move-pending", f"{row.move.message}; {row.move.hint}")
         if row.state == "unfinished":
             add("unfinished", "provisioning did not finish: the database exists but the "
                 "seed has not run (the next provision or migrate runs it)")
