@@ -259,7 +259,10 @@ class _Mover:
                                              lock_timeout=self.project.settings.lock_timeout)
         except DatabaseError as exc:
             if exc.sqlstate == "3D000":
-                raise MoveError(f"database {database} does not exist on server {server}") from exc
+                raise MoveError(f"database {database} does not exist on server {server}",
+                                hint="if the registry's placement is stale (the data is gone), "
+                                     "revert tenants.yaml, provision the tenant there, then "
+                                     "move it") from exc
             raise
 
     async def lock(self, session: Session) -> None:
