@@ -161,18 +161,24 @@ def test_a_config_change_is_refused_until_move_brings_the_data_across(fleet: Fle
     fleet.configure('  - { clnt_id: 1, name: "One", sites: [1], server: b }\n'
                     '  - { clnt_id: 2, name: "Two", sites: [1] }\n')
     ws.add_migration("v1.3.0_add_usr_nick.sql", "ALTER TABLE cvs_usr_mast ADD COLUMN nick text;")
-    for command in ("provision", "migrate"):
-        result = ws.cli("--json", command, "--all")
+    ws.add_migration("v1.3.0_add_usr_nick.down.sql", "ALTER TABLE cvs_usr_mast DROP COLUMN nick;")
+    for args in (("provision", "--all"), ("migrate", "--all"), ("rollback", "1", "--to", "1.1.0"),
+                 ("repair", "--all")):
+        result = ws.cli("--json", *args)
         assert result.exit_code == 1, result.stderr
-        one, two = _tenant(result.json(), 1), _tenant(result.json(), 2)
+        one = _tenant(result.json(), 1)
         assert one["status"] == "failed"
         message = one["error"]["message"]
         assert f"database {ws.db(1)} on server b" in message
         assert f"database {ws.db(1)} on server a" in message
         assert "tenantctl move 1" in one["error"]["hint"]
-        assert two["status"] in ("applied", "up_to_date")
+        if "--all" in args:
+            assert _tenant(result.json(), 2)["status"] in ("applied", "up_to_date")
         assert fleet.databases("b") == set(), "nothing is created at the new placement"
         assert fleet.registry(1) == ("database", "a", ws.db(1))
+        # a refusal keeps what the registry knows (it is what says the data is placed)
+        assert fleet.fetch("a", ws.control_db, "SELECT version FROM tenantctl_tenants "
+                           "WHERE clnt_id = 1")[0]["version"] == "1.2.0"
     assert "1.3.0" not in [h[1] for h in fleet.history("a", ws.db(1))]
     status = ws.cli("--json", "status")
     row = _tenant(status.json(), 1)

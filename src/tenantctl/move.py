@@ -272,6 +272,17 @@ class _Mover:
 
     async def one(self, spec: TenantSpec) -> MoveResult:
         started = time.monotonic()
+        if not await move_registry.hold_tenant(self.control, spec.clnt_id,
+                                               self.project.settings.lock_wait):
+            return MoveResult(spec.clnt_id, MoveStatus.FAILED, duration_ms=_ms(started),
+                              error=TenantFailure(f"another tenantctl move of clnt_id "
+                                                  f"{spec.clnt_id} is running"))
+        try:
+            return await self.locked_one(spec, started)
+        finally:
+            await move_registry.release_tenant(self.control, spec.clnt_id)
+
+    async def locked_one(self, spec: TenantSpec, started: float) -> MoveResult:
         recovered = None
         source = target = None
         try:

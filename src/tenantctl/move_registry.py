@@ -21,6 +21,7 @@ from .drivers.base import Driver, Session
 from .placement import Placement, Registered
 
 MOVES_LOCK_KEY = 0x74656E616E746D  # serialises the journal's DDL between runs
+MOVE_LOCK_CLASS = 0x746D7631  # with a clnt_id: one move of a tenant at a time (control database)
 
 JOURNAL_DDL = """
 CREATE TABLE IF NOT EXISTS tenantctl_moves (
@@ -138,6 +139,24 @@ async def read_journal(driver: Driver, dsn: str, database: str) -> dict[int, Jou
         if not await session.fetch_value("SELECT to_regclass('tenantctl_moves') IS NOT NULL"):
             return {}
         return await journal(session)
+
+
+async def hold_tenant(session: Session, clnt_id: int, wait_s: float) -> bool:
+    """Poll the control database's per-tenant move lock for up to ``wait_s``; it is held
+    until the session ends, so a second ``move`` of the tenant never undoes a running one."""
+    waited = 0.0
+    while not await session.fetch_value("SELECT pg_try_advisory_lock($1::int4, $2::int4)",
+                                        MOVE_LOCK_CLASS, clnt_id):
+        if waited >= wait_s:
+            return False
+        await asyncio.sleep(0.2)
+        waited += 0.2
+    return True
+
+
+async def release_tenant(session: Session, clnt_id: int) -> None:
+    await session.fetch_value("SELECT pg_advisory_unlock($1::int4, $2::int4)", MOVE_LOCK_CLASS,
+                              clnt_id)
 
 
 async def begin(session: Session, entry: JournalEntry) -> None:
