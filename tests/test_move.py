@@ -184,6 +184,8 @@ def test_a_config_change_is_refused_until_move_brings_the_data_across(fleet: Fle
     row = _tenant(status.json(), 1)
     assert row["state"] == "move_pending" and row["server"] == "a"
     assert row["move_to"] == {"mode": "database", "server": "b", "database": ws.db(1)}
+    text = ws.cli("status").stdout
+    assert f"move_pending (to database {ws.db(1)} on server b: tenantctl move 1)" in text
     verify = ws.cli("--json", "verify", "1")
     assert verify.exit_code == 1
     assert [f["kind"] for f in verify.json()["findings"]] == ["move-pending"]

@@ -21,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any
 
 from . import isolation, ledger, move_registry, purpose
 from .config import Project, TenantSpec
@@ -43,6 +41,7 @@ from .move_copy import (
     advance_sequences,
     allow_connections,
     checkpoint,
+    clean_version,
     connection_limit,
     copy_seed_record,
     delete_tenant_rows,
@@ -63,91 +62,10 @@ from .move_copy import (
 )
 from .move_plan import Method, MoveError, kept_name, method_for, tenant_column
 from .move_registry import JournalEntry, Phase
-from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, RunResult, TenantFailure, TenantResult
+from .move_report import MoveReport, MoveResult, MoveStatus, ledger_row, planned
+from .outcome import RunResult, TenantFailure
 from .placement import Placement, compare, servers_declared
-from .plan import plan_migrate, replay
 from .steps import Verb
-
-
-class MoveStatus(StrEnum):
-    MOVED = "moved"
-    UP_TO_DATE = "up_to_date"  # already where tenants.yaml says
-    PLANNED = "planned"  # --dry-run: would be moved
-    FAILED = "failed"
-    SKIPPED = "skipped"  # interrupted (SIGINT/SIGTERM) before this tenant started
-
-
-@dataclass(frozen=True)
-class MoveResult:
-    clnt_id: int
-    status: MoveStatus
-    source: Placement | None = None
-    target: Placement | None = None
-    method: Method | None = None
-    version: str | None = None
-    tables: dict[str, int] = field(default_factory=dict)  # rows copied per table
-    duration_ms: int = 0
-    kept_source: str | None = None
-    recovered: str | None = None  # what a re-run did with an interrupted move
-    error: TenantFailure | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        def where(p: Placement | None) -> dict[str, str] | None:
-            return None if p is None else {"mode": p.mode, "server": p.server,
-                                           "database": p.database}
-
-        out: dict[str, Any] = {
-            "clnt_id": self.clnt_id, "status": self.status.value, "from": where(self.source),
-            "to": where(self.target), "method": self.method.value if self.method else None,
-            "version": self.version, "tables": dict(self.tables),
-            "rows_copied": sum(self.tables.values()), "duration_ms": self.duration_ms,
-        }
-        if self.kept_source:
-            out["kept_source"] = self.kept_source
-        if self.recovered:
-            out["recovered"] = self.recovered
-        if self.error is not None:
-            out["error"] = self.error.to_json()
-        return out
-
-    def line(self) -> str:
-        """One line of text output."""
-        head = f"clnt_id {self.clnt_id}: {self.status.value}"
-        if self.source is not None and self.target is not None and self.source != self.target:
-            head += f" from {self.source.describe()} to {self.target.describe()}"
-        elif self.target is not None:
-            head += f" ({self.target.describe()})"
-        if self.method is not None:
-            head += f" by {self.method.value}"
-        if self.tables:
-            head += (f", {sum(self.tables.values())} row(s) in {len(self.tables)} table(s)"
-                     f" verified, {self.duration_ms} ms")
-        for extra in (self.recovered, self.kept_source and f"kept: {self.kept_source}"):
-            if extra:
-                head += f"; {extra}"
-        if self.error is not None:
-            head += f"\n  error: {self.error.message}"
-            if self.error.hint:
-                head += f"\n  hint: {self.error.hint}"
-        return head
-
-
-@dataclass(frozen=True)
-class MoveReport:
-    run_id: str
-    dry_run: bool
-    duration_ms: int
-    tenants: tuple[MoveResult, ...]
-
-    @property
-    def failed(self) -> bool:
-        return any(r.status is MoveStatus.FAILED for r in self.tenants)
-
-    def to_json(self) -> dict[str, Any]:
-        summary = {s.value: sum(r.status is s for r in self.tenants) for s in MoveStatus}
-        return {"run_id": self.run_id, "command": "move", "dry_run": self.dry_run,
-                "duration_ms": self.duration_ms, "summary": summary,
-                "tenants": [r.to_json() for r in self.tenants]}
 
 
 async def move(project: Project, ids: tuple[int, ...], *, dry_run: bool = False,
@@ -166,7 +84,7 @@ async def move(project: Project, ids: tuple[int, ...], *, dry_run: bool = False,
                                                        project.file.control_database)
         entries = await move_registry.read_journal(driver, control_dsn,
                                                    project.file.control_database)
-        results = [_plan(project, spec, registry, entries) for spec in tenants]
+        results = [planned(project, spec, registry, entries) for spec in tenants]
         return MoveReport(run_id, True, _ms(started), tuple(results))
     async with await driver.connect(control_dsn) as admin:
         control = await ledger.open_control(driver, admin, control_dsn,
@@ -183,51 +101,16 @@ async def move(project: Project, ids: tuple[int, ...], *, dry_run: bool = False,
             else:
                 result = await mover.one(spec)
             results.append(result)
-            await recorder.record(run_id, _ledger_row(spec, result), provisioned=False)
+            await recorder.record(run_id, ledger_row(spec, result), provisioned=False)
         report = MoveReport(run_id, False, _ms(started), tuple(results))
         await recorder.finish_run(RunResult(
-            run_id, "move", tuple(_ledger_row(s, r) for s, r in zip(tenants, results, strict=True)),
+            run_id, "move", tuple(ledger_row(s, r) for s, r in zip(tenants, results, strict=True)),
             duration_ms=report.duration_ms))
     return report
 
 
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
-
-
-def _ledger_row(spec: TenantSpec, r: MoveResult) -> TenantResult:
-    status = {MoveStatus.MOVED: APPLIED, MoveStatus.FAILED: FAILED,
-              MoveStatus.SKIPPED: SKIPPED}.get(r.status, UP_TO_DATE)
-    where = r.target or r.source
-    return TenantResult(spec.clnt_id, where.database if where else spec.database,
-                        where.mode if where else spec.mode, status, r.version, r.version,
-                        duration_ms=r.duration_ms, error=r.error)
-
-
-def _plan(project: Project, spec: TenantSpec, registry: dict[int, Any],
-          entries: dict[int, JournalEntry]) -> MoveResult:
-    entry = entries.get(spec.clnt_id)
-    recovered = None
-    if entry is not None:
-        recovered = (f"an interrupted move ({entry.phase.value}) would be "
-                     + ("finished" if entry.phase is Phase.CUTOVER else "undone") + " first")
-    known = registry.get(spec.clnt_id)
-    mismatch = compare(spec, known, server_declared=servers_declared(project)[spec.clnt_id])
-    if mismatch is None:
-        where = known.placement if known is not None else None
-        status = MoveStatus.UP_TO_DATE if known is not None and known.placed else MoveStatus.FAILED
-        error = None if status is MoveStatus.UP_TO_DATE else TenantFailure(
-            f"clnt_id {spec.clnt_id} is not provisioned anywhere: nothing to move",
-            hint="tenantctl provision it at its declared placement")
-        return MoveResult(spec.clnt_id, status, where, where, recovered=recovered, error=error)
-    try:
-        method = method_for(mismatch.registered, mismatch.declared)
-    except MoveError as exc:
-        return MoveResult(spec.clnt_id, MoveStatus.FAILED, mismatch.registered, mismatch.declared,
-                          error=TenantFailure(exc.message, hint=exc.hint))
-    return MoveResult(spec.clnt_id, MoveStatus.PLANNED, mismatch.registered, mismatch.declared,
-                      method, recovered=recovered)
-
 
 @dataclass
 class _State:
@@ -288,7 +171,7 @@ class _Mover:
         try:
             entry = (await move_registry.journal(self.control)).get(spec.clnt_id)
             if entry is not None and entry.phase is Phase.CUTOVER:
-                kept = await self.finish(spec, entry)
+                kept = await self.finish_after_cutover(spec, entry)
                 return MoveResult(spec.clnt_id, MoveStatus.MOVED, entry.source, entry.target,
                                   duration_ms=_ms(started), kept_source=kept,
                                   recovered="finished an interrupted move")
@@ -309,7 +192,7 @@ class _Mover:
             entry = JournalEntry(spec.clnt_id, self.run_id, Phase.COPYING, source, target,
                                  self.keep_source, None, False)
             tables, version = await self.run(spec, entry, method)
-            kept = await self.finish(spec, entry)
+            kept = await self.finish_after_cutover(spec, entry)
             return MoveResult(spec.clnt_id, MoveStatus.MOVED, source, target, method, version,
                               tables, _ms(started), kept, recovered)
         except TenantctlError as exc:
@@ -354,7 +237,7 @@ class _Mover:
         src, tgt, cid = entry.source, entry.target, spec.clnt_id
         async with await self.connect(src.server, src.database) as source:
             await self.lock(source)
-            version = await self.clean_version(source, "source")
+            version = await clean_version(self.driver, self.inputs.migrations, source, "source")
             await self.refuse_existing(tgt)
             await self.begin(entry, state)
             await self.create_target(tgt, cid)
@@ -377,7 +260,7 @@ class _Mover:
         src, tgt, cid = entry.source, entry.target, spec.clnt_id
         async with await self.connect(src.server, src.database) as source:
             await self.lock(source)
-            version = await self.clean_version(source, "source")
+            version = await clean_version(self.driver, self.inputs.migrations, source, "source")
             await prepare_session(source, cid)
             tables = [t for t in await ordered_tables(source, self.column, exclude=BOOKKEEPING)
                       if t.has_tenant]
@@ -410,7 +293,7 @@ class _Mover:
         shared = self.project.file.shared
         async with await self.connect(src.server, src.database) as source:
             await self.lock(source)
-            version = await self.clean_version(source, "source")
+            version = await clean_version(self.driver, self.inputs.migrations, source, "source")
             await prepare_session(source, cid)
             everything = await ordered_tables(source, self.column, exclude=BOOKKEEPING)
             stray = [t.label for t in everything if not t.has_tenant
@@ -465,23 +348,6 @@ class _Mover:
             await verify(source, target, tables, self.column, cid)
         return copied
 
-    async def clean_version(self, session: Session, role: str) -> str:
-        """The schema version of a clean history (refused otherwise)."""
-        history = await self.driver.read_history(session)
-        plan = plan_migrate(self.inputs.migrations, history)
-        problems = [f"drift in {d.filename}" for d in plan.drift]
-        problems += [f"version {v} is not in the migrations folder" for v in plan.unknown]
-        problems += [f"gap at {v}" for v in plan.gaps]
-        problems += [f"failed/partial {v.text}" for v in replay(history).failed]
-        if problems:
-            raise MoveError(f"the {role} {session.database} has no clean history "
-                            f"({'; '.join(problems)}): a copy would carry it along",
-                            hint="tenantctl verify shows what to fix first")
-        if plan.from_version is None:
-            raise MoveError(f"the {role} {session.database} has no migration applied",
-                            hint="tenantctl provision or migrate it first")
-        return plan.from_version
-
     async def refuse_existing(self, target: Placement) -> None:
         async with await self.connect(target.server) as admin:
             if await self.driver.existing_databases(admin, [target.database]):
@@ -497,7 +363,7 @@ class _Mover:
             if not await self.driver.existing_databases(admin, [target.database]):
                 return False
         async with await self.connect(target.server, target.database) as shared:
-            at = await self.clean_version(shared, "target")
+            at = await clean_version(self.driver, self.inputs.migrations, shared, "target")
             if Version.parse(at) != Version.parse(version):
                 raise MoveError(f"the shared database is at version {at}, the tenant at {version}: "
                                 "a move needs both at the same version",
@@ -543,6 +409,15 @@ class _Mover:
                             f"{outcome.failure.message}", hint=outcome.failure.hint)
 
     # ------------------------------------------------------------ after the cutover, or undo
+
+    async def finish_after_cutover(self, spec: TenantSpec, entry: JournalEntry) -> str | None:
+        try:
+            return await self.finish(spec, entry)
+        except TenantctlError as exc:
+            raise MoveError(f"the data is at {entry.target.describe()} and the registry points "
+                            f"there, but finishing the move failed: {exc.message}",
+                            hint=f"the next `tenantctl move {spec.clnt_id}` finishes it "
+                                 "(tags the target, removes or keeps the source)") from exc
 
     async def finish(self, spec: TenantSpec, entry: JournalEntry) -> str | None:
         """The registry points at the target: tag or register it there, then remove

@@ -28,13 +28,14 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .drivers.base import Session
+from .drivers.base import Driver, Session
 from .drivers.postgres import HISTORY_TABLE, lock_held_sql, quote_ident
 from .errors import DatabaseError, ServerError
 from .isolation import REGISTRY_TABLE, TENANT_SETTING
+from .migrations import Migration
 from .move_plan import MoveError, dependency_order
 from .pg_tools import ToolName, find_tool, libpq_target
-from .plan import KIND_SEED
+from .plan import KIND_SEED, plan_migrate, replay
 from .redact import redact
 
 BOOKKEEPING = frozenset({f"public.{HISTORY_TABLE}", f"public.{REGISTRY_TABLE}"})
@@ -101,6 +102,26 @@ FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
 JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
 WHERE k.contype = 'f' AND k.conparentid = 0"""
+
+
+async def clean_version(driver: Driver, migrations: tuple[Migration, ...], session: Session,
+                        role: str) -> str:
+    """The schema version of a database whose history is clean (refused otherwise:
+    a copy would carry drift, gaps or a half-applied migration along)."""
+    history = await driver.read_history(session)
+    plan = plan_migrate(migrations, history)
+    problems = [f"drift in {d.filename}" for d in plan.drift]
+    problems += [f"version {v} is not in the migrations folder" for v in plan.unknown]
+    problems += [f"gap at {v}" for v in plan.gaps]
+    problems += [f"failed/partial {v.text}" for v in replay(history).failed]
+    if problems:
+        raise MoveError(f"the {role} {session.database} has no clean history "
+                        f"({'; '.join(problems)}): a copy would carry it along",
+                        hint="tenantctl verify shows what to fix first")
+    if plan.from_version is None:
+        raise MoveError(f"the {role} {session.database} has no migration applied",
+                        hint="tenantctl provision or migrate it first")
+    return plan.from_version
 
 
 async def prepare_session(session: Session, clnt_id: int) -> None:
