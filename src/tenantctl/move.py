@@ -243,7 +243,7 @@ class _Mover:
             await self.create_target(tgt, cid)
             await self.stop_writes(src, cid, source)
             await dump_restore(self.dsns[src.server], src.database, await server_major(source),
-                               self.dsns[tgt.server], tgt.database)
+                               self.dsns[tgt.server], tgt.database, lambda: self.analyze(tgt))
             await checkpoint("copied")
             async with await self.connect(tgt.server, tgt.database) as target:
                 await self.lock(target)
@@ -347,6 +347,10 @@ class _Mover:
             await copy_seed_record(source, target, cid, self.run_id)
             await verify(source, target, tables, self.column, cid)
         return copied
+
+    async def analyze(self, where: Placement) -> None:
+        async with await self.connect(where.server, where.database) as session:
+            await session.execute("ANALYZE")
 
     async def refuse_existing(self, target: Placement) -> None:
         async with await self.connect(target.server) as admin:

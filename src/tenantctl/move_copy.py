@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .errors import DatabaseError, ServerError
 from .isolation import REGISTRY_TABLE, TENANT_SETTING
 from .migrations import Migration
 from .move_plan import MoveError, dependency_order
-from .pg_tools import ToolName, find_tool, libpq_target
+from .pg_tools import ClientTool, ToolName, find_tool, libpq_target
 from .plan import KIND_SEED, plan_migrate, replay
 from .redact import redact
 
@@ -381,17 +381,34 @@ async def server_major(session: Session) -> int:
 
 
 async def dump_restore(source_dsn: str, source_db: str, source_major: int, target_dsn: str,
-                       target_db: str) -> None:
-    """``pg_dump -Fc source | pg_restore --exit-on-error target``, streamed through a
-    pipe; owners and privileges are kept, so their roles must exist on the target."""
+                       target_db: str, analyze: Callable[[], Awaitable[None]]) -> None:
+    """``pg_dump -Fc source | pg_restore --exit-on-error target``, streamed through a pipe,
+    in two passes: tables and rows, then ``analyze()``, then indexes, constraints and
+    triggers. Without statistics PostgreSQL validates a restored foreign key with
+    per-row lookups planned for an empty table: quadratic (a 40 MB tenant of the
+    example schema spent 53 s on one foreign key, 0.6 s after ANALYZE). The source
+    takes no writes (its connections are stopped and its migration lock held), so the
+    second pass sees the same schema. Owners and privileges are kept: their roles must
+    exist on the target."""
     dump_tool = find_tool(ToolName.PG_DUMP, source_major)
     restore_tool = find_tool(ToolName.PG_RESTORE, dump_tool.major)
-    src_url, src_env = libpq_target(source_dsn, source_db)
-    tgt_url, tgt_env = libpq_target(target_dsn, target_db)
+    source = libpq_target(source_dsn, source_db)
+    target = libpq_target(target_dsn, target_db)
+    for sections in (("pre-data", "data"), ("post-data",)):
+        await _pipe(dump_tool, restore_tool, source, target, sections,
+                    f"copying {source_db} to {target_db}")
+        if sections[0] == "pre-data":
+            await analyze()
+
+
+async def _pipe(dump_tool: ClientTool, restore_tool: ClientTool, source: tuple[str, dict[str, str]],
+                target: tuple[str, dict[str, str]], sections: tuple[str, ...], what: str) -> None:
+    (src_url, src_env), (tgt_url, tgt_env) = source, target
+    chosen = [f"--section={s}" for s in sections]
     read_end, write_end = os.pipe()
     try:
         dump = await asyncio.create_subprocess_exec(
-            str(dump_tool.path), "--format=custom", f"--dbname={src_url}",
+            str(dump_tool.path), "--format=custom", *chosen, f"--dbname={src_url}",
             env=src_env, stdin=asyncio.subprocess.DEVNULL, stdout=write_end,
             stderr=asyncio.subprocess.PIPE)
     finally:
@@ -417,7 +434,7 @@ async def dump_restore(source_dsn: str, source_db: str, source_major: int, targe
         problems.append(f"pg_dump {dump_tool.major} exited {dump.returncode}: "
                         + dump_err.decode("utf-8", "replace")[-2000:].strip())
     if problems:
-        raise ServerError(redact(f"copying {source_db} to {target_db}: " + "; ".join(problems)))
+        raise ServerError(redact(f"{what}: " + "; ".join(problems)))
 
 
 async def checkpoint(name: str) -> None:
