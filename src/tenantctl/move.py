@@ -155,11 +155,9 @@ class _Mover:
 
     async def one(self, spec: TenantSpec) -> MoveResult:
         started = time.monotonic()
-        if not await move_registry.hold_tenant(self.control, spec.clnt_id,
-                                               self.project.settings.lock_wait):
-            return MoveResult(spec.clnt_id, MoveStatus.FAILED, duration_ms=_ms(started),
-                              error=TenantFailure(f"another tenantctl move of clnt_id "
-                                                  f"{spec.clnt_id} is running"))
+        if not await move_registry.hold_tenant(self.control, spec.clnt_id, self.project.settings.lock_wait):
+            running = TenantFailure(f"another tenantctl move of clnt_id {spec.clnt_id} is running")
+            return MoveResult(spec.clnt_id, MoveStatus.FAILED, duration_ms=_ms(started), error=running)
         try:
             return await self.locked_one(spec, started)
         finally:
