@@ -68,8 +68,8 @@ async def run_changes(
     except DatabaseError as exc:
         if not is_connection_failure(exc.sqlstate):
             raise
-        default = server_dsns(project, {project.default_server})
-        raise await unreachable(driver, project, default, exc) from exc
+        wanted = server_dsns(project, {t.server for t in selected} | {project.default_server})
+        raise await unreachable(driver, project, wanted, exc) from exc
     refused = [_refusal(m) for m in placed.refused(selected)]
     tenants = placed.runnable(selected)
     units = group_units(tenants)
