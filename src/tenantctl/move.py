@@ -64,7 +64,7 @@ from .move_plan import Method, MoveError, kept_name, method_for, tenant_column
 from .move_registry import JournalEntry, Phase
 from .move_report import MoveReport, MoveResult, MoveStatus, ledger_row, planned
 from .outcome import RunResult, TenantFailure
-from .placement import Placement, compare, servers_declared
+from .placement_check import Placement, compare, servers_declared
 from .steps import Verb
 
 

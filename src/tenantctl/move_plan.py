@@ -17,7 +17,7 @@ from enum import StrEnum
 from .config import Project
 from .errors import TenantctlError
 from .modes import Mode
-from .placement import Placement
+from .placement_check import Placement
 
 MAX_IDENTIFIER_BYTES = 63
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .drivers.base import Driver, Session
-from .placement import Placement, Registered
+from .placement_check import Placement, Registered
 
 MOVES_LOCK_KEY = 0x74656E616E746D  # serialises the journal's DDL between runs
 MOVE_LOCK_CLASS = 0x746D7631  # with a clnt_id: one move of a tenant at a time (control database)

@@ -11,7 +11,7 @@ from .config import Project, TenantSpec
 from .move_plan import Method, MoveError, method_for
 from .move_registry import JournalEntry, Phase
 from .outcome import APPLIED, FAILED, SKIPPED, UP_TO_DATE, TenantFailure, TenantResult
-from .placement import Placement, Registered, compare, servers_declared
+from .placement_check import Placement, Registered, compare, servers_declared
 
 
 class MoveStatus(StrEnum):

@@ -1,133 +1,119 @@
-"""Pure: does tenants.yaml still put each tenant where the registry says it lives?
+"""Pure: which server a tenant without ``server:`` lives on, and ``--server`` selection.
 
-tenants.yaml is the desired state; the registry (``tenantctl_tenants`` in the
-control database) records where each tenant's data actually is. When the two
-disagree on (mode, server, database), the changing commands refuse that
-tenant instead of creating an empty database at the new place, and
-``tenantctl move`` is the one way to bring the data there.
+A dedicated tenant that tenants.yaml gives no ``server:`` is placed once and
+then pinned in the registry: later runs find it where it was put, whatever
+the policy or the default server says by then. ``settings.placement``:
 
-- A tenant the registry has never seen placed (no provisioning, no recorded
-  version) has no data anywhere yet: its declared placement is simply taken.
-- A dedicated tenant without ``server:`` in tenants.yaml lives wherever the
-  registry has pinned it: no mismatch on the server, and the run uses the
-  registered server.
+- ``default``: the default server;
+- ``least-tenants``: the server with the fewest registered tenants (ties: the
+  order of ``servers:``), skipping servers that reached ``max_tenants``.
+
+A server at its ``max_tenants`` takes no new tenant under either policy; a
+tenant no server can take is reported (its run fails it, naming why).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from .config import Project, TenantSpec
-from .modes import Mode
+from .errors import BadInputError
+
+if TYPE_CHECKING:
+    from .registry import RegistryRow
+
+
+class PlacementPolicy(StrEnum):
+    DEFAULT = "default"
+    LEAST_TENANTS = "least-tenants"
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one tenant's data lives."""
+    tenants: tuple[TenantSpec, ...]  # every placeable tenant of tenants.yaml, server resolved
+    unplaced: Mapping[int, str]  # clnt_id -> why no server can take it
 
-    mode: str
-    server: str
-    database: str
-
-    def describe(self) -> str:
-        if self.mode == Mode.SHARED:
-            return f"shared database {self.database} on server {self.server}"
-        return f"database {self.database} on server {self.server}"
-
-
-@dataclass(frozen=True)
-class Registered:
-    """A tenant's row in the registry: its placement, and whether any data was put there."""
-
-    clnt_id: int
-    placement: Placement
-    placed: bool  # provisioned, or a version recorded: something exists at the placement
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """The registry and tenants.yaml place a tenant differently."""
-
-    clnt_id: int
-    registered: Placement
-    declared: Placement
-
-    @property
-    def message(self) -> str:
-        return (f"clnt_id {self.clnt_id}: tenants.yaml places it in "
-                f"{self.declared.describe()}, but its data lives in "
-                f"{self.registered.describe()} (registry): nothing was done")
-
-    @property
-    def hint(self) -> str:
-        return (f"run `tenantctl move {self.clnt_id}` to move its data there, or revert the "
-                "change in tenants.yaml")
-
-
-def declared(spec: TenantSpec) -> Placement:
-    return Placement(spec.mode, spec.server, spec.database)
-
-
-def compare(spec: TenantSpec, registered: Registered | None, *,
-            server_declared: bool = True) -> Mismatch | None:
-    """The mismatch between a tenant's declared placement and its registered one, if any."""
-    if registered is None or not registered.placed:
-        return None
-    want, have = declared(spec), registered.placement
-    same_server = want.server == have.server or (not server_declared and want.mode == have.mode)
-    if want.mode == have.mode and want.database == have.database and same_server:
-        return None
-    if not server_declared and want.mode == have.mode == Mode.DATABASE:
-        want = replace(want, server=have.server)  # it would stay on its pinned server
-    return Mismatch(spec.clnt_id, have, want)
-
-
-def servers_declared(project: Project) -> dict[int, bool]:
-    """Per clnt_id: does tenants.yaml name the tenant's server? A shared tenant's server
-    is the shared database's, always known."""
-    out = {}
-    for raw, spec in zip(project.file.tenants, project.tenants, strict=True):
-        out[spec.clnt_id] = spec.mode == Mode.SHARED or raw.server is not None
-    return out
-
-
-@dataclass(frozen=True)
-class Reconciled:
-    """tenants.yaml's tenants placed where a run may work on them, and those refused."""
-
-    tenants: tuple[TenantSpec, ...]  # undeclared servers pinned to the registry's
-    mismatches: dict[int, Mismatch]
-
-    def runnable(self, selected: Iterable[TenantSpec]) -> tuple[TenantSpec, ...]:
-        """The selected tenants a run may touch, with their effective placement."""
+    def resolve(self, selected: Iterable[TenantSpec]) -> tuple[tuple[TenantSpec, ...], dict[int, str]]:
+        """The selected tenants with their servers, and those that have none (why)."""
         by_id = {t.clnt_id: t for t in self.tenants}
-        return tuple(by_id[t.clnt_id] for t in selected if t.clnt_id not in self.mismatches)
-
-    def refused(self, selected: Iterable[TenantSpec]) -> tuple[Mismatch, ...]:
-        return tuple(self.mismatches[t.clnt_id] for t in selected if t.clnt_id in self.mismatches)
-
-    def syncable(self) -> tuple[TenantSpec, ...]:
-        """What the registry may record from tenants.yaml: every tenant whose data is not
-        elsewhere (a mismatched tenant's registered placement changes only by a move)."""
-        return tuple(t for t in self.tenants if t.clnt_id not in self.mismatches)
+        placed, failed = [], {}
+        for t in selected:
+            if t.clnt_id in by_id:
+                placed.append(by_id[t.clnt_id])
+            else:
+                failed[t.clnt_id] = self.unplaced[t.clnt_id]
+        return tuple(placed), failed
 
 
-def reconcile(tenants: Iterable[TenantSpec], registry: Mapping[int, Registered],
-              server_declared: Mapping[int, bool]) -> Reconciled:
-    effective: list[TenantSpec] = []
-    mismatches: dict[int, Mismatch] = {}
-    for spec in tenants:
-        known = registry.get(spec.clnt_id)
-        declared_server = server_declared.get(spec.clnt_id, True)
-        mismatch = compare(spec, known, server_declared=declared_server)
-        if mismatch is not None:
-            mismatches[spec.clnt_id] = mismatch
-        elif known is not None and known.placed and not declared_server:
-            spec = replace(spec, server=known.placement.server)
-        effective.append(spec)
-    return Reconciled(tuple(effective), mismatches)
+def place(project: Project, registry: Mapping[int, RegistryRow]) -> Placement:
+    """Every tenant of tenants.yaml with its server: given, pinned, or chosen now."""
+    policy = PlacementPolicy(project.settings.placement)
+    order = list(project.servers)
+    occupants: dict[int, str] = {
+        r.clnt_id: r.server for r in registry.values() if r.active and r.mode == "database"}
+    for t in project.tenants:
+        if t.mode == "database" and t.server_given:
+            occupants[t.clnt_id] = t.server
+    placed: list[TenantSpec] = []
+    unplaced: dict[int, str] = {}
+    for t in project.tenants:
+        if t.server_given or t.mode != "database":
+            placed.append(t)
+            continue
+        pinned = registry.get(t.clnt_id)
+        if pinned is not None and pinned.mode == "database":
+            if pinned.server in project.servers:
+                placed.append(replace(t, server=pinned.server))
+            else:
+                unplaced[t.clnt_id] = (f"the registry places clnt_id {t.clnt_id} on server "
+                                       f"{pinned.server}, which tenants.yaml no longer lists")
+            continue
+        occupants.pop(t.clnt_id, None)
+        counts = dict.fromkeys(order, 0)
+        for server in occupants.values():
+            if server in counts:
+                counts[server] += 1
+        if policy is PlacementPolicy.DEFAULT:
+            candidates = [project.default_server]
+        else:
+            candidates = sorted(order, key=lambda s: (counts[s], order.index(s)))
+        chosen = next((s for s in candidates if _has_room(project, s, counts[s])), None)
+        if chosen is None:
+            unplaced[t.clnt_id] = _full(project, policy, counts)
+            continue
+        occupants[t.clnt_id] = chosen
+        placed.append(replace(t, server=chosen))
+    return Placement(tuple(placed), unplaced)
 
 
-def reconcile_project(project: Project, registry: Mapping[int, Registered]) -> Reconciled:
-    return reconcile(project.tenants, registry, servers_declared(project))
+def _has_room(project: Project, server: str, count: int) -> bool:
+    cap = project.servers[server].max_tenants
+    return cap is None or count < cap
+
+
+def _full(project: Project, policy: PlacementPolicy, counts: dict[str, int]) -> str:
+    if policy is PlacementPolicy.DEFAULT:
+        server = project.default_server
+        return (f"no room for a new tenant: the default server {server} holds {counts[server]} "
+                f"tenant(s), its max_tenants is {project.servers[server].max_tenants}")
+    full = ", ".join(f"{s} {counts[s]}/{project.servers[s].max_tenants}" for s in counts)
+    return f"no room for a new tenant: every server is at its max_tenants ({full})"
+
+
+def check_servers(project: Project, names: Iterable[str]) -> frozenset[str]:
+    """``--server`` names, each one a server of tenants.yaml (else exit 2)."""
+    wanted = frozenset(names)
+    unknown = sorted(wanted - set(project.servers))
+    if unknown:
+        raise BadInputError(
+            f"--server {', '.join(unknown)}: no such server in {project.path.name}",
+            hint=f"servers: {', '.join(project.servers)}")
+    return wanted
+
+
+def on_servers(tenants: Iterable[TenantSpec], servers: frozenset[str]) -> tuple[TenantSpec, ...]:
+    """The tenants living on ``servers`` (all of them when none are given)."""
+    return tuple(t for t in tenants if not servers or t.server in servers)

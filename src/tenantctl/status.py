@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import ledger, placement
+from . import ledger, registry
 from .config import TenantSpec
 from .drivers.base import Driver
 from .engine import Engine, RunOptions, group_units
 from .errors import DatabaseError
 from .executor import Unit
-from .fleet import server_dsns
+from .fleet import server_dsns, server_problem
 from .inputs import Inputs
+from .move_registry import read_registered
+from .placement import on_servers, place
+from .placement_check import Mismatch, reconcile
 from .plan import marker_version, plan_migrate, replay
 
 
@@ -55,7 +58,7 @@ class StatusRow:
     last_status: str | None = None
     last_run_id: str | None = None
     last_error: dict[str, Any] | None = None
-    move: placement.Mismatch | None = None  # tenants.yaml places it elsewhere: move pending
+    move: Mismatch | None = None  # tenants.yaml places it elsewhere: move pending
 
     def to_json(self) -> dict[str, Any]:
         u = self.unit
@@ -94,26 +97,27 @@ class VerifyFinding:
 
 
 async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSpec, ...],
-                         concurrency: int) -> list[StatusRow]:
+                         concurrency: int,
+                         moves: dict[int, Mismatch] | None = None) -> list[StatusRow]:
     """Each tenant: mode, database, version (from its own history), pending, last error."""
     project = inputs.project
-    dsns = server_dsns(project, {project.default_server})
-    placed = await _reconcile(driver, project, dsns[project.default_server])
-    tenants = tuple(_where_it_lives(t, placed) for t in placed.runnable(tenants) + tuple(
-        t for t in tenants if t.clnt_id in placed.mismatches))
     units = group_units(tenants)
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
     markers: dict[tuple[str, str], str] = {}
-    for server in {u.server for u in units}:
+    down: dict[str, dict[str, Any]] = {}  # one probe per server: its tenants, unreachable
+    for server in sorted({u.server for u in units}):
         try:
-            admin = await driver.connect(dsns[server])
-        except DatabaseError:
-            continue  # its tenants show as unreachable below
-        async with admin:
-            markers.update({(server, db): m for db, m in (await driver.read_markers(admin)).items()})
+            async with await driver.connect(dsns[server]) as admin:
+                markers.update(
+                    {(server, db): m for db, m in (await driver.read_markers(admin)).items()})
+        except DatabaseError as exc:
+            down[server] = {"sqlstate": exc.sqlstate,
+                            "message": server_problem(server, dsns[server], exc)}
     engine = Engine(inputs.migrations, dsns, RunOptions(concurrency=concurrency), driver=driver)
 
     async def read(unit: Unit) -> UnitState:
+        if unit.server in down:
+            return UnitState("unreachable", error=down[unit.server])
         try:
             session = await driver.connect(dsns[unit.server], unit.database)
         except DatabaseError as exc:
@@ -133,8 +137,11 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
     states = await engine.map_units(units, bounded_read)
     by_id = {t.clnt_id: (u, s) for u, s in zip(units, states, strict=True) for t in u.tenants}
     outcomes: dict[int, ledger.LastOutcome] = {}
-    control = await ledger.connect_existing(driver, dsns[project.default_server],
-                                            project.file.control_database)
+    try:
+        control = await ledger.connect_existing(driver, dsns[project.default_server],
+                                                project.file.control_database)
+    except DatabaseError:
+        control = None  # the default server is down: its own tenants say so above
     if control is not None:
         async with control:
             outcomes = await ledger.last_outcomes(control)
@@ -152,38 +159,17 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
         # status shows the present (other failures stay shown until a run succeeds)
         last = known.error if known else None
         resolved = bool(last and last.get("kind") == "drift" and not unit_state.drift)
-        move = placed.mismatches.get(t.clnt_id)
-        if move is not None and state not in ("unreachable",):
-            state = "move_pending"
         rows.append(StatusRow(
             t.clnt_id, t.name, t.mode, t.server, unit.database, unit_state.version, inputs.latest,
             unit_state.pending, state, unit_state, seeded,
             last_status=known.last_status if known else None,
             last_run_id=known.last_run_id if known else None,
             last_error=unit_state.error or (known.error if known and not resolved else None),
-            move=move,
+            move=(moves or {}).get(t.clnt_id),
         ))
-    order = {t.clnt_id: i for i, t in enumerate(project.tenants)}
-    return sorted(rows, key=lambda r: order.get(r.clnt_id, len(order)))
-
-
-async def _reconcile(driver: Driver, project: Any, control_dsn: str) -> placement.Reconciled:
-    from .move_registry import read_registered
-
-    try:
-        registry = await read_registered(driver, control_dsn, project.file.control_database)
-    except DatabaseError:
-        registry = {}  # the control server is down: the tenants' own state is still shown
-    return placement.reconcile_project(project, registry)
-
-
-def _where_it_lives(spec: TenantSpec, placed: placement.Reconciled) -> TenantSpec:
-    """A tenant with a move pending is read where its data is (the registry's placement)."""
-    mismatch = placed.mismatches.get(spec.clnt_id)
-    if mismatch is None:
-        return spec
-    have = mismatch.registered
-    return replace(spec, mode=have.mode, server=have.server, database=have.database)
+        if rows[-1].move is not None and state != "unreachable":
+            rows[-1] = replace(rows[-1], state="move_pending")
+    return rows
 
 
 def _unit_state(inputs: Inputs, history: list[Any], marker: str | None) -> UnitState:
@@ -219,7 +205,12 @@ def verify_findings(rows: list[StatusRow]) -> list[VerifyFinding]:
                 row: StatusRow = row) -> None:
             out.append(VerifyFinding(row.clnt_id, row.database, kind, detail, version, file))
 
-        if row.state == "not_provisioned":
+        if row.state == ORPHANED:
+            add("orphaned", f"in the registry (server {row.server}, database {row.database}) but "
+                "no longer in tenants.yaml: `tenantctl deprovision` it, or list it again")
+        elif row.state == "not_provisioned" and row.server == UNPLACED:
+            add("unplaced", str((row.last_error or {}).get("message")))
+        elif row.state == "not_provisioned":
             add("missing-database", "the database does not exist (tenantctl provision)")
         elif row.state == "unreachable":
             add("unreachable", str((row.last_error or {}).get("message")))
@@ -246,3 +237,55 @@ def verify_findings(rows: list[StatusRow]) -> list[VerifyFinding]:
             add("partial", f"failed/partial no-transaction migration ({done or 0} statement(s) "
                 "done); migrate resumes it", v)
     return out
+
+
+ORPHANED = "orphaned"
+
+
+def _where_it_lives(spec: TenantSpec, mismatch: Mismatch | None) -> TenantSpec:
+    if mismatch is None:
+        return spec
+    have = mismatch.registered
+    return replace(spec, mode=have.mode, server=have.server, database=have.database)
+
+UNPLACED = "-"  # the server column of a tenant no server can take
+
+
+async def fleet_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSpec, ...],
+                       servers: frozenset[str], concurrency: int, *,
+                       orphans: bool) -> list[StatusRow]:
+    """:func:`collect_status` with placement: tenants without ``server:`` where the
+    registry pinned them (or where placement would put them), only those on
+    ``servers`` when given, plus (``orphans``) the registered tenants tenants.yaml
+    no longer lists. Reads only; pins nothing."""
+    project = inputs.project
+    dsn = server_dsns(project, {project.default_server})[project.default_server]
+    try:
+        known = await registry.read_existing(driver, dsn, project.file.control_database)
+    except DatabaseError:
+        known = {}  # the default server is down: placement falls back to tenants.yaml's
+    placed, unplaced = place(project, known).resolve(tenants)
+    try:
+        where = await read_registered(driver, dsn, project.file.control_database)
+    except DatabaseError:
+        where = {}
+    # a tenant with a move pending is read where its data is (the registry's placement)
+    checked = reconcile(placed, where, {})
+    placed = tuple(_where_it_lives(t, checked.mismatches.get(t.clnt_id)) for t in placed)
+    placed = on_servers(placed, servers)
+    rows = await collect_status(driver, inputs, placed, concurrency,
+                                checked.mismatches) if placed else []
+    if not servers:
+        rows += [StatusRow(t.clnt_id, t.name, t.mode, UNPLACED, t.database, None, inputs.latest,
+                           len(inputs.migrations), "not_provisioned", UnitState("not_provisioned"),
+                           last_error={"sqlstate": None, "message": unplaced[t.clnt_id]})
+                 for t in tenants if t.clnt_id in unplaced]
+    if orphans:
+        listed = {t.clnt_id for t in project.tenants}
+        rows += [StatusRow(r.clnt_id, r.name, r.mode, r.server, r.database, r.version,
+                           inputs.latest, None, ORPHANED, UnitState(ORPHANED, r.version),
+                           last_status=r.last_status)
+                 for r in known.values()
+                 if r.clnt_id not in listed and r.active and (not servers or r.server in servers)]
+    order = {t.clnt_id: i for i, t in enumerate(project.tenants)}
+    return sorted(rows, key=lambda r: (order.get(r.clnt_id, len(order)), r.clnt_id))
