@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from . import isolation, ledger, logs, registry
+from . import isolation, ledger, logs, move_registry, placement_check, registry
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
 from .engine import Engine, RunOptions, group_units
@@ -88,6 +88,11 @@ async def run_changes(
         tenants, unplaced = placement.resolve(tenants)
         if servers:
             tenants, unplaced = on_servers(tenants, servers), {}
+        # a tenant whose data lives elsewhere than tenants.yaml says fails before any
+        # tenant is touched, and nothing is created at the new place (tenantctl move)
+        checked = placement_check.reconcile(tenants, await move_registry.registered(control), {})
+        refused = [_refusal(m) for m in checked.refused(tenants)]
+        placed_tenants, tenants = tenants, checked.runnable(tenants)
         units = group_units(tenants)
         dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
         facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
@@ -95,7 +100,7 @@ async def run_changes(
         live = [u for u in units if u.server not in facts.down]
         notes.extend(_extension_problems(required, facts, {u.server for u in live}, False))
         notes.extend(problem.message for problem in facts.down.values())
-        selected = tuple(placement_order(tenants, unplaced, inputs))
+        selected = tuple(placement_order(placed_tenants, unplaced, inputs))
         await recorder.start_run(run_id, options.verb, [t.clnt_id for t in selected], argv)
         logs.bind_run(run_id)
         logs.event(Event.RUN_START, f"{options.verb.value} run {run_id} started: "
@@ -110,7 +115,7 @@ async def run_changes(
             if on_result is not None:
                 await on_result(result)
 
-        failed_early = _failed_early(selected, unplaced, units, facts)
+        failed_early = refused + _failed_early(selected, unplaced, units, facts)
         for result in failed_early:
             await record(result)
         units = live
@@ -191,6 +196,12 @@ def placement_order(tenants: tuple[TenantSpec, ...], unplaced: dict[int, str],
     ids = {t.clnt_id for t in tenants} | set(unplaced)
     placed = {t.clnt_id: t for t in tenants}
     return [placed.get(t.clnt_id, t) for t in inputs.project.tenants if t.clnt_id in ids]
+
+
+def _refusal(mismatch: placement_check.Mismatch) -> TenantResult:
+    want = mismatch.declared
+    return TenantResult(mismatch.clnt_id, want.database, want.mode, FAILED, error=TenantFailure(
+        mismatch.message, hint=mismatch.hint, kind="placement"))
 
 
 def _failed_early(selected: tuple[TenantSpec, ...], unplaced: dict[int, str], units: list[Unit],
