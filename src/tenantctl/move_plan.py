@@ -24,7 +24,7 @@ MAX_IDENTIFIER_BYTES = 63
 
 def tenant_column(project: Project) -> str:
     """The column that says which tenant a row of a shared table belongs to."""
-    return "clnt_id"
+    return project.file.tenant_column
 
 
 class Method(StrEnum):
