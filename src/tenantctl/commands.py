@@ -18,6 +18,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from . import embedded, isolation, isolation_check
@@ -33,6 +34,7 @@ from .inputs import (
     check_rollback_inputs,
     lint_report,
     load_inputs,
+    parse_all,
     refuse_on_lint_errors,
     resolve_target,
 )
@@ -40,7 +42,7 @@ from .inputs import (
     lint as lint_inputs,
 )
 from .isolation_check import IsolationFinding
-from .lint import Finding
+from .lint_rules import Finding
 from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_migration_path
 from .outcome import RunResult, TenantResult
 from .reversible import Difference
@@ -86,12 +88,18 @@ class PreparedRun:
     inputs: Inputs
     tenants: tuple[TenantSpec, ...]
     options: RunOptions
-    lint: tuple[Finding, ...]
     resume: str | bool
 
     @property
     def notices(self) -> tuple[str, ...]:
         return self.inputs.notices
+
+    @cached_property
+    def lint(self) -> tuple[Finding, ...]:
+        """The folder's lint findings (tenants.yaml's ``lint:`` block applied), computed
+        on first use: with --strict-lint before the run, otherwise only when the run
+        had something pending (:func:`pending_findings`)."""
+        return tuple(lint_inputs(self.inputs))
 
 
 def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun:
@@ -107,10 +115,10 @@ def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun
             raise BadInputError("rollback needs --to VERSION")
         check_rollback_inputs(inputs, target)
     options = _run_options(project, verb, request, target)
-    findings = lint_inputs(inputs)
+    prepared = PreparedRun(verb, inputs, tenants, options, resume)
     if request.strict or request.strict_lint or project.settings.strict_lint:
-        refuse_on_lint_errors(findings)
-    return PreparedRun(verb, inputs, tenants, options, tuple(findings), resume)
+        refuse_on_lint_errors(list(prepared.lint))
+    return prepared
 
 
 def _run_options(project: Project, verb: Verb, request: ChangeRequest,
@@ -176,6 +184,8 @@ def pending_findings(prepared: PreparedRun, run: RunResult) -> list[Finding]:
         oldest = start if oldest is None or start < oldest else oldest
     if unknown or oldest is None:
         return list(prepared.lint) if unknown else []
+    if not any(oldest < m.version for m in prepared.inputs.migrations):
+        return []  # nothing was pending for anyone: nothing to lint (a no-op run parses nothing)
     return [f for f in prepared.lint if f.file not in versions or oldest < versions[f.file]]
 
 
@@ -282,6 +292,7 @@ async def check_reversible(project: Project, request: ReversibleRequest | None =
     server, started from a cached base holding the earlier ones."""
     request = request or ReversibleRequest()
     inputs = load_inputs(project)
+    parse_all(inputs)  # a broken file is bad input (exit 2) before the scratch database
     chosen = select_range(inputs.migrations, request.from_version, request.to_version,
                           project.migrations_dir.name)
     notes: tuple[str, ...] = ()

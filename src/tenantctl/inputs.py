@@ -7,15 +7,17 @@ input (exit 2) and nothing has been changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .config import Project
 from .errors import BadInputError, MigrationFileError
-from .lint import Finding, lint_migrations
+from .lint_rules import Finding
 from .migrations import Migration, Script, Version, load_migrations, parse_name, read_script
 from .modes import Mode
+from .parse_cache import CACHE_DIR, ParseCache, text_key, tool_identity
 from .plan import missing_downs
 
 
@@ -25,10 +27,25 @@ class Inputs:
     migrations: tuple[Migration, ...]
     seed: Script | None
     notices: tuple[str, ...] = ()  # entries of the folder that were ignored, by name
+    cache: ParseCache = field(default_factory=lambda: ParseCache(None), compare=False, repr=False)
 
     @property
     def latest(self) -> str | None:
         return self.migrations[-1].version.text if self.migrations else None
+
+    @property
+    def scripts(self) -> list[Script]:
+        """Every script in version order (each up, then its down), then the seed."""
+        out = [s for m in self.migrations for s in (m.up, m.down) if s is not None]
+        return out + ([self.seed] if self.seed is not None else [])
+
+
+def parse_all(inputs: Inputs) -> None:
+    """Split every script into statements (from the parse cache where it can):
+    raises MigrationFileError (exit 2) at the first broken one. Runs call this
+    before touching anything unless every tenant's marker proves there is
+    nothing to do (runs.py); lint, check-reversible and rollback need it too."""
+    inputs.cache.prime(inputs.scripts)
 
 
 def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
@@ -43,7 +60,8 @@ def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
         if not seed_path.is_file():
             raise MigrationFileError(f"seed file {seed_path} does not exist")
         seed = read_script(seed_path, root=project.base_dir, allow_external_symlinks=allow)
-    return Inputs(project, migrations, seed, tuple(notices))
+    return Inputs(project, migrations, seed, tuple(notices),
+                  ParseCache(project.state_dir / CACHE_DIR))
 
 
 @dataclass(frozen=True)
@@ -84,10 +102,7 @@ def lint_report(inputs: Inputs, only: tuple[Path, ...] = (), *, all_files: bool 
         if not is_down:
             migrations.append(Migration(version, description, read_script(path)))
     project = inputs.project
-    findings = lint_migrations(
-        tuple(migrations), global_tables=frozenset(project.file.shared.global_tables),
-        shared_mode=any(t.mode == Mode.SHARED for t in project.tenants),
-    )
+    findings = _folder_findings(inputs, tuple(migrations), cached=not wanted)
     if wanted:
         names = {p.name for p in wanted}
         findings = [f for f in findings if f.file in names]
@@ -109,6 +124,32 @@ def lint_report(inputs: Inputs, only: tuple[Path, ...] = (), *, all_files: bool 
         severity = config.severity.get(f.rule, f.severity)
         kept.append(f if severity == f.severity else replace(f, severity=severity))
     return LintReport(kept, hidden, config.baseline)
+
+
+def _folder_findings(inputs: Inputs, migrations: tuple[Migration, ...], *, cached: bool) -> list[Finding]:
+    """lint_migrations over the folder, from the parse cache when nothing changed
+    (every file's text, the shared tables and mode, tenantctl's and pglast's versions)."""
+    project = inputs.project
+    global_tables = frozenset(project.file.shared.global_tables)
+    shared_mode = any(t.mode == Mode.SHARED for t in project.tenants)
+    key = ""
+    if cached:
+        digest = hashlib.sha256(f"{tool_identity()}\0{sorted(global_tables)}\0{shared_mode}".encode())
+        for m in migrations:
+            for s in (m.up, m.down):
+                if s is not None:
+                    digest.update(f"\n{m.version.text}\0{s.path.name}\0{text_key(s)}".encode())
+        key = digest.hexdigest()
+        found = inputs.cache.lint(key)
+        if found is not None:
+            return found
+    parse_all(Inputs(project, migrations, None, (), inputs.cache))  # broken files: exit 2
+    from .lint import lint_migrations  # pglast: imported only when something is linted
+
+    findings = lint_migrations(migrations, global_tables=global_tables, shared_mode=shared_mode)
+    if cached:
+        inputs.cache.remember_lint(key, findings)
+    return findings
 
 
 def refuse_on_lint_errors(findings: list[Finding]) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .outcome import APPLIED, FAILED, REVERTED, SKIPPED, UP_TO_DATE, RunResult, TenantResult
 
 if TYPE_CHECKING:
-    from .lint import Finding
+    from .lint_rules import Finding
     from .status import StatusRow, VerifyFinding
 
 _MARK = {APPLIED: "applied", REVERTED: "reverted", UP_TO_DATE: "up to date", FAILED: "FAILED",
