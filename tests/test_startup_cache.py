@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from conftest import ROOT, CliResult, Workspace
+from test_split_property import scripts as split_scripts
 from tenantctl.config import load_project
 from tenantctl.inputs import load_inputs, parse_all
-from tenantctl.parse_cache import CACHE_DIR
+from tenantctl.migrations import read_script
+from tenantctl.parse_cache import CACHE_DIR, ParseCache
 
 sys.path.insert(0, str(ROOT / "bench"))
 from synthetic_history import generate, version_name
@@ -244,3 +248,23 @@ def test_concurrent_runs_never_leave_a_torn_cache(synthetic_ws: Workspace) -> No
             assert not path.name.endswith(".tmp"), "a temporary file was left behind"
             json.loads(path.read_text(encoding="utf-8"))
     assert counts(ws) == (80, 0)
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(generated=split_scripts())
+def test_statements_from_the_cache_are_the_parsers_exactly(tmp_path: Path, generated: object) -> None:
+    """Whatever non-ASCII text, comments, quoting and line endings precede them, the
+    statements rebuilt from the cache are the parser's: same SQL, lines, kinds."""
+    sql = generated.sql  # type: ignore[attr-defined]
+    path = tmp_path / "v1_generated.sql"
+    path.write_bytes(sql.encode("utf-8"))
+    directory = tmp_path / f"cache-{secrets.token_hex(4)}"
+    fresh = read_script(path)
+    ParseCache(directory).prime([fresh])
+    again = read_script(path)
+    cache = ParseCache(directory)
+    cache.prime([again])
+    assert cache.hits == 1 and cache.parsed == 0
+    assert [(s.sql, s.line, s.kind, s.non_transactional) for s in again.statements] == \
+        [(s.sql, s.line, s.kind, s.non_transactional) for s in fresh.statements]
