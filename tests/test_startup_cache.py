@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from conftest import ROOT, CliResult, Workspace
-from test_split_property import scripts as split_scripts
 from tenantctl.config import load_project
 from tenantctl.inputs import load_inputs, parse_all
 from tenantctl.migrations import read_script
 from tenantctl.parse_cache import CACHE_DIR, ParseCache
+from test_split_property import scripts as split_scripts
 
 sys.path.insert(0, str(ROOT / "bench"))
 from synthetic_history import generate, version_name
