@@ -24,14 +24,6 @@ from .plan import make_marker, plan_migrate
 from .steps import Step, StepKind, UnitContext, UnitPlan, Verb, plan_unit
 
 
-def run_seeds(unit: Unit, *, has_seed: bool, verb: Verb, target: Version | None) -> bool:
-    """Does a run of ``verb`` seed the unit's tenants that were never seeded (see Executor.seeds)?"""
-    if not has_seed:
-        return False
-    if verb is Verb.PROVISION:
-        return True
-    return verb is Verb.MIGRATE and unit.policy.seeds_on_migrate and target is None
-
 @dataclass(frozen=True)
 class Unit:
     """One database and the tenants whose schema lives in it."""
@@ -52,6 +44,15 @@ class Unit:
     @property
     def clnt_ids(self) -> tuple[int, ...]:
         return tuple(t.clnt_id for t in self.tenants)
+
+
+def run_seeds(unit: Unit, *, has_seed: bool, verb: Verb, target: Version | None) -> bool:
+    """Does a run of ``verb`` seed the unit's tenants that were never seeded (see Executor.seeds)?"""
+    if not has_seed:
+        return False
+    if verb is Verb.PROVISION:
+        return True
+    return verb is Verb.MIGRATE and unit.policy.seeds_on_migrate and target is None
 
 
 @dataclass
