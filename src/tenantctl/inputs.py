@@ -8,6 +8,7 @@ input (exit 2) and nothing has been changed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -17,6 +18,7 @@ from .errors import BadInputError, MigrationFileError
 from .lint_rules import Finding
 from .migrations import Migration, Script, Version, load_migrations, parse_name, read_script
 from .modes import Mode
+from .outcome import RunResult
 from .parse_cache import CACHE_DIR, ParseCache, text_key, tool_identity
 from .plan import missing_downs
 
@@ -150,6 +152,32 @@ def _folder_findings(inputs: Inputs, migrations: tuple[Migration, ...], *, cache
     if cached:
         inputs.cache.remember_lint(key, findings)
     return findings
+
+
+def pending_lint(inputs: Inputs, lint: Callable[[], Sequence[Finding]], run: RunResult) -> list[Finding]:
+    """The lint findings of migrations that were pending for at least one tenant of
+    the run (what it applied, or could not reach): a 700-file history's old
+    findings are not repeated on every nightly run. ``tenantctl lint`` shows all.
+    ``lint`` gives the folder's findings; it is called only when something was
+    pending, so a no-op run lints (and parses) nothing."""
+    versions = {}
+    for m in inputs.migrations:
+        versions[m.filename] = m.version
+        if m.down is not None:
+            versions[m.down.path.name] = m.version
+    oldest: Version | None = None
+    unknown = False
+    for tenant in run.tenants:
+        if tenant.from_version is None:
+            unknown = True
+            break
+        start = Version.parse(tenant.from_version)
+        oldest = start if oldest is None or start < oldest else oldest
+    if unknown or oldest is None:
+        return list(lint()) if unknown else []
+    if not any(oldest < m.version for m in inputs.migrations):
+        return []  # nothing was pending for anyone: nothing to lint
+    return [f for f in lint() if f.file not in versions or oldest < versions[f.file]]
 
 
 def refuse_on_lint_errors(findings: list[Finding]) -> None:
