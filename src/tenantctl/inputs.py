@@ -134,9 +134,11 @@ def _folder_findings(inputs: Inputs, migrations: tuple[Migration, ...], *, cache
     project = inputs.project
     global_tables = frozenset(project.file.shared.global_tables)
     shared_mode = any(t.mode == Mode.SHARED for t in project.tenants)
+    tenant_column = project.file.tenant_column
     key = ""
     if cached:
-        digest = hashlib.sha256(f"{tool_identity()}\0{sorted(global_tables)}\0{shared_mode}".encode())
+        digest = hashlib.sha256(
+            f"{tool_identity()}\0{sorted(global_tables)}\0{shared_mode}\0{tenant_column}".encode())
         for m in migrations:
             for s in (m.up, m.down):
                 if s is not None:
@@ -148,7 +150,8 @@ def _folder_findings(inputs: Inputs, migrations: tuple[Migration, ...], *, cache
     parse_all(Inputs(project, migrations, None, (), inputs.cache))  # broken files: exit 2
     from .lint import lint_migrations  # pglast: imported only when something is linted
 
-    findings = lint_migrations(migrations, global_tables=global_tables, shared_mode=shared_mode)
+    findings = lint_migrations(migrations, global_tables=global_tables, shared_mode=shared_mode,
+                               tenant_column=tenant_column)
     if cached:
         inputs.cache.remember_lint(key, findings)
     return findings
