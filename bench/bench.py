@@ -502,6 +502,64 @@ class Bench:
         await self.floor.drop(tt.databases + fl.databases + [f"{tt.prefix}_tpl", f"{fl.prefix}_tpl"])
 
 
+STARTUP_TENANTS = 20
+STARTUP_REPEATS = 5
+
+
+async def startup(bench: Bench, rounds: int) -> list[Row]:
+    """Start-up against the folder's size: a no-op ``migrate --all`` of 20 tenants on the
+    shipped example (5 migrations, 10 files) vs the synthetic history (350 migrations,
+    700 files: bench/synthetic_history.py), with the parse cache deleted (cold) and
+    filled by an untimed ``tenantctl lint`` (warm); with markers (the default) and with
+    ``--no-skip`` (a session per tenant, so every file is split or taken from the
+    cache). Each cell is the median of ``5 x rounds`` runs, the two folders alternating;
+    the table's "floor" column holds the 5-file time, so "ratio" is 700 files / 5 files.
+    """
+    sys.path.insert(0, str(ROOT / "bench"))
+    from synthetic_history import generate
+
+    small = make_project(bench.root, "su5", STARTUP_TENANTS, bench.c)
+    large = make_project(bench.root, "su700", STARTUP_TENANTS, bench.c)
+    for path in (large.dir / "migrations").glob("*.sql"):
+        path.unlink()
+    generate().write(large.dir / "migrations")
+    files = {p.prefix: len(list((p.dir / "migrations").glob("*.sql"))) for p in (small, large)}
+    for project in (small, large):
+        await bench.tenantctl(project, "provision", "--all", expect={"applied": STARTUP_TENANTS})
+    up_to_date = {"up_to_date": STARTUP_TENANTS}
+    rows = []
+    for extra in ((), ("--no-skip",)):
+        for cache in ("cold", "warm"):
+            times: dict[str, list[Row]] = {"small": [], "large": []}
+            for i in range(STARTUP_REPEATS * rounds):
+                order = (("small", small), ("large", large))
+                for name, project in order if i % 2 == 0 else order[::-1]:
+                    cache_dir = project.dir / ".tenantctl" / "cache"
+                    shutil.rmtree(cache_dir, ignore_errors=True)
+                    if cache == "warm":
+                        run_process([TENANTCTL, "--config", str(project.config), "lint"])
+                    row, _ = await bench.tenantctl(project, "migrate", "--all", *extra,
+                                                   expect=up_to_date)
+                    times[name].append(row)
+            mid = (len(times["small"]) - 1) // 2
+            five = sorted(times["small"], key=lambda r: r.tenantctl_s or 0.0)[mid]
+            seven = sorted(times["large"], key=lambda r: r.tenantctl_s or 0.0)[mid]
+            step = (f"start-up: no-op migrate --all{' --no-skip' if extra else ''}, "
+                    f"{STARTUP_TENANTS} tenants, {files[large.prefix]} vs {files[small.prefix]} files, "
+                    f"{cache} cache")
+            row = replace(seven, step=step, notes=[], in_process_s=None)
+            row.floor_s, row.floor_cpu_s = five.tenantctl_s, five.cpu_s
+            row.notes.append(
+                f"{files[small.prefix]} files: {five.tenantctl_s:.3f}s (CPU {five.cpu_s:.2f}s), "
+                f"{files[large.prefix]} files: {seven.tenantctl_s:.3f}s (CPU {seven.cpu_s:.2f}s); "
+                f"median of {len(times['small'])}")
+            rows.append(row)
+            bench.add(row)
+    await bench.floor.drop(small.databases + large.databases
+                           + [f"{p.prefix}_tpl" for p in (small, large)])
+    return rows
+
+
 def median_row(step: str, samples: list[tuple[Row, Timed]]) -> Row:
     """tenantctl's median round and the floor's median round (each by wall time)."""
     ours = sorted(samples, key=lambda s: s[0].tenantctl_s or 0.0)[(len(samples) - 1) // 2][0]
@@ -564,6 +622,11 @@ def table(rows: list[Row]) -> str:
 
 async def real(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="tenantctl-bench-"))
+    # tenantctl runs as installed, its bytecode cached (pip compiles it at install time);
+    # an editable install under PYTHONDONTWRITEBYTECODE=1 would compile every module of
+    # tenantctl on every start. The cache lives in the run's temporary directory.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
     server = Server(root)
     try:
         # tenantctl uses at most half of max_connections; leave room for its admin sessions too
@@ -572,7 +635,9 @@ async def real(args: argparse.Namespace) -> dict[str, Any]:
         info = await machine(server)
         print(f"{args.tenants} tenants, concurrency {args.concurrency}, {info['postgresql']}",
               file=sys.stderr)
-        await bench.run(args.rounds)
+        if not args.startup_only:
+            await bench.run(args.rounds)
+        await startup(bench, args.rounds)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -648,6 +713,8 @@ def main() -> None:
     ap.add_argument("--skip-psql", action="store_true", help="skip the sequential psql loop")
     ap.add_argument("--rounds", type=int, default=3,
                     help="repeat every step K times (alternating who goes first); report medians")
+    ap.add_argument("--startup-only", action="store_true",
+                    help="only the start-up step (no-op migrate, 5 vs 700 files, 20 tenants)")
     ap.add_argument("--simulate", type=int, metavar="N",
                     help="only measure the engine over N in-memory tenants (no server)")
     ap.add_argument("--tracemalloc", action="store_true",

@@ -88,7 +88,7 @@ def test_concurrent_in_transaction(tmp_path: Path) -> None:
     sql = ("-- tenantctl: no-transaction\n"
            "SELECT 1;\n"
            "CREATE INDEX CONCURRENTLY usr_mast_nm_ix ON usr_mast (clnt_id, site_id, usr_nm);\n")
-    migrations = load_migrations(_folder(tmp_path, sql))
+    migrations = load_migrations(_folder(tmp_path, sql), parse=True)
     up = dataclasses.replace(migrations[1].up, directives={})  # as if the header were missing
     assert up.transactional
     broken = (migrations[0], dataclasses.replace(migrations[1], up=up))

@@ -534,7 +534,7 @@ def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool, as_json:
     `lint:` block of tenants.yaml (disable, severity, exclude, baseline).
     """
     from . import commands, report
-    from .lint import RULES
+    from .lint_rules import RULES
 
     result = commands.lint(opts.project(), files, all_files=all_files)
     findings = result.findings

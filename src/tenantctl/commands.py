@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from .inputs import (
     check_rollback_inputs,
     lint_report,
     load_inputs,
+    parse_all,
     pending_lint,
     refuse_on_lint_errors,
     resolve_target,
@@ -46,7 +48,7 @@ from .inputs import (
 )
 from .isolation_check import IsolationFinding
 from .lifecycle import LifecycleReport
-from .lint import Finding
+from .lint_rules import Finding
 from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_migration_path
 from .offboard import DeprovisionPlan
 from .offboard import DeprovisionRequest as DeprovisionRequest
@@ -98,13 +100,19 @@ class PreparedRun:
     inputs: Inputs
     tenants: tuple[TenantSpec, ...]
     options: RunOptions
-    lint: tuple[Finding, ...]
     resume: str | bool
     servers: frozenset[str] = frozenset()
 
     @property
     def notices(self) -> tuple[str, ...]:
         return self.inputs.notices
+
+    @cached_property
+    def lint(self) -> tuple[Finding, ...]:
+        """The folder's lint findings (tenants.yaml's ``lint:`` block applied), computed
+        on first use: with --strict-lint before the run, otherwise only when the run
+        had something pending (:func:`pending_findings`)."""
+        return tuple(lint_inputs(self.inputs))
 
 
 def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun:
@@ -122,10 +130,10 @@ def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun
             raise BadInputError("rollback needs --to VERSION")
         check_rollback_inputs(inputs, target)
     options = _run_options(project, verb, request, target)
-    findings = lint_inputs(inputs)
+    prepared = PreparedRun(verb, inputs, tenants, options, resume, servers)
     if request.strict or request.strict_lint or project.settings.strict_lint:
-        refuse_on_lint_errors(findings)
-    return PreparedRun(verb, inputs, tenants, options, tuple(findings), resume, servers)
+        refuse_on_lint_errors(list(prepared.lint))
+    return prepared
 
 
 def _run_options(project: Project, verb: Verb, request: ChangeRequest,
@@ -169,14 +177,14 @@ async def execute(
     """Run a prepared changing command against the servers and record it in the ledger."""
     return await run_changes(driver, prepared.inputs, prepared.tenants, prepared.options,
                              on_result=on_result, on_start=on_start, stop=stop,
-                             resume=prepared.resume, argv=argv, lint=prepared.lint,
+                             resume=prepared.resume, argv=argv, lint=lambda: prepared.lint,
                              servers=prepared.servers)
 
 
 def pending_findings(prepared: PreparedRun, run: RunResult) -> list[Finding]:
     """The lint findings of migrations that were pending for at least one tenant of
     the run (what the report's ``lint`` holds); ``tenantctl lint`` shows all."""
-    return pending_lint(prepared.inputs, prepared.lint, run)
+    return pending_lint(prepared.inputs, lambda: prepared.lint, run)
 
 
 async def provision(project: Project, request: ChangeRequest, *, driver: Driver = DRIVER,
@@ -310,6 +318,7 @@ async def check_reversible(project: Project, request: ReversibleRequest | None =
     server, started from a cached base holding the earlier ones."""
     request = request or ReversibleRequest()
     inputs = load_inputs(project)
+    parse_all(inputs)  # a broken file is bad input (exit 2) before the scratch database
     chosen = select_range(inputs.migrations, request.from_version, request.to_version,
                           project.migrations_dir.name)
     notes: tuple[str, ...] = ()

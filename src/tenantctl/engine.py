@@ -35,7 +35,7 @@ from . import logs
 from .config import TenantSpec
 from .drivers.base import Driver
 from .errors import DatabaseError, DriftDetected, LockNotAcquired, MigrationFailed, TenantctlError
-from .executor import EnforceHook, Executor, Progress, Unit
+from .executor import EnforceHook, Executor, Progress, Unit, run_seeds
 from .logs import Event
 from .migrations import Migration, Script, Version
 from .modes import Mode
@@ -79,6 +79,17 @@ def group_units(tenants: tuple[TenantSpec, ...]) -> list[Unit]:
     for t in tenants:
         units.setdefault((t.server, t.database), []).append(t)
     return [Unit(server, db, Mode(ts[0].mode), tuple(ts)) for (server, db), ts in units.items()]
+
+
+def marked_up_to_date(options: RunOptions, unit: Unit, markers: dict[tuple[str, str], str],
+                      migrations: tuple[Migration, ...], *, has_seed: bool) -> bool:
+    """Will the run skip this unit on its marker alone (no session: nothing to do)?"""
+    if options.verb not in (Verb.MIGRATE, Verb.PROVISION):
+        return False
+    if not options.skip_marked or options.target is not None or unit.mode is not Mode.DATABASE:
+        return False
+    need_seed = run_seeds(unit, has_seed=has_seed, verb=options.verb, target=options.target)
+    return can_skip(markers.get((unit.server, unit.database)), migrations, need_seed=need_seed)
 
 
 def order_waves(units: list[Unit], waves: tuple[str, ...]) -> list[tuple[str | None, list[Unit]]]:
@@ -253,13 +264,8 @@ class Engine:
 
     def _marked_up_to_date(self, unit: Unit) -> bool:
         """A database whose marker proves it is at the latest version."""
-        opts = self.options
-        if opts.verb not in (Verb.MIGRATE, Verb.PROVISION):
-            return False
-        if not opts.skip_marked or opts.target is not None or unit.mode is not Mode.DATABASE:
-            return False
-        marker = self.executor.markers.get((unit.server, unit.database))
-        return can_skip(marker, self.migrations, need_seed=self.executor.seeds(unit))
+        return marked_up_to_date(self.options, unit, self.executor.markers, self.migrations,
+                                 has_seed=self.executor.seed is not None)
 
     def _marked_result(self, unit: Unit) -> list[TenantResult]:
         latest = self.migrations[-1].version.text

@@ -46,6 +46,15 @@ class Unit:
         return tuple(t.clnt_id for t in self.tenants)
 
 
+def run_seeds(unit: Unit, *, has_seed: bool, verb: Verb, target: Version | None) -> bool:
+    """Does a run of ``verb`` seed the unit's tenants that were never seeded (see Executor.seeds)?"""
+    if not has_seed:
+        return False
+    if verb is Verb.PROVISION:
+        return True
+    return verb is Verb.MIGRATE and unit.policy.seeds_on_migrate and target is None
+
+
 @dataclass
 class Progress:
     """What a unit achieved so far, kept across retry attempts."""
@@ -105,11 +114,7 @@ class Executor:
         """Does this run seed the unit's tenants that were never seeded? provision
         does; so does a full migrate of a dedicated database, which finishes a
         provisioning interrupted between CREATE DATABASE and the seed."""
-        if self.seed is None:
-            return False
-        if self.verb is Verb.PROVISION:
-            return True
-        return self.verb is Verb.MIGRATE and unit.policy.seeds_on_migrate and self.target is None
+        return run_seeds(unit, has_seed=self.seed is not None, verb=self.verb, target=self.target)
 
     # ------------------------------------------------------------ one attempt
 

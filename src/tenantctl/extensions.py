@@ -7,17 +7,26 @@ before any tenant is touched (``runs.py``), from this list.
 
 from __future__ import annotations
 
+import re
+
 from .migrations import Migration
+from .sqltree import parse_statements
+
+# CREATE EXTENSION is spelt with this word (keywords cannot be escaped or quoted):
+# a file without it creates none and is not parsed here
+_EXTENSION_WORD = re.compile("extension", re.IGNORECASE)
 
 
 def required_extensions(migrations: tuple[Migration, ...]) -> dict[str, str]:
     """Extension name -> the first migration file that creates it."""
     out: dict[str, str] = {}
     for migration in migrations:
-        for statement in migration.up.statements:
-            if statement.kind != "CreateExtensionStmt":
+        if not _EXTENSION_WORD.search(migration.up.sql):
+            continue
+        for parsed in parse_statements(migration.up):
+            if parsed.statement.kind != "CreateExtensionStmt":
                 continue
-            name = getattr(statement.node, "extname", None)
+            name = getattr(parsed.node, "extname", None)
             if isinstance(name, str) and name not in out:
                 out[name] = migration.filename
     return out

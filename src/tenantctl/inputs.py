@@ -7,16 +7,19 @@ input (exit 2) and nothing has been changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .config import Project
 from .errors import BadInputError, MigrationFileError
-from .lint import Finding, lint_migrations
+from .lint_rules import Finding
 from .migrations import Migration, Script, Version, load_migrations, parse_name, read_script
 from .modes import Mode
 from .outcome import RunResult
+from .parse_cache import CACHE_DIR, ParseCache, text_key, tool_identity
 from .plan import missing_downs
 
 
@@ -26,10 +29,25 @@ class Inputs:
     migrations: tuple[Migration, ...]
     seed: Script | None
     notices: tuple[str, ...] = ()  # entries of the folder that were ignored, by name
+    cache: ParseCache = field(default_factory=lambda: ParseCache(None), compare=False, repr=False)
 
     @property
     def latest(self) -> str | None:
         return self.migrations[-1].version.text if self.migrations else None
+
+    @property
+    def scripts(self) -> list[Script]:
+        """Every script in version order (each up, then its down), then the seed."""
+        out = [s for m in self.migrations for s in (m.up, m.down) if s is not None]
+        return out + ([self.seed] if self.seed is not None else [])
+
+
+def parse_all(inputs: Inputs) -> None:
+    """Split every script into statements (from the parse cache where it can):
+    raises MigrationFileError (exit 2) at the first broken one. Runs call this
+    before touching anything unless every tenant's marker proves there is
+    nothing to do (runs.py); lint, check-reversible and rollback need it too."""
+    inputs.cache.prime(inputs.scripts)
 
 
 def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
@@ -44,7 +62,8 @@ def load_inputs(project: Project, *, with_seed: bool = False) -> Inputs:
         if not seed_path.is_file():
             raise MigrationFileError(f"seed file {seed_path} does not exist")
         seed = read_script(seed_path, root=project.base_dir, allow_external_symlinks=allow)
-    return Inputs(project, migrations, seed, tuple(notices))
+    return Inputs(project, migrations, seed, tuple(notices),
+                  ParseCache(project.state_dir / CACHE_DIR))
 
 
 @dataclass(frozen=True)
@@ -85,11 +104,7 @@ def lint_report(inputs: Inputs, only: tuple[Path, ...] = (), *, all_files: bool 
         if not is_down:
             migrations.append(Migration(version, description, read_script(path)))
     project = inputs.project
-    findings = lint_migrations(
-        tuple(migrations), global_tables=frozenset(project.file.shared.global_tables),
-        shared_mode=any(t.mode == Mode.SHARED for t in project.tenants),
-        tenant_column=project.file.tenant_column,
-    )
+    findings = _folder_findings(inputs, tuple(migrations), cached=not wanted)
     if wanted:
         names = {p.name for p in wanted}
         findings = [f for f in findings if f.file in names]
@@ -113,10 +128,41 @@ def lint_report(inputs: Inputs, only: tuple[Path, ...] = (), *, all_files: bool 
     return LintReport(kept, hidden, config.baseline)
 
 
-def pending_lint(inputs: Inputs, lint: tuple[Finding, ...], run: RunResult) -> list[Finding]:
+def _folder_findings(inputs: Inputs, migrations: tuple[Migration, ...], *, cached: bool) -> list[Finding]:
+    """lint_migrations over the folder, from the parse cache when nothing changed
+    (every file's text, the shared tables and mode, tenantctl's and pglast's versions)."""
+    project = inputs.project
+    global_tables = frozenset(project.file.shared.global_tables)
+    shared_mode = any(t.mode == Mode.SHARED for t in project.tenants)
+    tenant_column = project.file.tenant_column
+    key = ""
+    if cached:
+        digest = hashlib.sha256(
+            f"{tool_identity()}\0{sorted(global_tables)}\0{shared_mode}\0{tenant_column}".encode())
+        for m in migrations:
+            for s in (m.up, m.down):
+                if s is not None:
+                    digest.update(f"\n{m.version.text}\0{s.path.name}\0{text_key(s)}".encode())
+        key = digest.hexdigest()
+        found = inputs.cache.lint(key)
+        if found is not None:
+            return found
+    parse_all(Inputs(project, migrations, None, (), inputs.cache))  # broken files: exit 2
+    from .lint import lint_migrations  # pglast: imported only when something is linted
+
+    findings = lint_migrations(migrations, global_tables=global_tables, shared_mode=shared_mode,
+                               tenant_column=tenant_column)
+    if cached:
+        inputs.cache.remember_lint(key, findings)
+    return findings
+
+
+def pending_lint(inputs: Inputs, lint: Callable[[], Sequence[Finding]], run: RunResult) -> list[Finding]:
     """The lint findings of migrations that were pending for at least one tenant of
     the run (what it applied, or could not reach): a 700-file history's old
-    findings are not repeated on every nightly run. ``tenantctl lint`` shows all."""
+    findings are not repeated on every nightly run. ``tenantctl lint`` shows all.
+    ``lint`` gives the folder's findings; it is called only when something was
+    pending, so a no-op run lints (and parses) nothing."""
     versions = {}
     for m in inputs.migrations:
         versions[m.filename] = m.version
@@ -131,8 +177,10 @@ def pending_lint(inputs: Inputs, lint: tuple[Finding, ...], run: RunResult) -> l
         start = Version.parse(tenant.from_version)
         oldest = start if oldest is None or start < oldest else oldest
     if unknown or oldest is None:
-        return list(lint) if unknown else []
-    return [f for f in lint if f.file not in versions or oldest < versions[f.file]]
+        return list(lint()) if unknown else []
+    if not any(oldest < m.version for m in inputs.migrations):
+        return []  # nothing was pending for anyone: nothing to lint
+    return [f for f in lint() if f.file not in versions or oldest < versions[f.file]]
 
 
 def refuse_on_lint_errors(findings: list[Finding]) -> None:

@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,8 +165,10 @@ def run_lock_key(run_id: str) -> int:
     return int.from_bytes(uuid.UUID(run_id).bytes[:8], "big", signed=True)
 
 
-async def open_control(driver: Driver, admin: Session, dsn: str, database: str) -> Session:
-    """Connect to the control database, creating it and its schema when missing.
+async def open_control(driver: Driver, admin: Session, dsn: str, database: str, *,
+                       before_create: Callable[[], None] | None = None) -> Session:
+    """Connect to the control database, creating it and its schema when missing
+    (``before_create`` runs first, and may refuse by raising).
 
     The caller owns the returned session (``async with`` or ``close()``)."""
     try:
@@ -173,6 +176,8 @@ async def open_control(driver: Driver, admin: Session, dsn: str, database: str) 
     except DatabaseError as exc:
         if exc.sqlstate != "3D000":
             raise
+        if before_create is not None:
+            before_create()
         if await driver.create_database(admin, database):
             await driver.write_purpose(admin, purpose.CONTROL, database)
         session = await driver.connect(dsn, database)

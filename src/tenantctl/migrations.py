@@ -16,10 +16,12 @@ comment block::
   -- tenantctl: allow ban-drop-column, require-concurrent-index
   -- tenantctl: per-tenant            (never baked into a template: see volatile.py)
 
-Everything is checked before a database is touched; any problem is a
-MigrationFileError (exit 2): names that look like SQL files (``.sql`` in any
-letter case) but match neither convention, NUL bytes, symlinks that resolve
-outside the folder (unless ``allow_external_symlinks``), syntax errors.
+Reading the folder checks names and text; any problem is a MigrationFileError
+(exit 2): names that look like SQL files (``.sql`` in any letter case) but match
+neither convention, NUL bytes, undecodable text, bad directives, symlinks that
+resolve outside the folder (unless ``allow_external_symlinks``). Syntax errors
+are found when a script is split into statements (``Script.statements``, or
+inputs.parse_all before a run that has anything to do: see parse_cache.py).
 An empty or comment-only file is a valid migration that runs nothing
 (``Script.statements == ()``); lint warns about it (``empty-migration``).
 
@@ -30,6 +32,7 @@ positions); sqltree.py reads them back as syntax trees for lint and volatile.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from functools import total_ordering
@@ -57,6 +60,7 @@ __all__ = [
     "Script",
     "Statement",
     "Version",
+    "check_statements",
     "checksum",
     "external_symlink_problem",
     "func_name",
@@ -124,13 +128,35 @@ class Version:
 
 @dataclass(frozen=True)
 class Script:
-    """One SQL file: an up migration or its down companion."""
+    """One SQL file: an up migration or its down companion.
+
+    Reading a script checks and checksums its text; splitting it into
+    statements (PostgreSQL's parser) happens on first use of ``statements``,
+    or earlier from the parse cache (parse_cache.py): a run that has nothing
+    to apply never parses a file. :func:`check_statements` is that split plus
+    its checks; it raises MigrationFileError.
+    """
 
     path: Path
     sql: str
     checksum: str
     directives: dict[str, str]
-    statements: tuple[Statement, ...]
+    parsed: tuple[Statement, ...] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def statements(self) -> tuple[Statement, ...]:
+        if self.parsed is None:
+            self.adopt(check_statements(self.path, self.sql, transactional=self.transactional))
+        assert self.parsed is not None
+        return self.parsed
+
+    @property
+    def is_parsed(self) -> bool:
+        return self.parsed is not None
+
+    def adopt(self, statements: tuple[Statement, ...]) -> None:
+        """Take statements split earlier (the parse cache) or just now."""
+        object.__setattr__(self, "parsed", statements)
 
     @property
     def transactional(self) -> bool:
@@ -260,10 +286,15 @@ def read_script(path: Path, *, root: Path | None = None, allow_external_symlinks
             f"{path.name}:{sql.count(chr(10), 0, nul) + 1}: contains a NUL byte (\\x00)",
             hint="SQL text cannot contain NUL; is it a binary file, or saved as UTF-16? save it as UTF-8",
         )
-    directives = parse_directives(path, sql)
+    return Script(path, sql, checksum(sql), parse_directives(path, sql))
+
+
+def check_statements(path: Path, sql: str, *, transactional: bool) -> tuple[Statement, ...]:
+    """Split a script into statements and check them; raises MigrationFileError
+    (a syntax error, or a statement that cannot run inside a transaction in a
+    transactional script)."""
     statements = split_statements(path, sql)
-    script = Script(path, sql, checksum(sql), directives, statements)
-    if script.transactional:
+    if transactional:
         for stmt in statements:
             if stmt.non_transactional:
                 raise MigrationFileError(
@@ -272,7 +303,7 @@ def read_script(path: Path, *, root: Path | None = None, allow_external_symlinks
                     hint="put it in its own migration whose first line is "
                     "`-- tenantctl: no-transaction`",
                 )
-    return script
+    return statements
 
 
 def external_symlink_problem(path: Path, root: Path) -> str | None:
@@ -300,13 +331,16 @@ def _link_target(path: Path) -> str | None:
 
 
 def load_migrations(
-    folder: Path, *, notices: list[str] | None = None, allow_external_symlinks: bool = False
+    folder: Path, *, notices: list[str] | None = None, allow_external_symlinks: bool = False,
+    parse: bool = False,
 ) -> tuple[Migration, ...]:
     """Every migration in the folder, sorted by version. Raises MigrationFileError.
 
     ``notices``: when given, one line is appended per entry that is ignored
     (a non-SQL file, a sub-folder). Hidden entries (``.name``) are skipped silently.
     ``allow_external_symlinks``: accept files that resolve outside the folder.
+    ``parse``: also split every script now (a syntax error raises here); otherwise
+    each is split on first use of its ``statements`` (inputs.parse_all, with the cache).
     """
     if not folder.is_dir():
         raise MigrationFileError(
@@ -316,20 +350,24 @@ def load_migrations(
     ups: dict[Version, tuple[str, Path]] = {}
     downs: dict[Version, Path] = {}
     problems: list[str] = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+    with os.scandir(folder) as listing:  # one call; the entries know their own type
+        entries = sorted(listing, key=lambda e: e.name)
+    for entry in entries:
+        path = folder / entry.name
+        if entry.name.startswith("."):
             continue
-        if not path.name.lower().endswith(".sql"):
+        if not entry.name.lower().endswith(".sql"):
             if notices is not None:
                 what = "a folder; sub-folders are not read" if path.is_dir() else "not a migration file name"
                 notices.append(f"{folder.name}/{path.name}: ignored ({what})")
             continue
-        if not allow_external_symlinks:
+        if not allow_external_symlinks and entry.is_symlink():
+            # a plain entry of the folder is inside it; only a link can lead out
             problem = external_symlink_problem(path, folder)
             if problem:
                 problems.append(problem)
                 continue
-        if not path.is_file():
+        if not entry.is_file():
             what = "a dangling symlink" if path.is_symlink() and not path.exists() else "not a regular file"
             problems.append(f"{path.name}: {what}")
             continue
@@ -359,12 +397,16 @@ def load_migrations(
             f"{len(problems)} problem(s) in {folder}:\n  " + "\n  ".join(problems),
             hint="fix or rename the files; nothing was run",
         )
-    root = None if allow_external_symlinks else folder
-    migrations = []
+    migrations = []  # every path was checked above: no second symlink check
     for version in sorted(ups):
         description, path = ups[version]
-        down = read_script(downs[version], root=root) if version in downs else None
-        migrations.append(Migration(version, description, read_script(path, root=root), down))
+        down = read_script(downs[version]) if version in downs else None
+        migrations.append(Migration(version, description, read_script(path), down))
+    if parse:
+        for m in migrations:
+            for script in (m.up, m.down):
+                if script is not None:
+                    script.statements  # noqa: B018 - splits and checks it
     return tuple(migrations)
 
 

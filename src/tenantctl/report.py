@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .outcome import APPLIED, FAILED, REVERTED, SKIPPED, UP_TO_DATE, RunResult, TenantResult
 
 if TYPE_CHECKING:
-    from .lint import Finding
+    from .lint_rules import Finding
     from .run_history import RunRow
     from .status import StatusRow, VerifyFinding
 

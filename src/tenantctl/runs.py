@@ -17,13 +17,13 @@ from dataclasses import replace
 from . import isolation, ledger, logs, move_registry, placement_check, registry
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
-from .engine import Engine, RunOptions, group_units
+from .engine import Engine, RunOptions, group_units, marked_up_to_date
 from .errors import BadInputError, DatabaseError, ErrorKind, Unreachable
 from .executor import EnforceHook, Unit
 from .extensions import missing_extensions, required_extensions
 from .fleet import ServerFacts, prepare_templates, server_dsns, server_facts, server_problem
-from .inputs import Inputs, pending_lint
-from .lint import Finding
+from .inputs import Inputs, parse_all, pending_lint
+from .lint_rules import Finding
 from .logs import Event
 from .modes import Mode
 from .outcome import FAILED, RunResult, TenantFailure, TenantResult
@@ -44,14 +44,15 @@ async def run_changes(
     stop: asyncio.Event | None = None,
     resume: str | bool | None = None,
     argv: tuple[str, ...] = (),
-    lint: tuple[Finding, ...] = (),
+    lint: Callable[[], tuple[Finding, ...]] = tuple,
     servers: frozenset[str] = frozenset(),
 ) -> RunResult:
     """Fan a changing verb out over the tenants' databases and record the run.
 
     ``resume``: True re-runs what the last run (and any earlier failure) left
-    unfinished; a run id re-runs what that run left unfinished. ``lint``: the
-    folder's findings; the report keeps those of migrations pending for its tenants.
+    unfinished; a run id re-runs what that run left unfinished. ``lint``: gives the
+    folder's findings (called only when something was pending); the report keeps
+    those of migrations pending for its tenants.
     A dry run is recorded too (marked dry), without touching the registry.
     ``servers``: only the tenants living on these servers (``--server``).
 
@@ -59,6 +60,11 @@ async def run_changes(
     cannot be reached, or refuses tenantctl's login, fails its own tenants
     (named in the error) and the others go on; only the control database's
     server is needed by every run.
+
+    Files are split into statements (parse_all: from the parse cache, or by the
+    parser) before the control database is created on a first run, and otherwise
+    once the servers' markers are read, before the run is recorded or any tenant is
+    touched, unless every tenant's marker proves there is nothing to do.
     """
     project = inputs.project
     stop = stop or asyncio.Event()
@@ -77,7 +83,10 @@ async def run_changes(
     if options.strict and required:  # refuse before the control database is even created
         await _strict_extensions(driver, project, tenants, control_dsn, required)
     try:
-        control = await open_control_or_name_server(driver, project, control_dsn)
+        # a first run (no control database yet) has everything to do: refuse a broken
+        # file before creating it
+        control = await open_control_or_name_server(
+            driver, project, control_dsn, before_create=lambda: parse_all(inputs))
         # who the registry placed where, read before tenants.yaml's view is synced in
         claims = await ledger.placements(control)
         recorder = ledger.Ledger(control, dry_run=options.dry_run)
@@ -100,6 +109,15 @@ async def run_changes(
         live = [u for u in units if u.server not in facts.down]
         notes.extend(_extension_problems(required, facts, {u.server for u in live}, False))
         notes.extend(problem.message for problem in facts.down.values())
+        if not all(marked_up_to_date(options, u, facts.markers, inputs.migrations,
+                                     has_seed=inputs.seed is not None) for u in live):
+            # Something may be pending: every file is split (or taken from the parse
+            # cache) now, so a broken one is refused (exit 2) before the run is recorded
+            # or any tenant is touched. When every marker proves its tenant is at the
+            # latest version of exactly this folder (its fingerprint covers every up
+            # file's checksum), no file can be pending and none is parsed: a no-op run
+            # costs the same on 10 files as on 700.
+            parse_all(inputs)
         selected = tuple(placement_order(placed_tenants, unplaced, inputs))
         await recorder.start_run(run_id, options.verb, [t.clnt_id for t in selected], argv)
         logs.bind_run(run_id)
@@ -174,11 +192,14 @@ async def _strict_extensions(driver: Driver, project: Project, tenants: tuple[Te
     _extension_problems(required, facts, {u.server for u in units} - set(facts.down), True)
 
 
-async def open_control_or_name_server(driver: Driver, project: Project, dsn: str) -> Session:
-    """The control database (created when missing); its server down is an error naming it."""
+async def open_control_or_name_server(driver: Driver, project: Project, dsn: str, *,
+                                      before_create: Callable[[], None] | None = None) -> Session:
+    """The control database (created when missing, after ``before_create``); its server
+    down is an error naming it."""
     try:
         async with await driver.connect(dsn) as admin:
-            return await ledger.open_control(driver, admin, dsn, project.file.control_database)
+            return await ledger.open_control(driver, admin, dsn, project.file.control_database,
+                                             before_create=before_create)
     except DatabaseError as exc:
         if exc.sqlstate is None or not (exc.sqlstate.startswith("08")
                                         or exc.sqlstate.startswith("28")):

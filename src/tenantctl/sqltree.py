@@ -59,6 +59,15 @@ def parse_statements(script: Script) -> list[ParsedStatement]:
             for stmt in script.statements]
 
 
+def statement_node(statement: Statement) -> Any:
+    """The syntax tree of one statement (its own, or parsed from its text)."""
+    if statement.node is not None:
+        return statement.node
+    import pglast
+
+    return pglast.parse_sql(statement.sql)[0].stmt
+
+
 def walk(node: object) -> Iterator[PgNode]:
     """Every pglast node in the tree under ``node`` (itself included), depth first."""
     from pglast import ast

@@ -45,6 +45,8 @@ class Statement:
     # the statement's syntax tree from the one parse of its file (lint, the
     # volatile-value scan and the driver read it; nobody parses the SQL again)
     node: Any = field(default=None, compare=False, repr=False)
+    # where ``sql`` starts in its file's text (-1: not known); the parse cache keeps it
+    start: int = field(default=-1, compare=False, repr=False)
 
 
 
@@ -73,7 +75,7 @@ def split_statements(path: Path, sql: str) -> tuple[Statement, ...]:
         chunk = sql[start:end].rstrip(PG_SPACE)
         line = sql.count("\n", 0, start) + 1
         kind = type(raw.stmt).__name__
-        out.append(Statement(chunk, line, kind, _non_transactional(raw.stmt, kind), raw.stmt))
+        out.append(Statement(chunk, line, kind, _non_transactional(raw.stmt, kind), raw.stmt, start))
     return tuple(out)
 
 

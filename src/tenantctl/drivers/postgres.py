@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import DatabaseError, LockLost, LockNotAcquired
 from ..migrations import Migration, Script
 from ..plan import KIND_BASELINE, KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
+from ..sqltree import statement_node
 from ..statements import Statement
 from .base import Session
 from .pg_server import (
@@ -359,9 +360,10 @@ async def drop_invalid_index(session: Session, create_index: Statement) -> None:
 
     A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind; a retry
     with IF NOT EXISTS would then "succeed" without a usable index. The name
-    comes from the statement's syntax tree, parsed once when the file was read.
+    comes from the statement's syntax tree (parsed here when the statements came
+    from the parse cache, which keeps no trees).
     """
-    node = create_index.node
+    node = create_index.node if create_index.node is not None else statement_node(create_index)
     name = getattr(node, "idxname", None)
     if not name:
         return
