@@ -90,7 +90,9 @@ async def registered(session: Session) -> dict[int, Registered]:
         return {}
     rows = await session.fetch_as(
         _Row, "SELECT clnt_id, mode, server, database, "
-        "(provisioned_on IS NOT NULL OR version IS NOT NULL) AS placed FROM tenantctl_tenants")
+        "(provisioned_on IS NOT NULL OR version IS NOT NULL) "
+        # an offboarded tenant's data is in its archive, not at its old placement
+        "AND (to_jsonb(t) ->> 'deprovisioned_on') IS NULL AS placed FROM tenantctl_tenants t")
     return {r.clnt_id: Registered(r.clnt_id, Placement(r.mode, r.server, r.database), r.placed)
             for r in rows}
 
