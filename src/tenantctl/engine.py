@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from .config import TenantSpec
 from .drivers.base import Driver
+from .drivers.pg_version import UNSUPPORTED_HINT, CloneStrategy
 from .errors import DatabaseError, DriftDetected, LockNotAcquired, MigrationFailed, TenantctlError
 from .executor import EnforceHook, Executor, Progress, Unit
 from .migrations import Migration, Script, Version
@@ -117,8 +118,11 @@ class Engine:
         stop: asyncio.Event | None = None,
         run_id: str | None = None,
         enforce: EnforceHook | None = None,
+        refused_servers: dict[str, str] | None = None,
+        clone_strategies: dict[str, CloneStrategy] | None = None,
     ) -> None:
         self.options = options
+        self.refused_servers = refused_servers or {}  # server -> why its tenants are not touched
         self.migrations = migrations
         self.executor = Executor(
             driver, migrations, dsns, options.verb, target=options.target,
@@ -129,6 +133,7 @@ class Engine:
             template_migrations=len(migrations) if template_migrations is None
             else template_migrations,
             purposes=purposes or {}, claims=claims or {}, enforce=enforce,
+            clone_strategies=clone_strategies or {},
         )
         self.on_result = on_result
         self.stop = stop or asyncio.Event()
@@ -187,6 +192,12 @@ class Engine:
                 return await work(unit)
 
     async def _guarded(self, unit: Unit) -> list[TenantResult]:
+        refusal = self.refused_servers.get(unit.server)
+        if refusal is not None:  # e.g. a server below the supported PostgreSQL range
+            self.failures += 1
+            failure = TenantFailure(refusal, hint=UNSUPPORTED_HINT)
+            return await self._emit([TenantResult(t.clnt_id, unit.database, unit.mode, FAILED,
+                                                  error=failure) for t in unit.tenants])
         wrong = self.executor.wrong_database(unit)
         if wrong is not None:
             self.failures += 1

@@ -1,9 +1,11 @@
 """The servers of a run: their DSNs, what they hold, and their provisioning templates.
 
 Read once per run, one admin session per server, before any tenant is
-touched: the connection cap, which unit databases exist, every database's
-schema marker (what lets a no-op run skip sessions) and purpose tag (what
-keeps a run out of databases that are not the tenant's). Templates are
+touched: the server's version (a server below the supported range is refused
+here, and its tenants fail untouched), the connection cap, which unit
+databases exist, every database's schema marker (what lets a no-op run
+skip sessions) and purpose tag (what keeps a run out of databases that are
+not the tenant's). Templates are
 rebuilt here when the folder changed.
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from . import embedded, purpose
 from .config import EMBEDDED, Project
 from .drivers.base import Driver, Session
+from .drivers.pg_version import CloneStrategy, ServerVersion, clone_strategy
 from .engine import Engine, RunOptions
 from .executor import Unit
 from .migrations import Migration
@@ -43,6 +46,10 @@ class ServerFacts:
     # registry: who lives where, as the control database knew it before this run
     claims: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
     extensions: dict[str, set[str]] = field(default_factory=dict)  # server -> available
+    versions: dict[str, ServerVersion] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # server -> why it is not used
+    clone_strategies: dict[str, CloneStrategy] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for the run's report
 
 
 async def server_facts(driver: Driver, project: Project, dsns: dict[str, str],
@@ -50,6 +57,15 @@ async def server_facts(driver: Driver, project: Project, dsns: dict[str, str],
     facts = ServerFacts()
     for name, dsn in dsns.items():
         async with await driver.connect(dsn) as admin:
+            version = facts.versions[name] = await driver.server_version(admin)
+            refusal = version.refusal(name)
+            if refusal is not None:
+                facts.refused[name] = refusal
+                continue
+            note = version.note(name)
+            if note is not None:
+                facts.notes.append(note)
+            facts.clone_strategies[name] = clone_strategy(version, project.settings.template_strategy)
             if need_extensions:
                 facts.extensions[name] = await driver.available_extensions(admin)
             available = await driver.max_connections(admin)
@@ -96,8 +112,8 @@ async def prepare_templates(
     if not project.settings.template or not options.use_template:
         return {}, 0
     name = project.file.template_database
-    need = sorted({u.server for u in units
-                   if u.policy.clones_template and (u.server, u.database) not in facts.existing})
+    need = sorted({u.server for u in units if u.policy.clones_template and u.server not in facts.refused
+                   and (u.server, u.database) not in facts.existing})
     baked = template_migrations(migrations, notes) if need else ()
     if not baked:
         return {}, 0

@@ -17,8 +17,9 @@ from dataclasses import replace
 from . import isolation, ledger
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
+from .drivers.pg_version import UNSUPPORTED_HINT
 from .engine import Engine, RunOptions, group_units
-from .errors import BadInputError
+from .errors import BadInputError, ServerError
 from .executor import EnforceHook, Unit
 from .extensions import missing_extensions, required_extensions
 from .fleet import ServerFacts, prepare_templates, server_dsns, server_facts
@@ -59,6 +60,10 @@ async def run_changes(
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
     required = required_extensions(inputs.migrations)
     facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
+    refusal = facts.refused.get(project.default_server)
+    if refusal is not None:  # the ledger lives there: nothing can be recorded
+        raise ServerError(refusal, hint=UNSUPPORTED_HINT)
+    notes.extend(facts.notes)
     notes.extend(_extension_problems(required, facts, {u.server for u in units}, options.strict))
     run_id = str(uuid.uuid4())
     control: Session | None = None
@@ -96,6 +101,7 @@ async def run_changes(
             server_caps=facts.caps, existing=facts.existing, markers=facts.markers,
             templates=templates, template_migrations=baked, purposes=facts.purposes,
             claims=facts.claims, on_result=record, stop=stop, run_id=run_id, enforce=enforce,
+            refused_servers=facts.refused, clone_strategies=facts.clone_strategies,
         )
         results = await engine.run(units, project.file.waves)
         recording_error = None
