@@ -222,7 +222,8 @@ def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None, a
     result, interrupted = _status_report(opts, ids, concurrency)
     if opts.json or as_json:
         click.echo(report.to_json({"tenants": [r.to_json() for r in result.rows],
-                                   "latest": result.latest}))
+                                   "latest": result.latest,
+                                   "servers": report.servers_json(result.rows)}))
     else:
         click.echo(report.status_table(result.rows))
     sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)

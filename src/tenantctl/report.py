@@ -74,7 +74,7 @@ def one_line(text: str) -> str:
 def status_table(rows: Sequence[StatusRow]) -> str:
     header = (f"{'clnt_id':>7}  {'mode':<8}  {'database':<24}  {'version':<10}  {'pending':>7}  "
               "state / last error")
-    out = [header, "-" * len(header)]
+    out = [server_versions(rows), header, "-" * len(header)]
     for r in rows:
         row = r.to_json()
         note = r.state
@@ -93,6 +93,28 @@ def status_table(rows: Sequence[StatusRow]) -> str:
             f"{pending:>7}  {note}"
         )
     return "\n".join(out)
+
+
+def server_versions(rows: Sequence[StatusRow]) -> str:
+    """One line naming each server of the rows and the PostgreSQL version it runs."""
+    seen: dict[str, str] = {}
+    for r in rows:
+        if r.server_version is None:
+            seen.setdefault(r.server, "unreachable")
+        else:
+            below = "" if r.server_supported else ", below the supported range"
+            seen[r.server] = f"PostgreSQL {r.server_version}{below}"
+    return "servers: " + ", ".join(f"{name} ({what})" for name, what in sorted(seen.items()))
+
+
+def servers_json(rows: Sequence[StatusRow]) -> list[dict[str, object]]:
+    """Each server of the rows with its PostgreSQL version (None: not reachable)."""
+    seen: dict[str, StatusRow] = {}
+    for r in rows:
+        if r.server_version is not None or r.server not in seen:
+            seen[r.server] = r
+    return [{"name": name, "version": r.server_version, "supported": r.server_supported}
+            for name, r in sorted(seen.items())]
 
 
 def verify_text(rows: Sequence[StatusRow], findings: Sequence[VerifyFinding]) -> str:
