@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (… -- python -m pytest -q)")
+    if "XDG_RUNTIME_DIR" not in os.environ:  # platformdirs (in the wheels) warns without it
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="tenantctl-xdg-")
     # SIGTERM (a CI timeout) unwinds like Ctrl-C: the server is stopped and deleted
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

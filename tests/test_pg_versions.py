@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pg_servers
 import pytest
-from conftest import ExtraServers, Workspace
 
+import pg_servers
+from conftest import ExtraServers, Workspace
 from tenantctl import commands
 from tenantctl.config import load_project
 from tenantctl.drivers.base import Session

@@ -94,7 +94,8 @@ async def run_changes(
         templates, baked = await prepare_templates(
             driver, project, inputs.migrations, dsns, units, facts, options, run_id, notes)
         enforce = None
-        if any(u.policy.enforces for u in units) and not options.dry_run:
+        if any(u.policy.enforces and u.server not in facts.refused for u in units) \
+                and not options.dry_run:
             enforce = await shared_mode_hook(driver, project, dsns, options.verb)
         engine = Engine(
             inputs.migrations, dsns, options, driver=driver, seed=inputs.seed,
