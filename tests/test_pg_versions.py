@@ -213,8 +213,9 @@ def test_a_default_server_below_the_range_refuses_the_run_before_anything(
     project = load_project(example_ws.config, dsn=example_ws.dsn)
     driver = ReportsOldVersion(example_ws.dsn)
     with pytest.raises(ServerError, match=r"server default runs PostgreSQL 14\.11, below the "
-                                          r"supported range \(15 to 18\)"):
+                                          r"supported range \(15 to 18\)") as refused:
         _run(commands.provision(project, commands.ChangeRequest(all=True), driver=driver))
+    assert refused.value.kind == "unsupported_server" and refused.value.exit_code == 1
     assert example_ws.databases() == set()  # no control database, no template, no tenant
 
 

@@ -35,6 +35,7 @@ class GlobalOptions:
     debug: bool
     quiet: bool
     argv: tuple[str, ...] = ()  # the arguments as given (redacted before they are stored)
+    log_format: str | None = None  # text | json (None: text)
 
     def project(self) -> Project:
         from .config import find_config, load_project
@@ -43,7 +44,10 @@ class GlobalOptions:
 
 
 def _err(text: str) -> None:
-    click.echo(text, err=True)
+    """A warning on stderr, through the log (``--log-format``)."""
+    from . import logs
+
+    logs.warning(text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -54,17 +58,23 @@ def _err(text: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-tenant progress lines.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="TENANTCTL_LOG_FORMAT",
+              help="stderr as text (timestamped lines when not a terminal) or one JSON object "
+              "per line [env TENANTCTL_LOG_FORMAT; default text].")
 @click.version_option(package_name="tenantctl")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, dsn: str | None, as_json: bool, debug: bool,
-        quiet: bool) -> None:
+        quiet: bool, log_format: str | None) -> None:
     """Provision and migrate PostgreSQL databases for a multi-tenant SaaS.
 
     Exit codes: 0 all good, 1 a tenant failed or drift found, 2 bad input
     (nothing changed), 130 interrupted.
     """
+    from . import logs
+
     argv = ctx.obj if isinstance(ctx.obj, tuple) else tuple(sys.argv[1:])
-    ctx.obj = GlobalOptions(config, dsn, as_json, debug, quiet, argv)
+    ctx.obj = GlobalOptions(config, dsn, as_json, debug, quiet, argv, log_format)
+    logs.configure(logs.LogFormat(log_format) if log_format else None, quiet=quiet)
 
 
 def _json_flag(f: Any) -> Any:
@@ -92,6 +102,9 @@ def _run_options(f: Any) -> Any:
                      help="Also write the JSON report to FILE."),
         click.option("--junit", "junit_file", type=click.Path(dir_okay=False, writable=True),
                      help="Also write a JUnit XML report (one test case per tenant) to FILE."),
+        click.option("--metrics-file", type=click.Path(dir_okay=False, writable=True),
+                     metavar="PATH", help="Write the run's Prometheus metrics to PATH "
+                     "(atomically; node_exporter textfile collector)."),
         click.option("--only-failed", is_flag=True,
                      help="Only tenants the last run left failed, skipped or unreached."),
         click.option("--resume", "resume_run", metavar="RUN_ID",
@@ -131,33 +144,59 @@ def _change_request(flags: dict[str, Any]) -> ChangeRequest:
 
 def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]) -> int:
     """provision / migrate / rollback / repair: validate, run, print; the exit code."""
-    from . import commands, progress, report
+    import time
+
+    from . import commands, logs, progress, report
+    from .metrics import check_path, record_failure, record_run
     from .signals import run_async
     from .steps import Verb
 
-    prepared = commands.prepare(opts.project(), Verb(command), _change_request(flags))
+    started = time.monotonic()
+    metrics_file = check_path(flags.get("metrics_file"))
+    failure_metrics = None if flags["dry_run"] else metrics_file
+    try:
+        prepared = commands.prepare(opts.project(), Verb(command), _change_request(flags))
+    except TenantctlError as exc:
+        record_failure(failure_metrics, command, exc.exit_code, started)
+        raise
     for notice in prepared.notices:
         _err(f"warning: {notice}")
-    sink = progress.choose(quiet=opts.quiet, dry_run=prepared.options.dry_run)
+    live = opts.log_format != "json"
+    sink = progress.choose(quiet=opts.quiet, dry_run=prepared.options.dry_run, live=live)
+    servers = {t.clnt_id: t.server for t in prepared.tenants}
 
     async def on_result(result: TenantResult) -> None:
+        logs.tenant_result(result, report.tenant_line(result, dry_run=prepared.options.dry_run),
+                           server=servers.get(result.clnt_id))
         sink.done(result)
 
     try:
         run, interrupted = run_async(
             lambda stop: commands.execute(prepared, on_result=on_result, on_start=sink.start,
                                           stop=stop, argv=opts.argv))
+    except TenantctlError as exc:
+        record_failure(failure_metrics, command, exc.exit_code, started)
+        raise
     finally:
         sink.close()
     if run is None:
         _err("interrupted: in-flight work was cancelled and rolled back; re-run to finish")
+        record_failure(failure_metrics, command, EXIT_INTERRUPTED, started)
+        if opts.json or flags["as_json"]:
+            click.echo(report.to_json({"error": {"kind": "interrupted", "message": "in-flight work "
+                                                 "was cancelled and rolled back",
+                                                 "exit_code": EXIT_INTERRUPTED}}))
         return EXIT_INTERRUPTED
     findings = commands.pending_findings(prepared, run)
     if not opts.quiet:
         for finding in findings:
             _err(f"lint {finding.severity}: {report.finding_line(finding)}")
     doc = run.to_json()
-    doc["lint"] = [f.to_json() for f in findings]
+    code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if run.failed else EXIT_OK)
+    for note in run.notes:
+        logs.warning(f"note: {note}", run_id=run.run_id)
+    logs.run_end(run, code, report.run_summary(run).splitlines()[0])
+    record_run(metrics_file, run, code, prepared.inputs.latest)
     if flags.get("report_file"):
         Path(flags["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
     if flags.get("junit_file"):
@@ -166,9 +205,7 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
         click.echo(report.to_json(doc))
     else:
         click.echo(report.run_summary(run))
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if run.failed else EXIT_OK
+    return code
 
 
 @cli.command()
@@ -393,6 +430,62 @@ def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool, as_json:
     sys.exit(EXIT_FAILED if errors else EXIT_OK)
 
 
+@cli.group(invoke_without_command=True)
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True, metavar="N")
+@click.option("--command", "command_name", metavar="C",
+              type=click.Choice(["provision", "migrate", "rollback", "repair"]),
+              help="Only runs of this command.")
+@click.option("--status", "status_name", metavar="S",
+              type=click.Choice(["running", "ok", "failed", "interrupted", "abandoned"]),
+              help="Only runs with this status.")
+@_json_flag
+@click.pass_context
+def runs(ctx: click.Context, limit: int, command_name: str | None, status_name: str | None,
+         as_json: bool) -> None:
+    """The run ledger, newest first: status (running, ok, failed, interrupted,
+    abandoned), when, how long, tenants per outcome, who and where.
+
+    `tenantctl runs show RUN_ID` prints one run's report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import commands, report
+    from .run_history import RunStatus
+    from .signals import run_async
+
+    opts: GlobalOptions = ctx.obj
+    project = opts.project()
+    status = RunStatus(status_name) if status_name else None
+    rows, _ = run_async(lambda stop: commands.runs(project, limit=limit, command=command_name,
+                                                   status=status))
+    if rows is None:
+        sys.exit(EXIT_INTERRUPTED)
+    if opts.json or as_json:
+        click.echo(report.to_json({"runs": [r.to_json() for r in rows]}))
+    else:
+        click.echo(report.runs_table(rows))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_json_flag
+@click.pass_obj
+def runs_show(opts: GlobalOptions, run_id: str, as_json: bool) -> None:
+    """One run's per-tenant report, as its own --json report had it."""
+    from . import commands, report
+    from .run_history import text_report
+    from .signals import run_async
+
+    project = opts.project()
+    found, _ = run_async(lambda stop: commands.run_report(project, run_id))
+    if found is None:
+        sys.exit(EXIT_INTERRUPTED)
+    status, doc = found
+    if opts.json or as_json:
+        click.echo(report.to_json(doc))
+    else:
+        click.echo("\n".join(text_report(status, doc)))
+
+
 @cli.group()
 def server() -> None:
     """The embedded PostgreSQL used when no server is configured."""
@@ -433,24 +526,33 @@ def server_status(opts: GlobalOptions, as_json: bool) -> None:
 
 
 def _fail(exc: TenantctlError, *, debug: bool, as_json: bool) -> NoReturn:
+    from . import logs
     from .redact import redact
 
     if debug:
         traceback.print_exc()
     message, hint = redact(exc.message), redact(exc.hint) if exc.hint else None
-    _err(f"tenantctl: error: {message}")
-    if hint:
-        _err(f"hint: {hint}")
+    logs.error(f"tenantctl: error: {message}" + (f"\nhint: {hint}" if hint else ""),
+               kind=exc.kind.value, exit_code=exc.exit_code)
     if as_json:
         import json
 
-        click.echo(json.dumps({"error": {"message": message, "hint": hint,
+        click.echo(json.dumps({"error": {"kind": exc.kind.value, "message": message, "hint": hint,
                                          "exit_code": exc.exit_code}}))
     sys.exit(exc.exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from . import logs
+
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _main(args)
+    finally:
+        logs.reset()
+
+
+def _main(args: list[str]) -> None:
     try:
         cli.main(args, prog_name="tenantctl", standalone_mode=False, obj=tuple(args))
     except click.exceptions.Exit as exc:
