@@ -1,7 +1,7 @@
 """PostgreSQL server versions: the supported range, and every SQL choice that depends on it.
 
 tenantctl supports servers of major :data:`MIN_MAJOR` to :data:`NEWEST_TESTED_MAJOR`
-(CI runs the suite on 15, 16 and 18). Each server's ``server_version_num`` is
+(CI: the suite on 18 and 15, a compatibility subset on 16). Each server's ``server_version_num`` is
 read once at the start of a run (:func:`tenantctl.fleet.server_facts`); a server
 below the range fails its tenants before any of them is touched, one newer than
 the newest tested gets a note.
