@@ -147,8 +147,9 @@ def test_a_fleet_of_two_majors_is_provisioned_migrated_and_verified_in_one_run(
         ("main", main_version.text, "up_to_date"), ("other", other_version.text, "up_to_date"),
         ("other", other_version.text, "up_to_date")]
     text = fleet.cli("status")
-    assert text.stdout.splitlines()[0] == (f"servers: main (PostgreSQL {main_version.text}), "
-                                           f"other (PostgreSQL {other_version.text})")
+    assert text.stdout.splitlines()[-1] == (
+        f"3 tenant(s) on 2 server(s): 3 up_to_date; per server: main 1 (PostgreSQL "
+        f"{main_version.text}), other 2 (PostgreSQL {other_version.text})")
     verified = fleet.cli("verify")
     assert verified.exit_code == 0, verified.stdout + verified.stderr
 

@@ -82,6 +82,11 @@ def _json_flag(f: Any) -> Any:
                         help="Machine output: one JSON document on stdout.")(f)
 
 
+_server_option = click.option(
+    "--server", "servers", multiple=True, metavar="NAME",
+    help="Only the tenants living on server NAME (repeatable; with no ids: all of them).")
+
+
 def _run_options(f: Any) -> Any:
     options: list[Callable[[Any], Any]] = [
         click.option("--concurrency", type=click.IntRange(1, 1000), metavar="N",
@@ -119,6 +124,7 @@ def _run_options(f: Any) -> Any:
                      help="Refuse to run (exit 2) when lint finds errors [settings.strict_lint]."),
         click.option("--strict", is_flag=True,
                      help="Refuse to run (exit 2) on lint errors or extensions a server lacks."),
+        _server_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -138,7 +144,7 @@ def _change_request(flags: dict[str, Any]) -> ChangeRequest:
         only_failed=flags["only_failed"], resume_run=flags["resume_run"],
         allow_drift=flags.get("allow_drift", False), no_skip=flags["no_skip"],
         no_template=flags.get("no_template", False), strict_lint=flags["strict_lint"],
-        strict=flags["strict"],
+        strict=flags["strict"], servers=tuple(flags["servers"]),
     )
 
 
@@ -234,14 +240,15 @@ def migrate(opts: GlobalOptions, /, **flags: Any) -> None:
 
 
 def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
-                   *, verify: bool = False) -> tuple[Any, bool]:
+                   servers: tuple[str, ...], *, verify: bool = False) -> tuple[Any, bool]:
     """status/verify's report (no locks, no writes), and whether a signal interrupted it."""
     from . import commands
     from .signals import run_async
 
     project = opts.project()
     read = commands.verify if verify else commands.status
-    report, interrupted = run_async(lambda stop: read(project, ids, concurrency=concurrency))
+    report, interrupted = run_async(
+        lambda stop: read(project, ids, concurrency=concurrency, servers=servers))
     if report is None:
         sys.exit(EXIT_INTERRUPTED)
     return report, interrupted
@@ -250,20 +257,24 @@ def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int |
 @cli.command()
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_server_option
 @_json_flag
 @click.pass_obj
-def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
-    """Every tenant: mode, database, version, pending migrations, last error."""
+def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
+           servers: tuple[str, ...], as_json: bool) -> None:
+    """Every tenant: server, mode, database, version, pending migrations, last error.
+    Exit 1 when a tenant's server (or database) cannot be reached."""
     from . import report
 
-    result, interrupted = _status_report(opts, ids, concurrency)
+    result, interrupted = _status_report(opts, ids, concurrency, servers)
     if opts.json or as_json:
         click.echo(report.to_json({"tenants": [r.to_json() for r in result.rows],
                                    "latest": result.latest,
                                    "servers": report.servers_json(result.rows)}))
     else:
         click.echo(report.status_table(result.rows))
-    sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)
+    unreachable = any(r.state == "unreachable" for r in result.rows)
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if unreachable else EXIT_OK))
 
 
 @cli.command()
@@ -295,15 +306,16 @@ def repair(opts: GlobalOptions, /, **flags: Any) -> None:
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--all", "all_", is_flag=True, help="Every tenant (the default).")
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_server_option
 @_json_flag
 @click.pass_obj
 def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: int | None,
-           as_json: bool) -> None:
+           servers: tuple[str, ...], as_json: bool) -> None:
     """Compare each tenant's history with the folder: drift, unknown versions,
     gaps, failed/partial migrations, missing databases. Exit 1 on any finding."""
     from . import report
 
-    result, interrupted = _status_report(opts, ids, concurrency, verify=True)
+    result, interrupted = _status_report(opts, ids, concurrency, servers, verify=True)
     if opts.json or as_json:
         click.echo(report.to_json({
             "findings": [f.to_json() for f in result.findings],
@@ -314,6 +326,94 @@ def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: i
         click.echo(report.verify_text(result.rows, result.findings))
     failed = EXIT_FAILED if result.findings else EXIT_OK
     sys.exit(EXIT_INTERRUPTED if interrupted else failed)
+
+
+def confirm_destructive(question: str, details: list[str], *, yes: bool) -> None:
+    """Ask before an irreversible change: on a terminal, a y/N question (no: exit 2,
+    nothing changed); without one, ``--yes`` is required (exit 2 otherwise)."""
+    from .errors import BadInputError
+
+    if yes:
+        return
+    try:
+        tty = sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    if not tty:
+        raise BadInputError(f"{question} needs confirmation, and there is no terminal to ask on",
+                            hint="pass --yes to confirm without a terminal")
+    for line in details:
+        _err(f"  {line}")
+    if not click.confirm(question, default=False, err=True):
+        raise BadInputError("not confirmed: nothing changed")
+
+
+def _lifecycle(opts: GlobalOptions, as_json: bool, make: Callable[[Project], Any]) -> None:
+    """Run baseline/deprovision/restore, print its report, exit 1 if a tenant failed."""
+    from . import report
+    from .signals import run_async
+
+    project = opts.project()
+    result, interrupted = run_async(lambda stop: make(project))
+    if result is None:
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(report.to_json(result.to_json()) if opts.json or as_json else result.text())
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if result.failed else EXIT_OK))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID, required=True)
+@click.option("--version", "version", metavar="V", help="Record every migration up to V.")
+@click.option("--from-flyway", is_flag=True,
+              help="Read V from the database's flyway_schema_history (latest successful version).")
+@_json_flag
+@click.pass_obj
+def baseline(opts: GlobalOptions, ids: tuple[int, ...], version: str | None, from_flyway: bool,
+             as_json: bool) -> None:
+    """Adopt existing databases: create tenantctl's history and record every migration
+    up to V as `baseline`, running none. migrate then applies only what follows V."""
+    from . import commands
+
+    request = commands.BaselineRequest(ids, version, from_flyway)
+    _lifecycle(opts, as_json, lambda p: commands.baseline(p, request, argv=opts.argv))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID, required=True)
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write DIR/<database>-<UTC timestamp>.dump and its sha256 manifest first.")
+@click.option("--no-archive", is_flag=True, help="Drop without an archive.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required without a TTY).")
+@_json_flag
+@click.pass_obj
+def deprovision(opts: GlobalOptions, ids: tuple[int, ...], archive_dir: Path | None,
+                no_archive: bool, yes: bool, as_json: bool) -> None:
+    """Remove tenants no longer in tenants.yaml: archive (pg_dump), drop the database,
+    mark the registry row deprovisioned."""
+    from . import commands
+    from .signals import run_async
+
+    project = opts.project()
+    request = commands.DeprovisionRequest(ids, archive_dir, no_archive)
+    plan, _ = run_async(lambda stop: commands.plan_deprovision(project, request))
+    if plan is None:
+        sys.exit(EXIT_INTERRUPTED)
+    confirm_destructive(f"Deprovision {len(plan.tenants)} tenant(s)?", plan.lines(), yes=yes)
+    _lifecycle(opts, as_json, lambda p: commands.deprovision(p, plan, argv=opts.argv))
+
+
+@cli.command()
+@click.argument("clnt_id", type=CLNT_ID)
+@click.option("--from", "archive", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path), help="The .dump deprovision wrote.")
+@_json_flag
+@click.pass_obj
+def restore(opts: GlobalOptions, clnt_id: int, archive: Path, as_json: bool) -> None:
+    """Recreate a tenant from a deprovision archive at the placement tenants.yaml declares."""
+    from . import commands
+
+    request = commands.RestoreRequest(clnt_id, archive)
+    _lifecycle(opts, as_json, lambda p: commands.restore(p, request, argv=opts.argv))
 
 
 @cli.command("check-isolation")

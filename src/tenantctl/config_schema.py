@@ -64,6 +64,8 @@ class _Model(BaseModel):
 class Server(_Model):
     dsn: str = Field(min_length=1)
     max_connections: int | None = Field(default=None, ge=1, le=10000)
+    # least-tenants placement puts no more registered tenants than this here
+    max_tenants: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class Shared(_Model):
@@ -99,6 +101,8 @@ class Settings(_Model):
     # how the template is cloned: auto (the faster for the server's major), wal_log, file_copy
     template_strategy: CloneStrategy = CloneStrategy.AUTO
     allow_external_symlinks: bool = False  # migration/seed links may point outside the project
+    # where a tenant without `server:` goes (placement.py); pinned in the registry
+    placement: Literal["default", "least-tenants"] = "default"
 
 
 class LintConfig(_Model):

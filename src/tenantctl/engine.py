@@ -34,7 +34,7 @@ from tenacity import (
 from . import logs
 from .config import TenantSpec
 from .drivers.base import Driver
-from .drivers.pg_version import UNSUPPORTED_HINT, CloneStrategy
+from .drivers.pg_version import CloneStrategy
 from .errors import DatabaseError, DriftDetected, LockNotAcquired, MigrationFailed, TenantctlError
 from .executor import EnforceHook, Executor, Progress, Unit
 from .logs import Event
@@ -146,11 +146,9 @@ class Engine:
         stop: asyncio.Event | None = None,
         run_id: str | None = None,
         enforce: EnforceHook | None = None,
-        refused_servers: dict[str, str] | None = None,
         clone_strategies: dict[str, CloneStrategy] | None = None,
     ) -> None:
         self.options = options
-        self.refused_servers = refused_servers or {}  # server -> why its tenants are not touched
         self.migrations = migrations
         self.executor = Executor(
             driver, migrations, dsns, options.verb, target=options.target,
@@ -220,12 +218,6 @@ class Engine:
                 return await work(unit)
 
     async def _guarded(self, unit: Unit) -> list[TenantResult]:
-        refusal = self.refused_servers.get(unit.server)
-        if refusal is not None:  # e.g. a server below the supported PostgreSQL range
-            self.failures += 1
-            failure = TenantFailure(refusal, hint=UNSUPPORTED_HINT)
-            return await self._emit([TenantResult(t.clnt_id, unit.database, unit.mode, FAILED,
-                                                  error=failure) for t in unit.tenants])
         wrong = self.executor.wrong_database(unit)
         if wrong is not None:
             self.failures += 1

@@ -87,7 +87,7 @@ async def archive_dumper_major(archive: Path) -> int:
 
 async def restore_database(archive: Path, dsn: str, database: str, target: ServerVersion, *,
                            pg_restore: ClientTool | None = None, psql: ClientTool | None = None,
-                           options: Sequence[str] = ()) -> Restored:
+                           options: Sequence[str] = (), what: str | None = None) -> Restored:
     """Restore ``archive`` into the existing ``database`` on a server of ``target``'s version.
 
     ``pg_restore``/``psql`` override the choice (the pg_restore must still read
@@ -98,7 +98,7 @@ async def restore_database(archive: Path, dsn: str, database: str, target: Serve
         raise ServerError(f"pg_restore {tool.major} cannot read an archive written by "
                           f"pg_dump {dumped_by}")
     url, env = libpq_target(dsn, database)
-    what = f"restoring {archive.name} into {database}"
+    what = what or f"restoring {archive.name} into {database}"
     if tool.major < 17 or has_transaction_timeout(target):
         await run_tool(tool, ["--exit-on-error", "--single-transaction", *options,
                               f"--dbname={url}", str(archive)], env=env, what=what)

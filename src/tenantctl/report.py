@@ -73,9 +73,10 @@ def one_line(text: str) -> str:
 
 
 def status_table(rows: Sequence[StatusRow]) -> str:
-    header = (f"{'clnt_id':>7}  {'mode':<8}  {'database':<24}  {'version':<10}  {'pending':>7}  "
-              "state / last error")
-    out = [server_versions(rows), header, "-" * len(header)]
+    width = max([6, *(len(r.server) for r in rows)])
+    header = (f"{'clnt_id':>7}  {'server':<{width}}  {'mode':<8}  {'database':<24}  "
+              f"{'version':<10}  {'pending':>7}  state / last error")
+    out = [header, "-" * len(header)]
     for r in rows:
         row = r.to_json()
         note = r.state
@@ -90,32 +91,41 @@ def status_table(rows: Sequence[StatusRow]) -> str:
             note += f"; last error [{err.get('sqlstate') or '-'}] {one_line(str(err.get('message')))}"
         pending = "-" if r.pending is None else str(r.pending)
         out.append(
-            f"{r.clnt_id:>7}  {r.mode:<8}  {r.database:<24}  {r.version or '-':<10}  "
-            f"{pending:>7}  {note}"
+            f"{r.clnt_id:>7}  {r.server:<{width}}  {r.mode:<8}  {r.database:<24}  "
+            f"{r.version or '-':<10}  {pending:>7}  {note}"
         )
+    out.append(status_summary(rows))
     return "\n".join(out)
-
-
-def server_versions(rows: Sequence[StatusRow]) -> str:
-    """One line naming each server of the rows and the PostgreSQL version it runs."""
-    seen: dict[str, str] = {}
-    for r in rows:
-        if r.server_version is None:
-            seen.setdefault(r.server, "unreachable")
-        else:
-            below = "" if r.server_supported else ", below the supported range"
-            seen[r.server] = f"PostgreSQL {r.server_version}{below}"
-    return "servers: " + ", ".join(f"{name} ({what})" for name, what in sorted(seen.items()))
 
 
 def servers_json(rows: Sequence[StatusRow]) -> list[dict[str, object]]:
     """Each server of the rows with its PostgreSQL version (None: not reachable)."""
     seen: dict[str, StatusRow] = {}
     for r in rows:
+        if r.server == "-":  # a tenant no server can take
+            continue
         if r.server_version is not None or r.server not in seen:
             seen[r.server] = r
     return [{"name": name, "version": r.server_version, "supported": r.server_supported}
             for name, r in sorted(seen.items())]
+
+
+def status_summary(rows: Sequence[StatusRow]) -> str:
+    """``12 tenant(s) on 3 server(s): 10 up_to_date, 2 unreachable; per server: a 4
+    (PostgreSQL 15.18), b 4 (PostgreSQL 18.1), c 4`` (no version: not reachable)."""
+    states: dict[str, int] = {}
+    servers: dict[str, int] = {}
+    versions: dict[str, str] = {}
+    for r in rows:
+        states[r.state] = states.get(r.state, 0) + 1
+        servers[r.server] = servers.get(r.server, 0) + 1
+        if r.server_version is not None:
+            below = "" if r.server_supported else ", below the supported range"
+            versions[r.server] = f" (PostgreSQL {r.server_version}{below})"
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    spread = ", ".join(f"{name} {n}{versions.get(name, '')}" for name, n in sorted(servers.items()))
+    return (f"{len(rows)} tenant(s) on {len(servers)} server(s): {counts or 'none'}"
+            + (f"; per server: {spread}" if spread else ""))
 
 
 def verify_text(rows: Sequence[StatusRow], findings: Sequence[VerifyFinding]) -> str:
