@@ -222,8 +222,9 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
 def provision(opts: GlobalOptions, /, **flags: Any) -> None:
     """Create, migrate, seed and register tenants (idempotent).
 
-    Database-mode tenants get their own database (cvs_client_<clnt_id>),
-    created when missing; shared-mode tenants live in the shared database.
+    Database-mode tenants get their own database (database_pattern, default
+    cvs_client_<clnt_id>), created when missing; shared-mode tenants live in
+    the shared database.
     """
     sys.exit(_run_change_command(opts, "provision", flags))
 
@@ -420,8 +421,9 @@ def restore(opts: GlobalOptions, clnt_id: int, archive: Path, as_json: bool) -> 
 @_json_flag
 @click.pass_obj
 def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
-    """Shared mode: RLS coverage of every clnt_id table, the app role's rights, and
-    a live probe as the app role with two tenants. Exit 1 naming every offender."""
+    """Shared mode: RLS coverage of every table with the tenant column (tenant_column,
+    default clnt_id), the app role's rights, and a live probe as the app role with
+    two tenants. Exit 1 naming every offender."""
     from . import commands, report
     from .signals import run_async
 

@@ -277,7 +277,7 @@ async def check_isolation(project: Project, *, driver: Driver = DRIVER) -> list[
     findings = await isolation_check.check_isolation(
         dsn, shared.database, app_role=shared.app_role, owner_role=shared.owner_role,
         global_tables=frozenset(shared.global_tables), probe_tenants=probe,
-        probe_dsn=shared.probe_dsn,
+        tenant_column=project.file.tenant_column, probe_dsn=shared.probe_dsn,
     )
     if probe is None:
         findings.append(IsolationFinding(
@@ -367,7 +367,8 @@ def new_migration(project: Project, description: str, version: str | None = None
     folder = project.migrations_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = new_migration_path(folder, description, load_migrations(folder), version)
-    path.write_text(NEW_MIGRATION_TEMPLATE.format(description=description), encoding="utf-8")
+    path.write_text(NEW_MIGRATION_TEMPLATE.format(
+        description=description, tenant_column=project.file.tenant_column), encoding="utf-8")
     return path
 
 

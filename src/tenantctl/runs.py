@@ -239,8 +239,9 @@ def _extension_problems(required: dict[str, str], facts: ServerFacts, servers: s
 async def shared_mode_hook(driver: Driver, project: Project, dsns: dict[str, str],
                            verb: Verb) -> EnforceHook:
     """Roles exist before the run; after each change to the shared database, every
-    clnt_id table is put under forced RLS and (provision) the tenants are registered."""
-    shared = project.file.shared
+    table with the tenant column is put under forced RLS and (provision) the tenants
+    are registered."""
+    shared, column = project.file.shared, project.file.tenant_column
     server = shared.server or project.default_server
     async with await driver.connect(dsns[server]) as admin:
         await isolation.ensure_roles(admin, app_role=shared.app_role, owner_role=shared.owner_role)
@@ -254,10 +255,10 @@ async def shared_mode_hook(driver: Driver, project: Project, dsns: dict[str, str
                 await isolation.register(session, t.clnt_id, t.name, t.sites)
         result = await isolation.enforce(
             session, app_role=shared.app_role, owner_role=shared.owner_role,
-            global_tables=frozenset(shared.global_tables),
+            global_tables=frozenset(shared.global_tables), tenant_column=column,
         )
         warnings = list(result.warnings)
-        warnings += [f"table {t} has no clnt_id and is not declared in shared.global_tables: "
+        warnings += [f"table {t} has no {column} and is not declared in shared.global_tables: "
                      "the app role cannot use it" for t in result.unprotected]
         return warnings
 
