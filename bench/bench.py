@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -136,6 +137,31 @@ class Server:
 
     def stop(self) -> None:
         self.pg.cleanup()
+
+
+class ExternalServer(Server):
+    """A server someone else runs (``--dsn``): another PostgreSQL major, for example
+    ``.ci/pg_matrix.py 15 -- sh -c '… bench/bench.py --dsn "$TENANTCTL_TEST_DSN"'``.
+    Nothing is reconfigured; it must allow the connections the run needs."""
+
+    def __init__(self, dsn: str) -> None:  # no embedded server
+        self.dsn = dsn
+
+    def uri(self, database: str) -> str:
+        parts = urllib.parse.urlsplit(self.dsn)
+        return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+    async def ensure_max_connections(self, needed: int) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            have = int(await conn.fetchval("SHOW max_connections"))
+        finally:
+            await conn.close()
+        if have < needed:
+            sys.exit(f"--dsn: the server allows {have} connections, the run needs {needed}")
+
+    def stop(self) -> None:
+        pass
 
 
 @dataclass
@@ -627,7 +653,7 @@ async def real(args: argparse.Namespace) -> dict[str, Any]:
     # tenantctl on every start. The cache lives in the run's temporary directory.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
-    server = Server(root)
+    server = ExternalServer(args.dsn) if args.dsn else Server(root)
     try:
         # tenantctl uses at most half of max_connections; leave room for its admin sessions too
         await server.ensure_max_connections(max(100, 3 * args.concurrency + 20))
@@ -715,6 +741,8 @@ def main() -> None:
                     help="repeat every step K times (alternating who goes first); report medians")
     ap.add_argument("--startup-only", action="store_true",
                     help="only the start-up step (no-op migrate, 5 vs 700 files, 20 tenants)")
+    ap.add_argument("--dsn", help="run on this server instead of a fresh embedded 18 "
+                    "(the run creates and drops databases named tt*, tn*, fl*, fp*, ps_*)")
     ap.add_argument("--simulate", type=int, metavar="N",
                     help="only measure the engine over N in-memory tenants (no server)")
     ap.add_argument("--tracemalloc", action="store_true",

@@ -14,6 +14,7 @@ import pytest
 from conftest import Workspace
 from tenantctl.drivers.base import Driver
 from tenantctl.drivers.fake import FakeDriver
+from tenantctl.drivers.pg_version import CloneStrategy
 from tenantctl.drivers.postgres import DRIVER
 from tenantctl.errors import DatabaseError, LockNotAcquired
 from tenantctl.migrations import Migration, load_migrations, read_script
@@ -71,6 +72,23 @@ def test_databases_are_created_once_listed_tagged_and_dropped(ws: Workspace, dri
             assert name not in await db.read_markers(admin)
             await db.drop_database(admin, name)
             assert await db.existing_databases(admin, [name]) == set()
+
+    run(go())
+
+
+@pytest.mark.parametrize("strategy", list(CloneStrategy))
+def test_the_server_version_is_known_and_templates_clone_with_each_strategy(  # type: ignore[no-untyped-def]
+        ws: Workspace, driver, strategy: CloneStrategy) -> None:
+    db, dsn = driver
+
+    async def go() -> None:
+        async with await db.connect(dsn) as admin:
+            version = await db.server_version(admin)
+            assert version.supported and version.major >= 15
+            assert await db.create_database(admin, ws.db(1)) is True
+            assert await db.create_database(admin, ws.db(2), ws.db(1), strategy=strategy) is True
+            assert await db.create_database(admin, ws.db(2), ws.db(1), strategy=strategy) is False
+            assert await db.existing_databases(admin, [ws.db(2)]) == {ws.db(2)}
 
     run(go())
 

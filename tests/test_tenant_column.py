@@ -112,15 +112,22 @@ def test_bad_tenant_column_exits_2_before_touching_anything(ws: Workspace) -> No
 # -- the check against PostgreSQL's own rules ----------------------------------------------
 
 def test_keyword_list_is_the_servers(pg_dsn: str) -> None:
-    async def keywords() -> set[str]:
+    """The list is 18's: every supported major quotes a subset of it (15 lacks the
+    json_* keywords, merge_action and system_user), so a name that any server of a
+    mixed fleet would quote is refused on all of them."""
+    async def keywords() -> tuple[set[str], int]:
         conn = await asyncpg.connect(pg_dsn)
         try:
             rows = await conn.fetch("SELECT word FROM pg_get_keywords() WHERE catcode <> 'U'")
+            major = int(await conn.fetchval("SELECT current_setting('server_version_num')")) // 10000
         finally:
             await conn.close()
-        return {r["word"] for r in rows}
+        return {r["word"] for r in rows}, major
 
-    assert asyncio.run(keywords()) == QUOTED_KEYWORDS
+    server_keywords, major = asyncio.run(keywords())
+    assert server_keywords <= QUOTED_KEYWORDS
+    if major == 18:
+        assert server_keywords == QUOTED_KEYWORDS
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +169,9 @@ def test_accepted_exactly_when_postgresql_never_quotes_it(
         for row in quoted:
             name = row["n"]
             plain = row["q"] == name and 0 < len(name.encode()) <= MAX_NAME_BYTES
+            # an older server leaves a newer major's keywords (json_table) unquoted:
+            # tenantctl refuses them on every server of the supported range
+            plain = plain and name not in QUOTED_KEYWORDS
             assert _accepted(name) == (plain and name not in SYSTEM_COLUMNS), name
         accepted = [n for n in names if _accepted(n)]
         tr = conn.transaction()

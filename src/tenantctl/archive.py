@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .drivers.pg_version import ServerVersion
 from .errors import BadInputError, TenantctlError
+from .pg_dumps import restore_database
 from .pg_tools import ToolName, find_tool, libpq_target, run_tool
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -123,12 +125,15 @@ async def check_readable(path: Path, major: int) -> int:
     return sum(1 for line in listing.splitlines() if line and not line.startswith(";"))
 
 
-async def restore_archive(dsn: str, database: str, path: Path, major: int) -> None:
-    """pg_restore into an existing empty database, in one transaction, stopping at an error."""
-    tool = find_tool(ToolName.PG_RESTORE, at_least=major)
-    url, env = libpq_target(dsn, database)
-    await run_tool(tool, ["--exit-on-error", "--single-transaction", "--dbname", url, str(path)],
-                   env=env, what=f"pg_restore of {path.name} into {database}")
+async def restore_archive(dsn: str, database: str, path: Path, major: int,
+                          target: ServerVersion) -> None:
+    """pg_restore into an existing empty database, in one transaction, stopping at an error.
+
+    ``target`` is the server's version: a pg_restore of 17+ into a 15 or 16 server
+    goes through psql without the ``SET transaction_timeout`` they reject (pg_dumps)."""
+    await restore_database(path, dsn, database, target,
+                           pg_restore=find_tool(ToolName.PG_RESTORE, at_least=major),
+                           what=f"pg_restore of {path.name} into {database}")
 
 
 def check_folder(folder: Path) -> None:

@@ -21,6 +21,7 @@ from .config_fields import (
     parse_duration,
     short_repr,
 )
+from .drivers.pg_version import CloneStrategy
 from .lint_rules import RULES
 from .migrations import Version
 from .tenant_column import DEFAULT_TENANT_COLUMN, check_tenant_column
@@ -99,6 +100,8 @@ class Settings(_Model):
     retries: int = Field(default=3, ge=0, le=100)
     strict_lint: bool = False  # lint errors refuse a migrate/provision (exit 2)
     template: bool = True  # provision new databases by cloning a migrated template
+    # how the template is cloned: auto (the faster for the server's major), wal_log, file_copy
+    template_strategy: CloneStrategy = CloneStrategy.AUTO
     allow_external_symlinks: bool = False  # migration/seed links may point outside the project
     # where a tenant without `server:` goes (placement.py); pinned in the registry
     placement: Literal["default", "least-tenants"] = "default"

@@ -51,7 +51,8 @@ def write_run_files(run: RunResult, doc: dict[str, Any], *,
 
 def status_document(rows: Sequence[StatusRow], latest: str | None) -> dict[str, Any]:
     """``status --json``: every selected tenant's row, and the folder's latest version."""
-    return {"tenants": [r.to_json() for r in rows], "latest": latest}
+    return {"tenants": [r.to_json() for r in rows], "latest": latest,
+            "servers": report.servers_json(rows)}
 
 
 def status_exit_code(rows: Sequence[StatusRow], *, interrupted: bool) -> int:

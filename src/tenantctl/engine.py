@@ -34,6 +34,7 @@ from tenacity import (
 from . import logs
 from .config import TenantSpec
 from .drivers.base import Driver
+from .drivers.pg_version import CloneStrategy
 from .errors import DatabaseError, DriftDetected, LockNotAcquired, MigrationFailed, TenantctlError
 from .executor import EnforceHook, Executor, Progress, Unit, run_seeds
 from .logs import Event
@@ -156,6 +157,7 @@ class Engine:
         stop: asyncio.Event | None = None,
         run_id: str | None = None,
         enforce: EnforceHook | None = None,
+        clone_strategies: dict[str, CloneStrategy] | None = None,
     ) -> None:
         self.options = options
         self.migrations = migrations
@@ -168,6 +170,7 @@ class Engine:
             template_migrations=len(migrations) if template_migrations is None
             else template_migrations,
             purposes=purposes or {}, claims=claims or {}, enforce=enforce,
+            clone_strategies=clone_strategies or {},
         )
         self.on_result = on_result
         self.stop = stop or asyncio.Event()

@@ -32,6 +32,7 @@ class ErrorKind(StrEnum):
     SERVER_UNREACHABLE = "server_unreachable"  # exit 1: a server of the run did not answer
     CONTROL_UNREACHABLE = "control_unreachable"  # exit 1: the control database could not be used
     RECORDING_FAILED = "recording_failed"  # exit 1: the ledger stopped taking results mid-run
+    UNSUPPORTED_SERVER = "unsupported_server"  # exit 1: the default server's PostgreSQL is too old
     BAD_INPUT = "bad_input"  # exit 2: config, arguments, files; nothing changed
     INTERRUPTED = "interrupted"  # exit 130: SIGINT/SIGTERM
     ABANDONED = "abandoned"  # (runs show) the run's process died without finishing
@@ -80,6 +81,13 @@ class MigrationFileError(BadInputError):
 
 class ServerError(TenantctlError):
     """A PostgreSQL server (or the embedded one) could not be used at all."""
+
+
+class UnsupportedServer(ServerError):
+    """The default server (the control database's) runs a PostgreSQL major below the
+    supported range: the run is refused before anything is changed."""
+
+    kind = ErrorKind.UNSUPPORTED_SERVER
 
 
 class Unreachable(ServerError):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from . import purpose
 from .config import TenantSpec
 from .drivers.base import Driver, Session
+from .drivers.pg_version import CloneStrategy
 from .errors import DatabaseError, DriftDetected, MigrationFailed, TenantctlError
 from .migrations import Migration, Script, Version
 from .modes import Mode, ModePolicy, policy
@@ -93,6 +94,7 @@ class Executor:
     existing: set[tuple[str, str]] | None = None  # None: not known, try to create
     markers: dict[tuple[str, str], str] = field(default_factory=dict)
     templates: dict[str, str] = field(default_factory=dict)  # server -> template database
+    clone_strategies: dict[str, CloneStrategy] = field(default_factory=dict)  # server -> how
     template_migrations: int = 0  # how many of the migrations the templates hold
     purposes: dict[tuple[str, str], str] = field(default_factory=dict)
     claims: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
@@ -275,7 +277,8 @@ class Executor:
     async def _create(self, admin: Session, unit: Unit, template: str | None,
                       progress: Progress) -> bool:
         try:
-            created = await self.driver.create_database(admin, unit.database, template)
+            created = await self.driver.create_database(
+                admin, unit.database, template, strategy=self.clone_strategies.get(unit.server))
             cloned = created and template is not None
         except DatabaseError as exc:
             if template is None:

@@ -1,10 +1,11 @@
 """The servers of a run: their DSNs, what they hold, and their provisioning templates.
 
 Read once per run, one admin session per server, before any tenant is
-touched: the connection cap, which unit databases exist, every database's
-schema marker (what lets a no-op run skip sessions) and purpose tag (what
-keeps a run out of databases that are not the tenant's). Templates are
-rebuilt here when the folder changed.
+touched: the server's version (a server below the supported range is put
+in ``down``: its tenants fail untouched), the connection cap, which unit
+databases exist, every database's schema marker (what lets a no-op run skip
+sessions) and purpose tag (what keeps a run out of databases that are not the
+tenant's). Templates are rebuilt here when the folder changed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from . import embedded, purpose
 from .config import EMBEDDED, Project
 from .drivers.base import Driver, Session
 from .drivers.pg_session import url_dsn
+from .drivers.pg_version import UNSUPPORTED_HINT, CloneStrategy, ServerVersion, clone_strategy
 from .engine import Engine, RunOptions
 from .errors import DatabaseError
 from .executor import Unit
@@ -46,14 +48,18 @@ class ServerFacts:
     # registry: who lives where, as the control database knew it before this run
     claims: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
     extensions: dict[str, set[str]] = field(default_factory=dict)  # server -> available
-    # servers that could not be used (unreachable, authentication refused): why
+    # servers that could not be used (unreachable, authentication refused, too old): why
     down: dict[str, ServerDown] = field(default_factory=dict)
+    versions: dict[str, ServerVersion] = field(default_factory=dict)
+    clone_strategies: dict[str, CloneStrategy] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for the run's report (a newer major)
 
 
 @dataclass(frozen=True)
 class ServerDown:
     message: str  # names the server and its address, never its password
     sqlstate: str | None
+    hint: str | None = None  # what to do (None: the run's own advice for a server down)
 
 
 def server_address(dsn: str) -> str:
@@ -90,6 +96,15 @@ async def server_facts(driver: Driver, project: Project, dsns: dict[str, str],
 async def _one_server(driver: Driver, project: Project, name: str, dsn: str, units: list[Unit],
                       facts: ServerFacts, need_extensions: bool) -> None:
     async with await driver.connect(dsn) as admin:
+        version = facts.versions[name] = await driver.server_version(admin)
+        refusal = version.refusal(name)
+        if refusal is not None:
+            facts.down[name] = ServerDown(refusal, None, UNSUPPORTED_HINT)
+            return
+        note = version.note(name)
+        if note is not None:
+            facts.notes.append(note)
+        facts.clone_strategies[name] = clone_strategy(version, project.settings.template_strategy)
         if need_extensions:
             facts.extensions[name] = await driver.available_extensions(admin)
         available = await driver.max_connections(admin)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .drivers.base import Session
+from .drivers.pg_version import ServerVersion, grant_role_sql, role_usable_sql
 from .drivers.postgres import HISTORY_TABLE, quote_ident
 from .errors import BadInputError, DatabaseError, TenantctlError
 from .tenant_column import DEFAULT_TENANT_COLUMN
@@ -348,14 +349,10 @@ def _check_tenant_types(tables: list[_Rel], column: str) -> None:
 async def _join_owner(session: Session, owner_role: str, version: int,
                       done: list[str], warnings: list[str]) -> bool:
     """A non-superuser needs the owner role's privileges to hand tables over and alter them later."""
-    sql = "SELECT pg_has_role(current_user, $1, 'USAGE')"
-    if version >= 160000:
-        sql += " AND pg_has_role(current_user, $1, 'SET')"
-    if await session.fetch_value(sql, owner_role):
+    server = ServerVersion(version)
+    if await session.fetch_value(role_usable_sql(server), owner_role):
         return True
-    grant = f"GRANT {quote_ident(owner_role)} TO CURRENT_USER"
-    if version >= 160000:
-        grant += " WITH INHERIT TRUE, SET TRUE"
+    grant = grant_role_sql(quote_ident(owner_role), server)
     try:
         async with session.transaction():
             await session.execute(grant)

@@ -273,6 +273,7 @@ async def _restore_one(driver: Driver, dsn: str, database: str, clnt_id: int, ar
     """Create, tag and lock the database, pg_restore into it, check its history's version;
     any failure drops the database this created."""
     async with await driver.connect(dsn) as admin:
+        target = await driver.server_version(admin)
         if not await driver.create_database(admin, database):
             raise TenantctlError(f"database {database} appeared meanwhile: not overwritten")
         try:
@@ -280,7 +281,7 @@ async def _restore_one(driver: Driver, dsn: str, database: str, clnt_id: int, ar
             async with await driver.connect(dsn, database) as session:
                 # a provision of the same tenant waits, then finds the restored history
                 await driver.acquire_migration_lock(session, lock_wait)
-                await restore_archive(dsn, database, archive, manifest.pg_dump_major)
+                await restore_archive(dsn, database, archive, manifest.pg_dump_major, target)
                 version = replay(await driver.read_history(session)).version_text
             if version != manifest.schema_version:
                 raise TenantctlError(f"the restored history ends at {version}, the manifest "

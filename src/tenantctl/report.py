@@ -100,15 +100,32 @@ def status_table(rows: Sequence[StatusRow]) -> str:
     return "\n".join(out)
 
 
+def servers_json(rows: Sequence[StatusRow]) -> list[dict[str, object]]:
+    """Each server of the rows with its PostgreSQL version (None: not reachable)."""
+    seen: dict[str, StatusRow] = {}
+    for r in rows:
+        if r.server == "-":  # a tenant no server can take
+            continue
+        if r.server_version is not None or r.server not in seen:
+            seen[r.server] = r
+    return [{"name": name, "version": r.server_version, "supported": r.server_supported}
+            for name, r in sorted(seen.items())]
+
+
 def status_summary(rows: Sequence[StatusRow]) -> str:
-    """``12 tenant(s) on 3 server(s): 10 up_to_date, 2 unreachable; a 4, b 4, c 4``."""
+    """``12 tenant(s) on 3 server(s): 10 up_to_date, 2 unreachable; per server: a 4
+    (PostgreSQL 15.18), b 4 (PostgreSQL 18.1), c 4`` (no version: not reachable)."""
     states: dict[str, int] = {}
     servers: dict[str, int] = {}
+    versions: dict[str, str] = {}
     for r in rows:
         states[r.state] = states.get(r.state, 0) + 1
         servers[r.server] = servers.get(r.server, 0) + 1
+        if r.server_version is not None:
+            below = "" if r.server_supported else ", below the supported range"
+            versions[r.server] = f" (PostgreSQL {r.server_version}{below})"
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-    spread = ", ".join(f"{name} {n}" for name, n in sorted(servers.items()))
+    spread = ", ".join(f"{name} {n}{versions.get(name, '')}" for name, n in sorted(servers.items()))
     return (f"{len(rows)} tenant(s) on {len(servers)} server(s): {counts or 'none'}"
             + (f"; per server: {spread}" if spread else ""))
 

@@ -17,8 +17,9 @@ from dataclasses import replace
 from . import isolation, ledger, logs, move_registry, placement_check, registry
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
+from .drivers.pg_version import UNSUPPORTED_HINT
 from .engine import Engine, RunOptions, group_units, marked_up_to_date
-from .errors import BadInputError, DatabaseError, ErrorKind, Unreachable
+from .errors import BadInputError, DatabaseError, ErrorKind, Unreachable, UnsupportedServer
 from .executor import EnforceHook, Unit
 from .extensions import missing_extensions, required_extensions
 from .fleet import ServerFacts, prepare_templates, server_dsns, server_facts, server_problem
@@ -109,6 +110,7 @@ async def run_changes(
         live = [u for u in units if u.server not in facts.down]
         notes.extend(_extension_problems(required, facts, {u.server for u in live}, False))
         notes.extend(problem.message for problem in facts.down.values())
+        notes.extend(facts.notes)
         if not all(marked_up_to_date(options, u, facts.markers, inputs.migrations,
                                      has_seed=inputs.seed is not None) for u in live):
             # Something may be pending: every file is split (or taken from the parse
@@ -147,6 +149,7 @@ async def run_changes(
             server_caps=facts.caps, existing=facts.existing, markers=facts.markers,
             templates=templates, template_migrations=baked, purposes=facts.purposes,
             claims=facts.claims, on_result=record, stop=stop, run_id=run_id, enforce=enforce,
+            clone_strategies=facts.clone_strategies,
         )
         results = failed_early + await engine.run(units, project.file.waves)
         recording_error = None
@@ -198,6 +201,9 @@ async def open_control_or_name_server(driver: Driver, project: Project, dsn: str
     down is an error naming it."""
     try:
         async with await driver.connect(dsn) as admin:
+            refusal = (await driver.server_version(admin)).refusal(project.default_server)
+            if refusal is not None:  # the ledger would live there: nothing is created
+                raise UnsupportedServer(refusal, hint=UNSUPPORTED_HINT)
             return await ledger.open_control(driver, admin, dsn, project.file.control_database,
                                              before_create=before_create)
     except DatabaseError as exc:
@@ -238,8 +244,8 @@ def _failed_early(selected: tuple[TenantSpec, ...], unplaced: dict[int, str], un
         elif t.clnt_id in on_down:
             down = on_down[t.clnt_id]
             failure = TenantFailure(down.message, down.sqlstate,
-                                    hint="the other servers' tenants were worked on; re-run "
-                                    "these with --only-failed once the server is back")
+                                    hint=down.hint or "the other servers' tenants were worked "
+                                    "on; re-run these with --only-failed once the server is back")
         else:
             continue
         out.append(TenantResult(t.clnt_id, t.database, t.mode, FAILED, error=failure))

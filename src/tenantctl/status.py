@@ -13,6 +13,7 @@ from typing import Any
 from . import ledger, registry
 from .config import TenantSpec
 from .drivers.base import Driver
+from .drivers.pg_version import ServerVersion
 from .engine import Engine, RunOptions, group_units
 from .errors import DatabaseError
 from .executor import Unit
@@ -59,6 +60,8 @@ class StatusRow:
     last_run_id: str | None = None
     last_error: dict[str, Any] | None = None
     move: Mismatch | None = None  # tenants.yaml places it elsewhere: move pending
+    server_version: str | None = None  # PostgreSQL major.minor of the tenant's server
+    server_supported: bool | None = None  # within tenantctl's supported range
 
     def to_json(self) -> dict[str, Any]:
         u = self.unit
@@ -68,6 +71,7 @@ class StatusRow:
                 "mode": moving.declared.mode, "server": moving.declared.server,
                 "database": moving.declared.database},
             "clnt_id": self.clnt_id, "name": self.name, "mode": self.mode, "server": self.server,
+            "server_version": self.server_version,
             "database": self.database, "version": self.version, "latest": self.latest,
             "pending": self.pending, "state": self.state,
             "partial": [v for v, _ in u.partial_rows],
@@ -104,10 +108,12 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
     units = group_units(tenants)
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
     markers: dict[tuple[str, str], str] = {}
+    versions: dict[str, ServerVersion] = {}
     down: dict[str, dict[str, Any]] = {}  # one probe per server: its tenants, unreachable
     for server in sorted({u.server for u in units}):
         try:
             async with await driver.connect(dsns[server]) as admin:
+                versions[server] = await driver.server_version(admin)
                 markers.update(
                     {(server, db): m for db, m in (await driver.read_markers(admin)).items()})
         except DatabaseError as exc:
@@ -159,9 +165,12 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
         # status shows the present (other failures stay shown until a run succeeds)
         last = known.error if known else None
         resolved = bool(last and last.get("kind") == "drift" and not unit_state.drift)
+        version = versions.get(t.server)
         rows.append(StatusRow(
             t.clnt_id, t.name, t.mode, t.server, unit.database, unit_state.version, inputs.latest,
             unit_state.pending, state, unit_state, seeded,
+            server_version=version.text if version else None,
+            server_supported=version.supported if version else None,
             last_status=known.last_status if known else None,
             last_run_id=known.last_run_id if known else None,
             last_error=unit_state.error or (known.error if known and not resolved else None),

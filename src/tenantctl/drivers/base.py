@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from ..migrations import Migration, Script
     from ..plan import HistoryRow
+    from .pg_version import CloneStrategy, ServerVersion
 
 R = TypeVar("R")
 
@@ -106,9 +107,14 @@ class Driver(Protocol):
         ...
 
     # ---------------------------------------------------------------- server level
-    async def create_database(self, admin: Session, name: str,
-                              template: str | None = None) -> bool:
-        """True when created; False when it existed (also after losing a race)."""
+    async def create_database(self, admin: Session, name: str, template: str | None = None, *,
+                              strategy: CloneStrategy | None = None) -> bool:
+        """True when created; False when it existed (also after losing a race).
+        ``strategy``: how a template is copied (None: the server's default)."""
+        ...
+
+    async def server_version(self, admin: Session) -> ServerVersion:
+        """The server's ``server_version_num``."""
         ...
 
     async def drop_database(self, admin: Session, name: str) -> None: ...

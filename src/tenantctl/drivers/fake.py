@@ -25,6 +25,7 @@ from ..errors import DatabaseError, LockNotAcquired
 from ..migrations import Migration, Script
 from ..plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
 from .base import Session
+from .pg_version import CloneStrategy, ServerVersion
 
 R = TypeVar("R")
 
@@ -60,6 +61,7 @@ class FakeServer:
     extensions: frozenset[str] = frozenset({"plpgsql", "pgcrypto", "uuid-ossp", "citext"})
     connections: int = 0
     peak_connections: int = 0
+    version_num: int = 180000  # server_version_num it reports
 
 
 class FakeSession:
@@ -170,7 +172,8 @@ class FakeDriver:
         self.server.peak_connections = max(self.server.peak_connections, self.server.connections)
         return FakeSession(self.server, name)
 
-    async def create_database(self, admin: Session, name: str, template: str | None = None) -> bool:
+    async def create_database(self, admin: Session, name: str, template: str | None = None, *,
+                              strategy: CloneStrategy | None = None) -> bool:
         await self._tick()
         if name in self.server.databases:
             return False
@@ -274,6 +277,9 @@ class FakeDriver:
 
     async def existing_databases(self, admin: Session, names: list[str]) -> set[str]:
         return {n for n in names if n in self.server.databases}
+
+    async def server_version(self, admin: Session) -> ServerVersion:
+        return ServerVersion(self.server.version_num)
 
     async def max_connections(self, admin: Session) -> int:
         return 97  # PostgreSQL's default of 100, less the 3 reserved for superusers

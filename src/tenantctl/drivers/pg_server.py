@@ -14,13 +14,17 @@ from ..errors import DatabaseError
 from ..plan import MARKER_SETTING
 from .base import Session
 from .pg_session import quote_ident
+from .pg_version import CloneStrategy, ServerVersion, create_database_sql, drop_database_sql
 
 
-async def create_database(admin: Session, name: str, template: str | None = None) -> bool:
-    """CREATE DATABASE, alone in its own execute(). True if created, False if it existed."""
-    sql = f"CREATE DATABASE {quote_ident(name)}"
-    if template:
-        sql += f" TEMPLATE {quote_ident(template)}"
+async def create_database(admin: Session, name: str, template: str | None = None, *,
+                          strategy: CloneStrategy | None = None) -> bool:
+    """CREATE DATABASE, alone in its own execute(). True if created, False if it existed.
+
+    ``strategy`` (resolved for the server by :func:`pg_version.clone_strategy`)
+    says how a template is copied; None leaves it to the server."""
+    sql = create_database_sql(quote_ident(name), quote_ident(template) if template else None,
+                              strategy)
     try:
         await admin.execute(sql)
     except DatabaseError as exc:
@@ -33,7 +37,13 @@ async def create_database(admin: Session, name: str, template: str | None = None
 
 
 async def drop_database(admin: Session, name: str) -> None:
-    await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+    await admin.execute(drop_database_sql(quote_ident(name)))
+
+
+async def server_version(admin: Session) -> ServerVersion:
+    """The server's version, read once per server at the start of a run."""
+    return ServerVersion(int(await admin.fetch_value(
+        "SELECT current_setting('server_version_num')::int")))
 
 
 async def existing_databases(admin: Session, names: list[str]) -> set[str]:

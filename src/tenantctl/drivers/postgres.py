@@ -33,6 +33,7 @@ from .pg_server import (
     read_markers,
     read_purposes,
     read_setting,
+    server_version,
     write_marker,
     write_purpose,
 )
@@ -459,6 +460,7 @@ class PostgresDriver:
     drop_database = staticmethod(drop_database)
     existing_databases = staticmethod(existing_databases)
     max_connections = staticmethod(max_connections)
+    server_version = staticmethod(server_version)
     available_extensions = staticmethod(available_extensions)
     read_markers = staticmethod(read_markers)
     read_purposes = staticmethod(read_purposes)
