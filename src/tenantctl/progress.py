@@ -36,15 +36,18 @@ class Silent:
 class Lines:
     """One line per tenant as it finishes: for logs, cron mail, CI."""
 
-    def __init__(self, stream: TextIO | None = None, *, dry_run: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, *, dry_run: bool = False,
+                 command: str = "") -> None:
         self.stream = stream or sys.stderr
         self.dry_run = dry_run
+        self.command = command
 
     def start(self, total: int) -> None:
         pass
 
     def done(self, result: TenantResult) -> None:
-        print(tenant_line(result, dry_run=self.dry_run), file=self.stream, flush=True)
+        print(tenant_line(result, dry_run=self.dry_run, command=self.command), file=self.stream,
+              flush=True)
 
     def close(self) -> None:
         pass
@@ -108,9 +111,9 @@ class Live:
         self.bar.stop()
 
 
-def choose(*, quiet: bool, dry_run: bool = False) -> Progress:
+def choose(*, quiet: bool, dry_run: bool = False, command: str = "") -> Progress:
     if quiet:
         return Silent()
     if sys.stderr.isatty():
         return Live(dry_run=dry_run)
-    return Lines(dry_run=dry_run)
+    return Lines(dry_run=dry_run, command=command)

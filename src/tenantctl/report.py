@@ -16,8 +16,12 @@ _MARK = {APPLIED: "applied", REVERTED: "reverted", UP_TO_DATE: "up to date", FAI
          SKIPPED: "skipped"}
 
 
-def tenant_line(r: TenantResult, *, dry_run: bool = False) -> str:
-    """One line per tenant, as it finishes (goes to stderr: it is a log)."""
+def tenant_line(r: TenantResult, *, dry_run: bool = False, command: str = "") -> str:
+    """One line per tenant, as it finishes (goes to stderr: it is a log).
+
+    A dry run says what *would* happen, in the words of the real run's line
+    (``repair`` re-records checksums: its ``applied`` versions are re-recorded).
+    """
     head = f"clnt_id {r.clnt_id:>5}  {r.database:<24}"
     versions = f"{r.from_version or '-'} -> {r.to_version or '-'}"
     if r.status == FAILED and r.error is not None:
@@ -26,19 +30,28 @@ def tenant_line(r: TenantResult, *, dry_run: bool = False) -> str:
     if r.status == SKIPPED:
         return f"{head} skipped ({r.reason})" if r.reason else f"{head} skipped"
     if r.status in (APPLIED, REVERTED):
-        verb = "would apply" if dry_run else "applied"
+        done = _DONE_WORDS[dry_run]
         extra = []
-        if r.applied:
-            extra.append(f"{verb} {', '.join(r.applied)}")
-        if r.reverted:
-            extra.append(f"reverted {', '.join(r.reverted)}")
         if r.created:
-            extra.append("database created")
+            extra.append(done["created"])
+        if r.applied:
+            extra.append(f"{done['repaired' if command == 'repair' else 'applied']} "
+                         f"{', '.join(r.applied)}")
+        if r.reverted:
+            extra.append(f"{done['reverted']} {', '.join(r.reverted)}")
         if r.seeded:
-            extra.append("seeded")
+            extra.append(done["seeded"])
         tail = f" ({'; '.join(extra)})" if extra else ""
         return f"{head} {versions}{tail} [{r.duration_ms} ms]"
     return f"{head} up to date at {r.to_version or '-'}"
+
+
+_DONE_WORDS = {
+    False: {"created": "database created", "applied": "applied", "repaired": "re-recorded",
+            "reverted": "reverted", "seeded": "seeded"},
+    True: {"created": "would create database", "applied": "would apply",
+           "repaired": "would re-record", "reverted": "would revert", "seeded": "would seed"},
+}
 
 
 def run_summary(run: RunResult) -> str:
