@@ -17,7 +17,7 @@ from dataclasses import replace
 from . import isolation, ledger
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
-from .engine import Engine, RunOptions, group_units
+from .engine import Engine, PauseCallback, RunOptions, group_units
 from .errors import BadInputError
 from .executor import EnforceHook, Unit
 from .extensions import missing_extensions, required_extensions
@@ -41,6 +41,7 @@ async def run_changes(
     stop: asyncio.Event | None = None,
     resume: str | bool | None = None,
     argv: tuple[str, ...] = (),
+    on_pause: PauseCallback | None = None,
 ) -> RunResult:
     """Fan a changing verb out over the tenants' databases and record the run.
 
@@ -96,6 +97,7 @@ async def run_changes(
             server_caps=facts.caps, existing=facts.existing, markers=facts.markers,
             templates=templates, template_migrations=baked, purposes=facts.purposes,
             claims=facts.claims, on_result=record, stop=stop, run_id=run_id, enforce=enforce,
+            on_pause=on_pause,
         )
         results = await engine.run(units, project.file.waves)
         recording_error = None

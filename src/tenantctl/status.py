@@ -55,11 +55,13 @@ class StatusRow:
     last_status: str | None = None
     last_run_id: str | None = None
     last_error: dict[str, Any] | None = None
+    wave: str | None = None  # tenants.yaml's `wave:` (None: runs after the declared waves)
 
     def to_json(self) -> dict[str, Any]:
         u = self.unit
         return {
-            "clnt_id": self.clnt_id, "name": self.name, "mode": self.mode, "server": self.server,
+            "clnt_id": self.clnt_id, "name": self.name, "mode": self.mode, "wave": self.wave,
+            "server": self.server,
             "database": self.database, "version": self.version, "latest": self.latest,
             "pending": self.pending, "state": self.state,
             "partial": [v for v, _ in u.partial_rows],
@@ -149,6 +151,7 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
             last_status=known.last_status if known else None,
             last_run_id=known.last_run_id if known else None,
             last_error=unit_state.error or (known.error if known and not resolved else None),
+            wave=t.wave,
         ))
     return rows
 
