@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -18,22 +18,22 @@ import click
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TenantctlError
 
 if TYPE_CHECKING:
-    from .commands import ChangeRequest
+    from .commands import PreparedRun
     from .config import Project
     from .outcome import TenantResult
 
 CLNT_ID = click.IntRange(1, 32767)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GlobalOptions:
-    """The options every command accepts (given before the subcommand)."""
+    """The options every command accepts, before or after the subcommand name."""
 
-    config: str | None
-    dsn: str | None
-    json: bool
-    debug: bool
-    quiet: bool
+    config: str | None = None
+    dsn: str | None = None
+    json: bool = False
+    debug: bool = False
+    quiet: bool = False
     argv: tuple[str, ...] = ()  # the arguments as given (redacted before they are stored)
 
     def project(self) -> Project:
@@ -42,34 +42,128 @@ class GlobalOptions:
         return load_project(find_config(self.config), dsn=self.dsn)
 
 
+@dataclass(frozen=True)
+class GlobalOption:
+    """One global option: ``field`` of :class:`GlobalOptions`, its flags, its help."""
+
+    field: str
+    decls: tuple[str, ...]
+    help: str
+    flag: bool = False
+    metavar: str | None = None
+    envvar: str | None = None
+
+    def on_group(self) -> click.Option:
+        """The option before the subcommand (``tenantctl --json status``)."""
+        return click.Option([*self.decls, self.field], is_flag=self.flag, metavar=self.metavar,
+                            envvar=self.envvar, help=self.help)
+
+    @property
+    def after_name(self) -> str:
+        return f"global_{self.field}"
+
+    def on_command(self) -> click.Option:
+        """The same option after it (``tenantctl status --json``); no environment
+        variable here: the group's option reads it, once."""
+        return click.Option([*self.decls, self.after_name], is_flag=self.flag,
+                            metavar=self.metavar, help=self.help)
+
+
+# Adding a global option is one change here: a field of GlobalOptions above and an
+# entry below. Every command then accepts it before or after its name.
+GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
+    GlobalOption("config", ("--config",), metavar="PATH", envvar="TENANTCTL_CONFIG",
+                 help="tenants.yaml to use [env TENANTCTL_CONFIG; default ./tenants.yaml]"),
+    GlobalOption("dsn", ("--dsn",), metavar="URL", envvar="TENANTCTL_DSN",
+                 help="PostgreSQL URL of the default server [env TENANTCTL_DSN; default: embedded]"),
+    GlobalOption("json", ("--json",), flag=True,
+                 help="Machine output: one JSON document on stdout."),
+    GlobalOption("debug", ("--debug",), flag=True, help="Show tracebacks."),
+    GlobalOption("quiet", ("-q", "--quiet"), flag=True, help="No per-tenant progress lines."),
+)
+
+
+def _merge_global_options(ctx: click.Context) -> None:
+    """Fold the global options given after the subcommand into ``ctx.obj``.
+
+    Flags given on either side are on. A value given on both sides must be the
+    same (a conflict is exit 2, naming the option, never its value: a DSN holds
+    a password); given after the subcommand only, it beats the environment.
+    """
+    before: GlobalOptions = ctx.find_object(GlobalOptions) or GlobalOptions()
+    root = ctx.find_root()
+    changes: dict[str, Any] = {}
+    for option in GLOBAL_OPTIONS:
+        after = ctx.params.pop(option.after_name, None)
+        if option.field == "json" and ctx.params.get("as_json"):
+            after = True  # a command that still declares its own --json (_json_flag)
+        if after is None or after is False:
+            continue
+        if option.flag:
+            changes[option.field] = True
+            continue
+        given_before = root.get_parameter_source(option.field) is click.core.ParameterSource.COMMANDLINE
+        if given_before and getattr(before, option.field) != after:
+            raise click.UsageError(
+                f"{option.decls[-1]} is given before and after `{ctx.info_name}` with different "
+                "values: give it once", ctx=ctx)
+        changes[option.field] = after
+    ctx.obj = replace(before, **changes)
+
+
+class GlobalCommand(click.Command):
+    """A command that also accepts the global options after its name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        taken = {opt for param in self.params for opt in param.opts}
+        self.params.extend(option.on_command() for option in GLOBAL_OPTIONS
+                           if not taken.intersection(option.decls))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _merge_global_options(ctx)
+        return super().invoke(ctx)
+
+
+class GlobalGroup(click.Group):
+    """Its commands are :class:`GlobalCommand`s; its subgroups are GlobalGroups."""
+
+    command_class = GlobalCommand
+    group_class = type
+
+
 def _err(text: str) -> None:
     click.echo(text, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config", metavar="PATH", envvar="TENANTCTL_CONFIG",
-              help="tenants.yaml to use [env TENANTCTL_CONFIG; default ./tenants.yaml]")
-@click.option("--dsn", metavar="URL", envvar="TENANTCTL_DSN",
-              help="PostgreSQL URL of the default server [env TENANTCTL_DSN; default: embedded]")
-@click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document on stdout.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.option("-q", "--quiet", is_flag=True, help="No per-tenant progress lines.")
+@click.group(cls=GlobalGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="tenantctl")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, dsn: str | None, as_json: bool, debug: bool,
-        quiet: bool) -> None:
+def cli(ctx: click.Context, /, **given: Any) -> None:
     """Provision and migrate PostgreSQL databases for a multi-tenant SaaS.
 
     Exit codes: 0 all good, 1 a tenant failed or drift found, 2 bad input
-    (nothing changed), 130 interrupted.
+    (nothing changed), 130 interrupted. Global options may also be given after
+    the command (`tenantctl status --json`).
     """
     argv = ctx.obj if isinstance(ctx.obj, tuple) else tuple(sys.argv[1:])
-    ctx.obj = GlobalOptions(config, dsn, as_json, debug, quiet, argv)
+    ctx.obj = GlobalOptions(**given, argv=argv)
+
+
+cli.params[0:0] = [option.on_group() for option in GLOBAL_OPTIONS]
 
 
 def _json_flag(f: Any) -> Any:
+    """Kept for commands written before --json became global (GLOBAL_OPTIONS gives
+    every command --json; read ``opts.json``): declares it as ``as_json``."""
     return click.option("--json", "as_json", is_flag=True,
                         help="Machine output: one JSON document on stdout.")(f)
+
+
+_wave_option = click.option("--wave", "waves", multiple=True, metavar="NAME",
+                            help="Only the tenants of wave NAME (repeatable; see waves: in "
+                            "tenants.yaml).")
 
 
 def _run_options(f: Any) -> Any:
@@ -96,9 +190,11 @@ def _run_options(f: Any) -> Any:
                      help="Only tenants the last run left failed, skipped or unreached."),
         click.option("--resume", "resume_run", metavar="RUN_ID",
                      help="Only tenants that run RUN_ID did not finish."),
-        _json_flag,
         click.argument("ids", nargs=-1, type=CLNT_ID),
         click.option("--all", "all_", is_flag=True, help="Every tenant in tenants.yaml."),
+        _wave_option,
+        click.option("--wave-pause", metavar="DURATION",
+                     help="Wait this long between waves (30s, 5m); Ctrl-C ends the wait."),
         click.option("--no-skip", is_flag=True,
                      help="Open a session on every tenant even where its schema marker says it "
                      "is up to date."),
@@ -112,41 +208,32 @@ def _run_options(f: Any) -> Any:
     return f
 
 
-def _change_request(flags: dict[str, Any]) -> ChangeRequest:
-    """The typed request behind provision/migrate/rollback/repair's click flags."""
-    from .commands import ChangeRequest
-
-    return ChangeRequest(
-        ids=tuple(flags["ids"]), all=flags["all_"], to=flags.get("to"),
-        dry_run=flags["dry_run"], concurrency=flags["concurrency"],
-        max_failures=flags["max_failures"], fail_fast=flags["fail_fast"],
-        lock_timeout=flags["lock_timeout"], statement_timeout=flags["statement_timeout"],
-        lock_wait=flags["lock_wait"], retries=flags["retries"],
-        only_failed=flags["only_failed"], resume_run=flags["resume_run"],
-        allow_drift=flags.get("allow_drift", False), no_skip=flags["no_skip"],
-        no_template=flags.get("no_template", False), strict_lint=flags["strict_lint"],
-        strict=flags["strict"],
-    )
-
-
-def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]) -> int:
-    """provision / migrate / rollback / repair: validate, run, print; the exit code."""
+def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any], *,
+                        before_run: Callable[[PreparedRun], None] | None = None) -> int:
+    """provision / migrate / rollback / repair: validate, run, print; the exit code.
+    ``before_run`` sees the validated run before anything changes (confirmation)."""
     from . import commands, progress, report
     from .signals import run_async
     from .steps import Verb
 
-    prepared = commands.prepare(opts.project(), Verb(command), _change_request(flags))
+    prepared = commands.prepare(opts.project(), Verb(command), commands.ChangeRequest.from_flags(flags))
     for notice in prepared.notices:
         _err(f"warning: {notice}")
-    sink = progress.choose(quiet=opts.quiet, dry_run=prepared.options.dry_run)
+    if before_run is not None:
+        before_run(prepared)
+    sink = progress.choose(quiet=opts.quiet, dry_run=prepared.options.dry_run, command=command)
 
     async def on_result(result: TenantResult) -> None:
         sink.done(result)
 
+    def on_pause(wave: str | None, seconds: float) -> None:
+        _err(f"waiting {seconds:g}s before wave {wave or '(tenants without a wave)'}; "
+             "Ctrl-C stops the run here")
+
     try:
         run, interrupted = run_async(
             lambda stop: commands.execute(prepared, on_result=on_result, on_start=sink.start,
-                                          stop=stop, argv=opts.argv))
+                                          stop=stop, argv=opts.argv, on_pause=on_pause))
     finally:
         sink.close()
     if run is None:
@@ -162,7 +249,7 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
         Path(flags["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
     if flags.get("junit_file"):
         Path(flags["junit_file"]).write_text(report.junit_xml(run) + "\n", encoding="utf-8")
-    if opts.json or flags["as_json"]:
+    if opts.json:
         click.echo(report.to_json(doc))
     else:
         click.echo(report.run_summary(run))
@@ -197,14 +284,19 @@ def migrate(opts: GlobalOptions, /, **flags: Any) -> None:
 
 
 def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
-                   *, verify: bool = False) -> tuple[Any, bool]:
+                   *, verify: bool = False, waves: tuple[str, ...] = ()) -> tuple[Any, bool]:
     """status/verify's report (no locks, no writes), and whether a signal interrupted it."""
     from . import commands
     from .signals import run_async
 
     project = opts.project()
-    read = commands.verify if verify else commands.status
-    report, interrupted = run_async(lambda stop: read(project, ids, concurrency=concurrency))
+    report: Any
+    if verify:
+        report, interrupted = run_async(
+            lambda stop: commands.verify(project, ids, concurrency=concurrency))
+    else:
+        report, interrupted = run_async(
+            lambda stop: commands.status(project, ids, concurrency=concurrency, waves=waves))
     if report is None:
         sys.exit(EXIT_INTERRUPTED)
     return report, interrupted
@@ -213,14 +305,15 @@ def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int |
 @cli.command()
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
-@_json_flag
+@_wave_option
 @click.pass_obj
-def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None, as_json: bool) -> None:
+def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
+           waves: tuple[str, ...]) -> None:
     """Every tenant: mode, database, version, pending migrations, last error."""
     from . import report
 
-    result, interrupted = _status_report(opts, ids, concurrency)
-    if opts.json or as_json:
+    result, interrupted = _status_report(opts, ids, concurrency, waves=tuple(waves))
+    if opts.json:
         click.echo(report.to_json({"tenants": [r.to_json() for r in result.rows],
                                    "latest": result.latest}))
     else:
@@ -228,17 +321,68 @@ def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None, a
     sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)
 
 
+def confirm_destructive(command: str, *, yes: bool, listed: bool, selection: str,
+                        preview: Callable[[], tuple[list[str], int]]) -> None:
+    """Ask before a destructive command changes anything (the rule is confirm.decide's):
+    ``--yes`` proceeds; on a TTY, ``preview()`` (lines, how many tenants change) is
+    shown and the question asked; without one, only ``listed`` tenants proceed and
+    anything wider is exit 2. Declining is exit 1 with nothing changed."""
+    from . import confirm
+
+    decision = confirm.decide(yes=yes, interactive=sys.stdin.isatty(), listed=listed)
+    if decision is confirm.Consent.REFUSE:
+        raise confirm.refusal(command, selection)
+    if decision is confirm.Consent.PROCEED:
+        return
+    lines, changing = preview()
+    for line in lines:
+        _err(line)
+    if changing == 0:
+        return  # nothing will change: no question to ask
+    if not click.confirm(f"{command}: go ahead on {changing} tenant(s)?", default=False, err=True):
+        _err(f"{command}: not confirmed; nothing was changed")
+        sys.exit(EXIT_FAILED)
+
+
+def _revert_preview(opts: GlobalOptions, prepared: PreparedRun) -> tuple[list[str], int]:
+    """rollback's dry run (histories read, nothing locked or changed), summarised."""
+    from dataclasses import replace as with_
+
+    from . import commands, confirm
+    from .signals import run_async
+
+    dry = with_(prepared, options=with_(prepared.options, dry_run=True))
+    run, _ = run_async(lambda stop: commands.execute(dry, stop=stop, argv=opts.argv))
+    if run is None:
+        sys.exit(EXIT_INTERRUPTED)
+    downs = {m.version.text: m.down.path.name for m in prepared.inputs.migrations if m.down}
+    return confirm.revert_preview(run, downs)
+
+
 @cli.command()
 @_run_options
-@click.option("--to", metavar="VERSION", required=True, help="Version to roll back to.")
+@click.option("--to", metavar="VERSION", required=True,
+              help="Version to roll back to; 0 = before the first migration.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
-def rollback(opts: GlobalOptions, /, **flags: Any) -> None:
+def rollback(opts: GlobalOptions, /, yes: bool, **flags: Any) -> None:
     """Run down scripts newest-first until tenants are at VERSION.
 
     Each down script commits with its history row. Refuses (exit 2) before
-    changing anything when a needed .down.sql is missing.
+    changing anything when a needed .down.sql is missing. On a terminal it shows
+    what will be reverted and asks first (--yes answers); without one, --all or
+    --wave needs --yes, listed clnt_ids proceed.
     """
-    sys.exit(_run_change_command(opts, "rollback", flags))
+    from .confirm import describe_selection
+
+    def ask(prepared: PreparedRun) -> None:
+        if not prepared.options.dry_run:
+            selection = describe_selection(flags["ids"], flags["waves"], only_failed=flags[
+                "only_failed"], resume_run=flags["resume_run"])
+            confirm_destructive("rollback", yes=yes, listed=bool(flags["ids"]), selection=selection,
+                                preview=lambda: _revert_preview(opts, prepared))
+
+    sys.exit(_run_change_command(opts, "rollback", flags, before_run=ask))
 
 
 @cli.command()
@@ -257,16 +401,14 @@ def repair(opts: GlobalOptions, /, **flags: Any) -> None:
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--all", "all_", is_flag=True, help="Every tenant (the default).")
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
-@_json_flag
 @click.pass_obj
-def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: int | None,
-           as_json: bool) -> None:
+def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: int | None) -> None:
     """Compare each tenant's history with the folder: drift, unknown versions,
     gaps, failed/partial migrations, missing databases. Exit 1 on any finding."""
     from . import report
 
     result, interrupted = _status_report(opts, ids, concurrency, verify=True)
-    if opts.json or as_json:
+    if opts.json:
         click.echo(report.to_json({
             "findings": [f.to_json() for f in result.findings],
             "tenants": [{"clnt_id": r.clnt_id, "database": r.database, "version": r.version,
@@ -279,9 +421,8 @@ def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: i
 
 
 @cli.command("check-isolation")
-@_json_flag
 @click.pass_obj
-def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
+def check_isolation(opts: GlobalOptions) -> None:
     """Shared mode: RLS coverage of every clnt_id table, the app role's rights, and
     a live probe as the app role with two tenants. Exit 1 naming every offender."""
     from . import commands, report
@@ -292,7 +433,7 @@ def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
     if found is None:
         sys.exit(EXIT_INTERRUPTED)
     errors = [f for f in found if f.severity == "error"]
-    if opts.json or as_json:
+    if opts.json:
         click.echo(report.to_json({"database": project.file.shared.database,
                                    "isolated": not errors,
                                    "findings": [f.to_json() for f in found]}))
@@ -310,10 +451,9 @@ def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
 @click.option("--to", "to_version", metavar="W", help="Check up to version W (later ones are not run).")
 @click.option("--pending", is_flag=True,
               help="Only migrations that some tenant in tenants.yaml has not applied yet.")
-@_json_flag
 @click.pass_obj
 def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: str | None,
-                     pending: bool, as_json: bool) -> None:
+                     pending: bool) -> None:
     """On a scratch database, apply each migration up, down, up again and compare
     the schema snapshots; one line per object that differs (details with --json).
     Exit 1 on any difference."""
@@ -328,7 +468,7 @@ def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: 
         sys.exit(EXIT_INTERRUPTED)
     found = list(outcome.differences)
     groups = group_differences(found)
-    if opts.json or as_json:
+    if opts.json:
         click.echo(report.to_json({
             "differences": [d.to_json() for d in found], "migrations": len(outcome.checked),
             "checked": list(outcome.checked), "objects": [g.to_json() for g in groups],
@@ -353,19 +493,31 @@ def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: 
 @click.option("--version", "version", metavar="V", help="Version to use instead of the next one.")
 @click.pass_obj
 def new(opts: GlobalOptions, description: str, version: str | None) -> None:
-    """Write the next versioned migration file into migrations/."""
+    """Write the next versioned migration file and its .down.sql into migrations/."""
     from . import commands
 
-    click.echo(str(commands.new_migration(opts.project(), description, version)))
+    for path in commands.new_migration(opts.project(), description, version):
+        click.echo(str(path))
+
+
+@cli.command()
+@click.argument("folder", required=False, default=".",
+                type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path) -> None:
+    """Start a project in FOLDER (default: here): tenants.yaml, migrations/ with a
+    first migration and its down script, and seed/. Never overwrites a file."""
+    from . import commands
+
+    for path in commands.init(folder):
+        click.echo(str(path))
 
 
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--all-files", is_flag=True,
               help="Also report findings in migrations at or below lint.baseline of tenants.yaml.")
-@_json_flag
 @click.pass_obj
-def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool, as_json: bool) -> None:
+def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool) -> None:
     """Check migrations for risky DDL and tenancy rules (default: all of migrations/).
 
     Exit 1 when a rule of severity error fires. Accept a rule deliberately in
@@ -378,7 +530,7 @@ def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool, as_json:
     result = commands.lint(opts.project(), files, all_files=all_files)
     findings = result.findings
     errors = sum(1 for f in findings if f.severity == "error")
-    if opts.json or as_json:
+    if opts.json:
         click.echo(report.to_json({"findings": [f.to_json() for f in findings],
                                    "errors": errors, "rules": sorted(RULES),
                                    "baseline": result.baseline, "hidden_by_baseline": result.hidden}))
@@ -417,14 +569,13 @@ def server_stop(opts: GlobalOptions) -> None:
 
 
 @server.command("status")
-@_json_flag
 @click.pass_obj
-def server_status(opts: GlobalOptions, as_json: bool) -> None:
+def server_status(opts: GlobalOptions) -> None:
     """Is the embedded server running, and where is its data."""
     from . import commands, report
 
     info = commands.server_status(opts.project())
-    if opts.json or as_json:
+    if opts.json:
         click.echo(report.to_json({"pgdata": info.pgdata, "running": info.running, "pid": info.pid}))
     else:
         state = f"running (pid {info.pid})" if info.running else "stopped"
