@@ -52,21 +52,19 @@ class GlobalOption:
     flag: bool = False
     metavar: str | None = None
     envvar: str | None = None
+    type: Any = None  # a click type (click.Choice(...)) for a value option
 
-    def on_group(self) -> click.Option:
-        """The option before the subcommand (``tenantctl --json status``)."""
-        return click.Option([*self.decls, self.field], is_flag=self.flag, metavar=self.metavar,
-                            envvar=self.envvar, help=self.help)
+    def param(self, *, after: bool = False) -> click.Option:
+        """The option before the subcommand (``tenantctl --json status``), or after it
+        (``tenantctl status --json``: no environment variable there, the group's
+        option reads it once)."""
+        return click.Option([*self.decls, self.after_name if after else self.field],
+                            is_flag=self.flag, metavar=self.metavar, type=self.type,
+                            envvar=None if after else self.envvar, help=self.help)
 
     @property
     def after_name(self) -> str:
         return f"global_{self.field}"
-
-    def on_command(self) -> click.Option:
-        """The same option after it (``tenantctl status --json``); no environment
-        variable here: the group's option reads it, once."""
-        return click.Option([*self.decls, self.after_name], is_flag=self.flag,
-                            metavar=self.metavar, help=self.help)
 
 
 # Adding a global option is one change here: a field of GlobalOptions above and an
@@ -117,7 +115,7 @@ class GlobalCommand(click.Command):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         taken = {opt for param in self.params for opt in param.opts}
-        self.params.extend(option.on_command() for option in GLOBAL_OPTIONS
+        self.params.extend(option.param(after=True) for option in GLOBAL_OPTIONS
                            if not taken.intersection(option.decls))
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -151,7 +149,7 @@ def cli(ctx: click.Context, /, **given: Any) -> None:
     ctx.obj = GlobalOptions(**given, argv=argv)
 
 
-cli.params[0:0] = [option.on_group() for option in GLOBAL_OPTIONS]
+cli.params[0:0] = [option.param() for option in GLOBAL_OPTIONS]
 
 
 def _json_flag(f: Any) -> Any:
@@ -432,16 +430,10 @@ def check_isolation(opts: GlobalOptions) -> None:
     found, interrupted = run_async(lambda stop: commands.check_isolation(project))
     if found is None:
         sys.exit(EXIT_INTERRUPTED)
-    errors = [f for f in found if f.severity == "error"]
-    if opts.json:
-        click.echo(report.to_json({"database": project.file.shared.database,
-                                   "isolated": not errors,
-                                   "findings": [f.to_json() for f in found]}))
-    else:
-        for f in found:
-            click.echo(f"{f.severity}: [{f.check}] {f.message}")
-        click.echo(f"{project.file.shared.database}: "
-                   + ("isolated" if not errors else f"NOT isolated: {len(errors)} error(s)"))
+    database = project.file.shared.database
+    click.echo(report.to_json(report.isolation_doc(database, found)) if opts.json
+               else report.isolation_text(database, found))
+    errors = any(f.severity == "error" for f in found)
     sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if errors else EXIT_OK))
 
 
@@ -458,7 +450,6 @@ def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: 
     the schema snapshots; one line per object that differs (details with --json).
     Exit 1 on any difference."""
     from . import commands, report
-    from .reversible_report import group_differences
     from .signals import run_async
 
     project = opts.project()
@@ -466,25 +457,13 @@ def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: 
     outcome, interrupted = run_async(lambda stop: commands.check_reversible(project, request))
     if outcome is None:
         sys.exit(EXIT_INTERRUPTED)
-    found = list(outcome.differences)
-    groups = group_differences(found)
     if opts.json:
-        click.echo(report.to_json({
-            "differences": [d.to_json() for d in found], "migrations": len(outcome.checked),
-            "checked": list(outcome.checked), "objects": [g.to_json() for g in groups],
-            "range": {"from": from_version, "to": to_version, "pending": pending},
-            "base": outcome.base.to_json(), "notes": list(outcome.notes)}))
+        click.echo(report.to_json(report.reversible_doc(request, outcome)))
     else:
         for note in outcome.notes:
             _err(f"note: {note}")
-        if outcome.base.line:
-            click.echo(outcome.base.line)
-        for group in groups:
-            click.echo(group.line)
-        objects = f" in {len(groups)} object(s)" if found else ""
-        more = "; details: --json" if len(groups) < len(found) else ""
-        click.echo(f"{len(outcome.checked)} migration(s) checked up -> down -> up: "
-                   f"{len(found)} difference(s){objects}{more}")
+        click.echo(report.reversible_text(outcome))
+    found = bool(outcome.differences)
     sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if found else EXIT_OK))
 
 
@@ -525,23 +504,10 @@ def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool) -> None:
     `lint:` block of tenants.yaml (disable, severity, exclude, baseline).
     """
     from . import commands, report
-    from .lint import RULES
 
     result = commands.lint(opts.project(), files, all_files=all_files)
-    findings = result.findings
-    errors = sum(1 for f in findings if f.severity == "error")
-    if opts.json:
-        click.echo(report.to_json({"findings": [f.to_json() for f in findings],
-                                   "errors": errors, "rules": sorted(RULES),
-                                   "baseline": result.baseline, "hidden_by_baseline": result.hidden}))
-    else:
-        for f in findings:
-            click.echo(f"{f.severity}: {report.finding_line(f)}")
-            click.echo(f"    hint: {f.hint}")
-        hidden = (f" ({result.hidden} more in migrations at or below the baseline "
-                  f"{result.baseline}; --all-files shows them)" if result.hidden else "")
-        click.echo(f"{len(findings)} finding(s), {errors} error(s){hidden}")
-    sys.exit(EXIT_FAILED if errors else EXIT_OK)
+    click.echo(report.to_json(report.lint_doc(result)) if opts.json else report.lint_text(result))
+    sys.exit(EXIT_FAILED if any(f.severity == "error" for f in result.findings) else EXIT_OK)
 
 
 @cli.group()

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any
 from .outcome import APPLIED, FAILED, REVERTED, SKIPPED, UP_TO_DATE, RunResult, TenantResult
 
 if TYPE_CHECKING:
+    from .commands import ReversibleReport, ReversibleRequest
+    from .inputs import LintReport
+    from .isolation_check import IsolationFinding
     from .lint import Finding
     from .status import StatusRow, VerifyFinding
 
@@ -121,6 +124,66 @@ def verify_text(rows: Sequence[StatusRow], findings: Sequence[VerifyFinding]) ->
 
 def finding_line(f: Finding) -> str:
     return f"{f.file}:{f.line}: [{f.rule}] {f.message}"
+
+
+def lint_doc(result: LintReport) -> dict[str, Any]:
+    from .lint import RULES
+
+    return {"findings": [f.to_json() for f in result.findings],
+            "errors": sum(1 for f in result.findings if f.severity == "error"),
+            "rules": sorted(RULES), "baseline": result.baseline,
+            "hidden_by_baseline": result.hidden}
+
+
+def lint_text(result: LintReport) -> str:
+    lines = []
+    for f in result.findings:
+        lines += [f"{f.severity}: {finding_line(f)}", f"    hint: {f.hint}"]
+    errors = sum(1 for f in result.findings if f.severity == "error")
+    hidden = (f" ({result.hidden} more in migrations at or below the baseline "
+              f"{result.baseline}; --all-files shows them)" if result.hidden else "")
+    lines.append(f"{len(result.findings)} finding(s), {errors} error(s){hidden}")
+    return "\n".join(lines)
+
+
+def isolation_doc(database: str, found: Sequence[IsolationFinding]) -> dict[str, Any]:
+    return {"database": database, "isolated": not any(f.severity == "error" for f in found),
+            "findings": [f.to_json() for f in found]}
+
+
+def isolation_text(database: str, found: Sequence[IsolationFinding]) -> str:
+    errors = sum(1 for f in found if f.severity == "error")
+    lines = [f"{f.severity}: [{f.check}] {f.message}" for f in found]
+    lines.append(f"{database}: " + ("isolated" if not errors else f"NOT isolated: {errors} error(s)"))
+    return "\n".join(lines)
+
+
+def reversible_doc(request: ReversibleRequest, outcome: ReversibleReport) -> dict[str, Any]:
+    from .reversible_report import group_differences
+
+    found = list(outcome.differences)
+    return {
+        "differences": [d.to_json() for d in found], "migrations": len(outcome.checked),
+        "checked": list(outcome.checked),
+        "objects": [g.to_json() for g in group_differences(found)],
+        "range": {"from": request.from_version, "to": request.to_version,
+                  "pending": request.pending},
+        "base": outcome.base.to_json(), "notes": list(outcome.notes)}
+
+
+def reversible_text(outcome: ReversibleReport) -> str:
+    """One line per object that differs, after the base line, then the count."""
+    from .reversible_report import group_differences
+
+    found = list(outcome.differences)
+    groups = group_differences(found)
+    lines = [outcome.base.line] if outcome.base.line else []
+    lines += [group.line for group in groups]
+    objects = f" in {len(groups)} object(s)" if found else ""
+    more = "; details: --json" if len(groups) < len(found) else ""
+    lines.append(f"{len(outcome.checked)} migration(s) checked up -> down -> up: "
+                 f"{len(found)} difference(s){objects}{more}")
+    return "\n".join(lines)
 
 
 def to_json(doc: Any) -> str:
