@@ -146,3 +146,30 @@ def test_a_value_given_before_and_after_must_agree(one: Workspace, elsewhere: Pa
     both = call("--json", "--config", str(ws.config), "status", "--json", "--dsn", ws.dsn)
     assert both.exit_code == 0 and "tenants" in both.json()
     assert ws.databases() == set()
+
+
+def test_a_command_that_still_declares_its_own_json_flag_keeps_working() -> None:
+    """Commands written before --json became global (``_json_flag``, ``as_json``)
+    see the flag from either side, and are not given a second --json."""
+    from click.testing import CliRunner
+
+    from tenantctl.cli import GlobalGroup, _json_flag
+
+    @click.group(cls=GlobalGroup)
+    @click.pass_context
+    def group(ctx: click.Context, /, **given: object) -> None:
+        ctx.obj = GlobalOptions(**given)  # type: ignore[arg-type]
+
+    group.params[0:0] = [option.param() for option in GLOBAL_OPTIONS]
+
+    @group.command()
+    @_json_flag
+    @click.pass_obj
+    def old(opts: GlobalOptions, as_json: bool) -> None:
+        click.echo(f"{opts.json} {as_json} {opts.quiet}")
+
+    assert [p.opts for p in old.params].count(["--json"]) == 1
+    runner = CliRunner()
+    assert runner.invoke(group, ["old", "--json", "-q"]).output == "True True True\n"
+    assert runner.invoke(group, ["--json", "old"]).output == "True False False\n"
+    assert runner.invoke(group, ["old"]).output == "False False False\n"

@@ -8,8 +8,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from conftest import CliResult, Workspace
 
+from conftest import CliResult, Workspace
 from tenantctl.cli import main
 from tenantctl.migrations import load_migrations
 

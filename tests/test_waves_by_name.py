@@ -8,6 +8,8 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import Workspace, assert_refused
 
@@ -133,3 +135,25 @@ def test_sigterm_during_the_wave_pause_stops_the_run(waved: Workspace) -> None:
     assert {t["clnt_id"]: t["status"] for t in doc["tenants"]} == {
         1: "applied", 2: "skipped", 3: "skipped", 4: "skipped"}
     assert tenant_dbs(ws) == {ws.db(1)}
+
+
+@settings(deadline=None)
+@given(st.text(max_size=12))
+def test_wave_pause_is_a_finite_duration_or_bad_input(text: str) -> None:
+    from tenantctl.errors import BadInputError
+    from tenantctl.waves import parse_wave_pause
+
+    try:
+        seconds = parse_wave_pause(text)
+    except BadInputError as exc:
+        assert exc.message.startswith("--wave-pause: ") and exc.exit_code == 2
+    else:
+        assert 0 <= seconds < 2**31 / 1000 and seconds == seconds
+
+
+def test_wave_pause_units() -> None:
+    from tenantctl.waves import parse_wave_pause
+
+    assert [parse_wave_pause(t) for t in ("30s", "5m", "5min", "1h", "500ms", "2")] == [
+        30, 300, 300, 3600, 0.5, 2]
+    assert parse_wave_pause(None) == 0
