@@ -87,7 +87,7 @@ def test_rollback_dry_run_lists_what_would_be_reverted(example_ws: Workspace) ->
     assert text.exit_code == 0, text.stderr
     assert "would revert 1.2.0, 1.1.0" in text.stderr
     assert "up to date" not in text.stderr
-    assert "2 reverted" in text.stdout and "dry run: nothing changed" in text.stdout
+    assert "2 tenant(s): 2 to revert" in text.stdout and "dry run: nothing changed" in text.stdout
     _, real = dry_then_real(ws, "rollback", "--all", "--to", "1.0.2", "--yes")
     assert [t["reverted"] for t in real.json()["tenants"]] == [["1.2.0", "1.1.0"]] * 2
     assert "cvs_ordr_hdr" not in ws.tables(1)

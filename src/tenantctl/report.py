@@ -58,7 +58,10 @@ _DONE_WORDS = {
 
 
 def run_summary(run: RunResult) -> str:
-    parts = [f"{run.count(s)} {_MARK[s]}" for s in _MARK if run.count(s)]
+    marks = _MARK if not run.dry_run else {
+        **_MARK, APPLIED: "to re-record" if run.command == "repair" else "to apply",
+        REVERTED: "to revert"}
+    parts = [f"{run.count(s)} {marks[s]}" for s in marks if run.count(s)]
     lines = [
         f"{run.command} run {run.run_id}: {len(run.tenants)} tenant(s): "
         f"{', '.join(parts) or 'nothing to do'} in {run.duration_ms / 1000:.1f}s"
