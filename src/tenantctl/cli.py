@@ -344,12 +344,10 @@ def confirm_destructive(command: str, *, yes: bool, listed: bool, selection: str
 
 def _revert_preview(opts: GlobalOptions, prepared: PreparedRun) -> tuple[list[str], int]:
     """rollback's dry run (histories read, nothing locked or changed), summarised."""
-    from dataclasses import replace as with_
-
     from . import commands, confirm
     from .signals import run_async
 
-    dry = with_(prepared, options=with_(prepared.options, dry_run=True))
+    dry = replace(prepared, options=replace(prepared.options, dry_run=True))
     run, _ = run_async(lambda stop: commands.execute(dry, stop=stop, argv=opts.argv))
     if run is None:
         sys.exit(EXIT_INTERRUPTED)

@@ -242,6 +242,9 @@ class Executor:
 
     @staticmethod
     def _report_planned(plan: UnitPlan, progress: Progress) -> None:
+        progress.applied.clear()  # a retried attempt reports its plan once
+        progress.reverted.clear()
+        progress.seeded.clear()
         for step in plan.steps:
             if step.kind in (StepKind.APPLY, StepKind.REPAIR):
                 assert step.migration is not None
