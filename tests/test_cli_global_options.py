@@ -153,9 +153,9 @@ def test_a_command_that_still_declares_its_own_json_flag_keeps_working() -> None
     see the flag from either side, and are not given a second --json."""
     from click.testing import CliRunner
 
-    from tenantctl.cli import GlobalGroup, _json_flag
+    from tenantctl.cli import RootGroup, _json_flag
 
-    @click.group(cls=GlobalGroup)
+    @click.group(cls=RootGroup)
     @click.pass_context
     def group(ctx: click.Context, /, **given: object) -> None:
         ctx.obj = GlobalOptions(**given)  # type: ignore[arg-type]
@@ -173,3 +173,33 @@ def test_a_command_that_still_declares_its_own_json_flag_keeps_working() -> None
     assert runner.invoke(group, ["old", "--json", "-q"]).output == "True True True\n"
     assert runner.invoke(group, ["--json", "old"]).output == "True False False\n"
     assert runner.invoke(group, ["old"]).output == "False False False\n"
+
+
+def test_log_format_after_the_subcommand(one: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = one
+    result = ws.cli("provision", "--all", "--log-format", "json")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records and all("ts" in r and "event" in r for r in records)
+    assert any(r.get("clnt_id") == 1 for r in records)
+    # after the subcommand it beats the environment, as --dsn does
+    monkeypatch.setenv("TENANTCTL_LOG_FORMAT", "json")
+    text = ws.cli("migrate", "--all", "--no-skip", "--log-format", "text")
+    assert text.exit_code == 0 and text.stderr and not text.stderr.lstrip().startswith("{")
+    bad = ws.cli("status", "--log-format", "xml")
+    assert bad.exit_code == 2 and "--log-format" in bad.stderr
+
+
+def test_global_options_after_a_subgroup_and_its_command(one: Workspace, elsewhere: Path) -> None:
+    ws = one
+    assert call("provision", "1", "--config", str(ws.config), "--dsn", ws.dsn).exit_code == 0
+    listing = call("runs", "--json", "--config", str(ws.config), "--dsn", ws.dsn)
+    assert listing.exit_code == 0, listing.stderr
+    (run,) = listing.json()["runs"]
+    shown = call("runs", "--config", str(ws.config), "show", run["run_id"], "--json",
+                 "--dsn", ws.dsn)
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.json()["run_id"] == run["run_id"]
+    clash = call("runs", "--config", str(ws.config), "show", run["run_id"], "--config",
+                 str(ws.dir / "other.yaml"))
+    assert clash.exit_code == 2 and "--config is given before and after `show`" in clash.stderr

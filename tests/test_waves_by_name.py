@@ -95,12 +95,13 @@ def test_wave_pause_waits_between_waves_only(waved: Workspace) -> None:
     ws = waved
     result = ws.cli("provision", "--all", "--wave-pause", "0.2s")
     assert result.exit_code == 0, result.stderr
-    lines = result.stderr.splitlines()
-    waits = [i for i, line in enumerate(lines) if line.startswith("waiting 0.2s before wave")]
-    assert [lines[i] for i in waits] == [
-        "waiting 0.2s before wave early; Ctrl-C stops the run here",
-        "waiting 0.2s before wave (tenants without a wave); Ctrl-C stops the run here"]
-    at = {n: next(i for i, line in enumerate(lines) if line.startswith(f"clnt_id {n:>5}"))
+    lines = result.stderr.splitlines()  # timestamped log lines
+    waits = [i for i, line in enumerate(lines) if "waiting 0.2s before wave" in line]
+    assert [lines[i].split("waiting ", 1)[1] for i in waits] == [
+        "0.2s before wave early; Ctrl-C stops the run here",
+        "0.2s before wave (tenants without a wave); Ctrl-C stops the run here"]
+    at = {n: next(i for i, line in enumerate(lines)
+                  if f"clnt_id {n:>5}  " in line and "database created" in line)
           for n in (1, 2, 3, 4)}
     assert at[1] < waits[0] < min(at[2], at[3]) <= max(at[2], at[3]) < waits[1] < at[4]
     # a dry run does not wait (it changes nothing to watch)
@@ -118,7 +119,7 @@ def test_sigterm_during_the_wave_pause_stops_the_run(waved: Workspace) -> None:
         seen = []
         for line in proc.stderr:  # blocks until the canary is done and the pause starts
             seen.append(line)
-            if line.startswith("waiting 600s before wave early"):
+            if "waiting 600s before wave early" in line:
                 break
         else:
             pytest.fail("".join(seen))

@@ -35,6 +35,7 @@ class GlobalOptions:
     debug: bool = False
     quiet: bool = False
     argv: tuple[str, ...] = ()  # the arguments as given (redacted before they are stored)
+    log_format: str | None = None  # text | json (None: text)
 
     def project(self) -> Project:
         from .config import find_config, load_project
@@ -78,7 +79,30 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
                  help="Machine output: one JSON document on stdout."),
     GlobalOption("debug", ("--debug",), flag=True, help="Show tracebacks."),
     GlobalOption("quiet", ("-q", "--quiet"), flag=True, help="No per-tenant progress lines."),
+    GlobalOption("log_format", ("--log-format",), type=click.Choice(["text", "json"]),
+                 envvar="TENANTCTL_LOG_FORMAT",
+                 help="stderr as text (timestamped lines when not a terminal) or one JSON object "
+                 "per line [env TENANTCTL_LOG_FORMAT; default text]."),
 )
+
+
+def _apply_global_options(opts: GlobalOptions) -> None:
+    """What the global options set up before a command runs: the stderr log."""
+    from . import logs
+
+    logs.configure(logs.LogFormat(opts.log_format) if opts.log_format else None, quiet=opts.quiet)
+
+
+def _given_earlier(ctx: click.Context, option: GlobalOption) -> bool:
+    """Was ``option`` on the command line before this command's name (after
+    ``tenantctl`` or after an enclosing group's name)?"""
+    parent = ctx.parent
+    while parent is not None:
+        name = option.field if parent.parent is None else option.after_name
+        if parent.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            return True
+        parent = parent.parent
+    return False
 
 
 def _merge_global_options(ctx: click.Context) -> None:
@@ -89,7 +113,6 @@ def _merge_global_options(ctx: click.Context) -> None:
     a password); given after the subcommand only, it beats the environment.
     """
     before: GlobalOptions = ctx.find_object(GlobalOptions) or GlobalOptions()
-    root = ctx.find_root()
     changes: dict[str, Any] = {}
     for option in GLOBAL_OPTIONS:
         after = ctx.params.pop(option.after_name, None)
@@ -100,17 +123,18 @@ def _merge_global_options(ctx: click.Context) -> None:
         if option.flag:
             changes[option.field] = True
             continue
-        given_before = root.get_parameter_source(option.field) is click.core.ParameterSource.COMMANDLINE
-        if given_before and getattr(before, option.field) != after:
+        if _given_earlier(ctx, option) and getattr(before, option.field) != after:
             raise click.UsageError(
                 f"{option.decls[-1]} is given before and after `{ctx.info_name}` with different "
                 "values: give it once", ctx=ctx)
         changes[option.field] = after
     ctx.obj = replace(before, **changes)
+    if changes:
+        _apply_global_options(ctx.obj)
 
 
-class GlobalCommand(click.Command):
-    """A command that also accepts the global options after its name."""
+class _AfterTheName(click.Command):
+    """Accepts the global options after its name too (``tenantctl status --json``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,18 +147,33 @@ class GlobalCommand(click.Command):
         return super().invoke(ctx)
 
 
-class GlobalGroup(click.Group):
-    """Its commands are :class:`GlobalCommand`s; its subgroups are GlobalGroups."""
+class GlobalCommand(_AfterTheName):
+    """Every command of ``cli`` (``@cli.command()`` makes one)."""
+
+
+class GlobalGroup(_AfterTheName, click.Group):
+    """A subgroup (``tenantctl runs``, ``tenantctl server``): global options after
+    its name and after its commands' names."""
 
     command_class = GlobalCommand
     group_class = type
 
 
+class RootGroup(click.Group):
+    """``tenantctl`` itself: its options are the global ones (GLOBAL_OPTIONS)."""
+
+    command_class = GlobalCommand
+    group_class = GlobalGroup
+
+
 def _err(text: str) -> None:
-    click.echo(text, err=True)
+    """A warning on stderr, through the log (``--log-format``)."""
+    from . import logs
+
+    logs.warning(text)
 
 
-@click.group(cls=GlobalGroup,
+@click.group(cls=RootGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="tenantctl")
 @click.pass_context
@@ -147,6 +186,7 @@ def cli(ctx: click.Context, /, **given: Any) -> None:
     """
     argv = ctx.obj if isinstance(ctx.obj, tuple) else tuple(sys.argv[1:])
     ctx.obj = GlobalOptions(**given, argv=argv)
+    _apply_global_options(ctx.obj)
 
 
 cli.params[0:0] = [option.param() for option in GLOBAL_OPTIONS]
@@ -184,6 +224,9 @@ def _run_options(f: Any) -> Any:
                      help="Also write the JSON report to FILE."),
         click.option("--junit", "junit_file", type=click.Path(dir_okay=False, writable=True),
                      help="Also write a JUnit XML report (one test case per tenant) to FILE."),
+        click.option("--metrics-file", type=click.Path(dir_okay=False, writable=True),
+                     metavar="PATH", help="Write the run's Prometheus metrics to PATH "
+                     "(atomically; node_exporter textfile collector)."),
         click.option("--only-failed", is_flag=True,
                      help="Only tenants the last run left failed, skipped or unreached."),
         click.option("--resume", "resume_run", metavar="RUN_ID",
@@ -210,18 +253,33 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
                         before_run: Callable[[PreparedRun], None] | None = None) -> int:
     """provision / migrate / rollback / repair: validate, run, print; the exit code.
     ``before_run`` sees the validated run before anything changes (confirmation)."""
-    from . import commands, progress, report
+    import time
+
+    from . import commands, logs, progress, report
+    from .metrics import check_path, record_failure, record_run
     from .signals import run_async
     from .steps import Verb
 
-    prepared = commands.prepare(opts.project(), Verb(command), commands.ChangeRequest.from_flags(flags))
+    started = time.monotonic()
+    metrics_file = check_path(flags.get("metrics_file"))
+    failure_metrics = None if flags["dry_run"] else metrics_file
+    try:
+        prepared = commands.prepare(opts.project(), Verb(command),
+                                    commands.ChangeRequest.from_flags(flags))
+        if before_run is not None:
+            before_run(prepared)
+    except TenantctlError as exc:
+        record_failure(failure_metrics, command, exc.exit_code, started)
+        raise
     for notice in prepared.notices:
         _err(f"warning: {notice}")
-    if before_run is not None:
-        before_run(prepared)
-    sink = progress.choose(quiet=opts.quiet, dry_run=prepared.options.dry_run, command=command)
+    live = opts.log_format != "json"
+    sink = progress.choose(quiet=opts.quiet, dry_run=prepared.options.dry_run, live=live)
+    servers = {t.clnt_id: t.server for t in prepared.tenants}
 
     async def on_result(result: TenantResult) -> None:
+        line = report.tenant_line(result, dry_run=prepared.options.dry_run, command=command)
+        logs.tenant_result(result, line, server=servers.get(result.clnt_id))
         sink.done(result)
 
     def on_pause(wave: str | None, seconds: float) -> None:
@@ -232,17 +290,29 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
         run, interrupted = run_async(
             lambda stop: commands.execute(prepared, on_result=on_result, on_start=sink.start,
                                           stop=stop, argv=opts.argv, on_pause=on_pause))
+    except TenantctlError as exc:
+        record_failure(failure_metrics, command, exc.exit_code, started)
+        raise
     finally:
         sink.close()
     if run is None:
         _err("interrupted: in-flight work was cancelled and rolled back; re-run to finish")
+        record_failure(failure_metrics, command, EXIT_INTERRUPTED, started)
+        if opts.json:
+            click.echo(report.to_json({"error": {"kind": "interrupted", "message": "in-flight work "
+                                                 "was cancelled and rolled back",
+                                                 "exit_code": EXIT_INTERRUPTED}}))
         return EXIT_INTERRUPTED
     findings = commands.pending_findings(prepared, run)
     if not opts.quiet:
         for finding in findings:
             _err(f"lint {finding.severity}: {report.finding_line(finding)}")
     doc = run.to_json()
-    doc["lint"] = [f.to_json() for f in findings]
+    code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if run.failed else EXIT_OK)
+    for note in run.notes:
+        logs.warning(f"note: {note}", run_id=run.run_id)
+    logs.run_end(run, code, report.run_summary(run).splitlines()[0])
+    record_run(metrics_file, run, code, prepared.inputs.latest)
     if flags.get("report_file"):
         Path(flags["report_file"]).write_text(report.to_json(doc) + "\n", encoding="utf-8")
     if flags.get("junit_file"):
@@ -251,9 +321,7 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
         click.echo(report.to_json(doc))
     else:
         click.echo(report.run_summary(run))
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if run.failed else EXIT_OK
+    return code
 
 
 @cli.command()
@@ -333,12 +401,12 @@ def confirm_destructive(command: str, *, yes: bool, listed: bool, selection: str
     if decision is confirm.Consent.PROCEED:
         return
     lines, changing = preview()
-    for line in lines:
-        _err(line)
+    for line in lines:  # a dialogue on the terminal, not log lines
+        click.echo(line, err=True)
     if changing == 0:
         return  # nothing will change: no question to ask
     if not click.confirm(f"{command}: go ahead on {changing} tenant(s)?", default=False, err=True):
-        _err(f"{command}: not confirmed; nothing was changed")
+        click.echo(f"{command}: not confirmed; nothing was changed", err=True)
         sys.exit(EXIT_FAILED)
 
 
@@ -508,6 +576,62 @@ def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool) -> None:
     sys.exit(EXIT_FAILED if any(f.severity == "error" for f in result.findings) else EXIT_OK)
 
 
+@cli.group(invoke_without_command=True)
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True, metavar="N")
+@click.option("--command", "command_name", metavar="C",
+              type=click.Choice(["provision", "migrate", "rollback", "repair"]),
+              help="Only runs of this command.")
+@click.option("--status", "status_name", metavar="S",
+              type=click.Choice(["running", "ok", "failed", "interrupted", "abandoned"]),
+              help="Only runs with this status.")
+@_json_flag
+@click.pass_context
+def runs(ctx: click.Context, limit: int, command_name: str | None, status_name: str | None,
+         as_json: bool) -> None:
+    """The run ledger, newest first: status (running, ok, failed, interrupted,
+    abandoned), when, how long, tenants per outcome, who and where.
+
+    `tenantctl runs show RUN_ID` prints one run's report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import commands, report
+    from .run_history import RunStatus
+    from .signals import run_async
+
+    opts: GlobalOptions = ctx.obj
+    project = opts.project()
+    status = RunStatus(status_name) if status_name else None
+    rows, _ = run_async(lambda stop: commands.runs(project, limit=limit, command=command_name,
+                                                   status=status))
+    if rows is None:
+        sys.exit(EXIT_INTERRUPTED)
+    if opts.json or as_json:
+        click.echo(report.to_json({"runs": [r.to_json() for r in rows]}))
+    else:
+        click.echo(report.runs_table(rows))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_json_flag
+@click.pass_obj
+def runs_show(opts: GlobalOptions, run_id: str, as_json: bool) -> None:
+    """One run's per-tenant report, as its own --json report had it."""
+    from . import commands, report
+    from .run_history import text_report
+    from .signals import run_async
+
+    project = opts.project()
+    found, _ = run_async(lambda stop: commands.run_report(project, run_id))
+    if found is None:
+        sys.exit(EXIT_INTERRUPTED)
+    status, doc = found
+    if opts.json or as_json:
+        click.echo(report.to_json(doc))
+    else:
+        click.echo("\n".join(text_report(status, doc)))
+
+
 @cli.group()
 def server() -> None:
     """The embedded PostgreSQL used when no server is configured."""
@@ -547,24 +671,33 @@ def server_status(opts: GlobalOptions) -> None:
 
 
 def _fail(exc: TenantctlError, *, debug: bool, as_json: bool) -> NoReturn:
+    from . import logs
     from .redact import redact
 
     if debug:
         traceback.print_exc()
     message, hint = redact(exc.message), redact(exc.hint) if exc.hint else None
-    _err(f"tenantctl: error: {message}")
-    if hint:
-        _err(f"hint: {hint}")
+    logs.error(f"tenantctl: error: {message}" + (f"\nhint: {hint}" if hint else ""),
+               kind=exc.kind.value, exit_code=exc.exit_code)
     if as_json:
         import json
 
-        click.echo(json.dumps({"error": {"message": message, "hint": hint,
+        click.echo(json.dumps({"error": {"kind": exc.kind.value, "message": message, "hint": hint,
                                          "exit_code": exc.exit_code}}))
     sys.exit(exc.exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from . import logs
+
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _main(args)
+    finally:
+        logs.reset()
+
+
+def _main(args: list[str]) -> None:
     try:
         cli.main(args, prog_name="tenantctl", standalone_mode=False, obj=tuple(args))
     except click.exceptions.Exit as exc:

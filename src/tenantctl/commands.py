@@ -17,17 +17,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import embedded, isolation, isolation_check, scaffold
+from . import embedded, isolation, isolation_check, ledger, run_history, scaffold
 from .config import Project, TenantSpec, parse_duration
-from .drivers.base import Driver
+from .drivers.base import Driver, Session
 from .drivers.postgres import DRIVER
 from .engine import PauseCallback, RunOptions
-from .errors import BadInputError, ServerError
+from .errors import BadInputError, DatabaseError, ErrorKind, ServerError, Unreachable
 from .fleet import server_dsns
 from .inputs import (
     Inputs,
@@ -35,6 +36,7 @@ from .inputs import (
     check_rollback_inputs,
     lint_report,
     load_inputs,
+    pending_lint,
     refuse_on_lint_errors,
     resolve_target,
     rollback_target,
@@ -48,6 +50,7 @@ from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_mi
 from .outcome import RunResult, TenantResult
 from .reversible import Difference
 from .reversible_range import Base, base_database, check_range, pending_versions, select_range
+from .run_history import RunRow, RunStatus
 from .runs import run_changes
 from .status import StatusRow, VerifyFinding, collect_status, verify_findings
 from .steps import Verb
@@ -175,29 +178,14 @@ async def execute(
     """Run a prepared changing command against the servers and record it in the ledger."""
     return await run_changes(driver, prepared.inputs, prepared.tenants, prepared.options,
                              on_result=on_result, on_start=on_start, stop=stop,
-                             resume=prepared.resume, argv=argv, on_pause=on_pause)
+                             resume=prepared.resume, argv=argv, lint=prepared.lint,
+                             on_pause=on_pause)
 
 
 def pending_findings(prepared: PreparedRun, run: RunResult) -> list[Finding]:
     """The lint findings of migrations that were pending for at least one tenant of
-    the run (what it applied, or could not reach): a 700-file history's old
-    findings are not repeated on every nightly run. ``tenantctl lint`` shows all."""
-    versions = {}
-    for m in prepared.inputs.migrations:
-        versions[m.filename] = m.version
-        if m.down is not None:
-            versions[m.down.path.name] = m.version
-    oldest: Version | None = None
-    unknown = False
-    for tenant in run.tenants:
-        if tenant.from_version is None:
-            unknown = True
-            break
-        start = Version.parse(tenant.from_version)
-        oldest = start if oldest is None or start < oldest else oldest
-    if unknown or oldest is None:
-        return list(prepared.lint) if unknown else []
-    return [f for f in prepared.lint if f.file not in versions or oldest < versions[f.file]]
+    the run (what the report's ``lint`` holds); ``tenantctl lint`` shows all."""
+    return pending_lint(prepared.inputs, prepared.lint, run)
 
 
 async def provision(project: Project, request: ChangeRequest, *, driver: Driver = DRIVER,
@@ -321,6 +309,39 @@ async def check_reversible(project: Project, request: ReversibleRequest | None =
         lock_wait=project.settings.lock_wait, driver=driver)
     return ReversibleReport(tuple(m.filename for m in result.checked), tuple(result.differences),
                             result.base, notes)
+
+
+async def runs(project: Project, *, limit: int = 20, command: str | None = None,
+               status: RunStatus | None = None, driver: Driver = DRIVER) -> list[RunRow]:
+    """The ledger's newest runs (none when there is no control database yet)."""
+    async with _control(project, driver) as session:
+        if session is None:
+            return []
+        return await run_history.list_runs(session, limit=limit, command=command, status=status)
+
+
+async def run_report(project: Project, run_id: str, *,
+                     driver: Driver = DRIVER) -> tuple[RunStatus, dict[str, Any]]:
+    """One run's status and report, in the shape of its own ``--json`` report."""
+    async with _control(project, driver) as session:
+        if session is None:
+            raise BadInputError(f"run {run_id} is not in the ledger: there is no ledger yet")
+        return await run_history.run_report(session, run_id)
+
+
+@asynccontextmanager
+async def _control(project: Project, driver: Driver) -> AsyncIterator[Session | None]:
+    dsn = server_dsns(project, {project.default_server})[project.default_server]
+    try:
+        session = await ledger.connect_existing(driver, dsn, project.file.control_database)
+    except DatabaseError as exc:
+        raise Unreachable(f"control database {project.file.control_database}: {exc.message}",
+                          ErrorKind.CONTROL_UNREACHABLE, hint=exc.hint) from exc
+    if session is None:
+        yield None
+        return
+    async with session:
+        yield session
 
 
 def new_migration(project: Project, description: str, version: str | None = None) -> list[Path]:

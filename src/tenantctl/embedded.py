@@ -34,7 +34,6 @@ import math
 import os
 import shlex
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -88,7 +87,9 @@ def _quiet() -> None:
 
 
 def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    from . import logs
+
+    logs.warning(line)
 
 
 def _bin() -> Path:

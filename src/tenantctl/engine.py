@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
+from . import logs
 from .config import TenantSpec
 from .drivers.base import Driver
 from .errors import DatabaseError, DriftDetected, LockNotAcquired, MigrationFailed, TenantctlError
 from .executor import EnforceHook, Executor, Progress, Unit
+from .logs import Event
 from .migrations import Migration, Script, Version
 from .modes import Mode
 from .outcome import APPLIED, FAILED, REVERTED, SKIPPED, UP_TO_DATE, TenantFailure, TenantResult
@@ -91,6 +100,25 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, LockNotAcquired):
         return False  # already waited lock_wait; the other run is busy
     return isinstance(exc, DatabaseError) and exc.transient
+
+
+def _log_retry(unit: Unit) -> Callable[[RetryCallState], None]:
+    """A ``retry`` event per tenant of the unit before tenacity sleeps."""
+
+    def log(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        sqlstate = getattr(exc, "sqlstate", None)
+        message = getattr(exc, "message", str(exc))
+        for t in unit.tenants:
+            logs.event(
+                Event.RETRY, f"clnt_id {t.clnt_id:>5}  {unit.database}: attempt "
+                f"{state.attempt_number} failed: [{sqlstate or '-'}] {message}; retrying in "
+                f"{wait:.1f}s", level=logging.WARNING, clnt_id=t.clnt_id, database=unit.database,
+                server=unit.server, attempt=state.attempt_number, retry_in_ms=int(wait * 1000),
+                error={"sqlstate": sqlstate, "message": message})
+
+    return log
 
 
 ResultCallback = Callable[[TenantResult], Awaitable[None]]
@@ -227,6 +255,9 @@ class Engine:
         reason = self._should_skip()
         if reason is not None:
             return self._skipped(unit, reason)
+        for t in unit.tenants:
+            logs.event(Event.TENANT_START, f"clnt_id {t.clnt_id:>5}  {unit.database}: started",
+                       clnt_id=t.clnt_id, database=unit.database, server=unit.server)
         try:
             results = await self._run_unit(unit)
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -293,6 +324,7 @@ class Engine:
                 stop=stop_after_attempt(self.options.retries + 1),
                 wait=wait_random_exponential(multiplier=0.2, max=self.options.retry_wait_max),
                 retry=retry_if_exception(lambda e: _retryable(e) and not self.stop.is_set()),
+                before_sleep=_log_retry(unit),
                 reraise=True,
             )
             async for attempt in retrying:

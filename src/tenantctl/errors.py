@@ -12,10 +12,37 @@ Exit codes (the contract with scripts and the nightly job):
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+
+
+class ErrorKind(StrEnum):
+    """Why a command did not end well: ``error.kind`` in the JSON output.
+
+    Scripts and alerts branch on this rather than on message text. The exit
+    code stays the coarse contract (1: failed, 2: bad input, 130: interrupted).
+    """
+
+    TENANTS_FAILED = "tenants_failed"  # exit 1: the run went; one or more tenants failed
+    ALL_SERVERS_UNREACHABLE = "all_servers_unreachable"  # exit 1: no server of the run answered
+    SERVER_UNREACHABLE = "server_unreachable"  # exit 1: a server of the run did not answer
+    CONTROL_UNREACHABLE = "control_unreachable"  # exit 1: the control database could not be used
+    RECORDING_FAILED = "recording_failed"  # exit 1: the ledger stopped taking results mid-run
+    BAD_INPUT = "bad_input"  # exit 2: config, arguments, files; nothing changed
+    INTERRUPTED = "interrupted"  # exit 130: SIGINT/SIGTERM
+    ABANDONED = "abandoned"  # (runs show) the run's process died without finishing
+    ERROR = "error"  # exit 1: anything else (the message says what)
+
+
+def is_connection_failure(sqlstate: str | None) -> bool:
+    """A server that could not be reached or logged in to (class 08, 28, 57P03)."""
+    if not sqlstate:
+        return False
+    return sqlstate == "57P03" or sqlstate[:2] in ("08", "28")
 
 
 class TenantctlError(Exception):
@@ -25,6 +52,7 @@ class TenantctlError(Exception):
     """
 
     exit_code = EXIT_FAILED
+    kind = ErrorKind.ERROR
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -39,6 +67,7 @@ class BadInputError(TenantctlError):
     """Bad configuration, arguments or migration files: nothing was changed."""
 
     exit_code = EXIT_BAD_INPUT
+    kind = ErrorKind.BAD_INPUT
 
 
 class ConfigError(BadInputError):
@@ -51,6 +80,17 @@ class MigrationFileError(BadInputError):
 
 class ServerError(TenantctlError):
     """A PostgreSQL server (or the embedded one) could not be used at all."""
+
+
+class Unreachable(ServerError):
+    """The servers of a run could not be reached before any tenant was touched.
+
+    ``kind`` tells the control database's server (nothing can be recorded)
+    from one or every tenant server."""
+
+    def __init__(self, message: str, kind: ErrorKind, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
 
 
 class DatabaseError(TenantctlError):

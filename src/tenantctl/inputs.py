@@ -16,6 +16,7 @@ from .errors import BadInputError, MigrationFileError
 from .lint import Finding, lint_migrations
 from .migrations import Migration, Script, Version, load_migrations, parse_name, read_script
 from .modes import Mode
+from .outcome import RunResult
 from .plan import missing_downs
 
 
@@ -109,6 +110,28 @@ def lint_report(inputs: Inputs, only: tuple[Path, ...] = (), *, all_files: bool 
         severity = config.severity.get(f.rule, f.severity)
         kept.append(f if severity == f.severity else replace(f, severity=severity))
     return LintReport(kept, hidden, config.baseline)
+
+
+def pending_lint(inputs: Inputs, lint: tuple[Finding, ...], run: RunResult) -> list[Finding]:
+    """The lint findings of migrations that were pending for at least one tenant of
+    the run (what it applied, or could not reach): a 700-file history's old
+    findings are not repeated on every nightly run. ``tenantctl lint`` shows all."""
+    versions = {}
+    for m in inputs.migrations:
+        versions[m.filename] = m.version
+        if m.down is not None:
+            versions[m.down.path.name] = m.version
+    oldest: Version | None = None
+    unknown = False
+    for tenant in run.tenants:
+        if tenant.from_version is None:
+            unknown = True
+            break
+        start = Version.parse(tenant.from_version)
+        oldest = start if oldest is None or start < oldest else oldest
+    if unknown or oldest is None:
+        return list(lint) if unknown else []
+    return [f for f in lint if f.file not in versions or oldest < versions[f.file]]
 
 
 def refuse_on_lint_errors(findings: list[Finding]) -> None:

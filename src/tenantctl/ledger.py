@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import socket
 import uuid
 from dataclasses import dataclass
@@ -71,15 +72,30 @@ CREATE TABLE IF NOT EXISTS tenantctl_run_tenants (
     finished_on  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, clnt_id)
 );
--- added later; control databases made before get it on their next run
+-- added later; control databases made before get them on their next run
 ALTER TABLE tenantctl_run_tenants ADD COLUMN IF NOT EXISTS reverted text[] NOT NULL DEFAULT '{}';
+ALTER TABLE tenantctl_runs ADD COLUMN IF NOT EXISTS dry_run boolean NOT NULL DEFAULT false;
+ALTER TABLE tenantctl_runs ADD COLUMN IF NOT EXISTS pid integer;
+ALTER TABLE tenantctl_runs ADD COLUMN IF NOT EXISTS lock_key bigint;
+ALTER TABLE tenantctl_runs ADD COLUMN IF NOT EXISTS report json;
+ALTER TABLE tenantctl_run_tenants ADD COLUMN IF NOT EXISTS position integer;
+ALTER TABLE tenantctl_run_tenants ADD COLUMN IF NOT EXISTS report json;
+CREATE INDEX IF NOT EXISTS tenantctl_runs_started_on ON tenantctl_runs (started_on DESC);
 """
 
+# columns added after the first release: (table, column); readers select NULL for absent ones
+LATER_COLUMNS = (("tenantctl_run_tenants", "reverted"), ("tenantctl_runs", "dry_run"),
+                 ("tenantctl_runs", "pid"), ("tenantctl_runs", "lock_key"),
+                 ("tenantctl_runs", "report"), ("tenantctl_run_tenants", "position"),
+                 ("tenantctl_run_tenants", "report"))
+
 # Is the ledger there, and at the current shape? One round trip per run.
-_LEDGER_SHAPE = """
+_LEDGER_SHAPE = f"""
 SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL
-       AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('tenantctl_run_tenants')
-                   AND attname = 'reverted' AND NOT attisdropped)"""
+       AND (SELECT count(*) FROM pg_attribute
+            WHERE attrelid IN (to_regclass('tenantctl_runs'), to_regclass('tenantctl_run_tenants'))
+              AND attname IN ({", ".join(f"'{c}'" for _, c in LATER_COLUMNS)}) AND NOT attisdropped)
+           = {len(LATER_COLUMNS)}"""
 
 _SYNC = """
 INSERT INTO tenantctl_tenants (clnt_id, name, mode, server, database, wave, sites)
@@ -103,12 +119,13 @@ _RECORD = """
 WITH outcome AS (
     INSERT INTO tenantctl_run_tenants
         (run_id, clnt_id, database, status, from_version, to_version, applied, attempts,
-         duration_ms, error, reverted)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $12)
+         duration_ms, error, reverted, position, report)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $12, $13, $14::json)
     ON CONFLICT (run_id, clnt_id) DO UPDATE SET
         status = excluded.status, to_version = excluded.to_version,
         applied = excluded.applied, reverted = excluded.reverted, attempts = excluded.attempts,
-        duration_ms = excluded.duration_ms, error = excluded.error, finished_on = now()
+        duration_ms = excluded.duration_ms, error = excluded.error, finished_on = now(),
+        position = excluded.position, report = excluded.report
 )
 UPDATE tenantctl_tenants SET
     version = CASE WHEN $4 = 'skipped' THEN version ELSE $6 END,
@@ -117,6 +134,21 @@ UPDATE tenantctl_tenants SET
     updated_on = now()
 WHERE clnt_id = $2
 """
+
+# A dry run changes no tenant: its outcomes go to the ledger, not to the registry mirror.
+_RECORD_DRY = """
+INSERT INTO tenantctl_run_tenants
+    (run_id, clnt_id, database, status, from_version, to_version, applied, attempts,
+     duration_ms, error, reverted, position, report)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13::json)
+ON CONFLICT (run_id, clnt_id) DO NOTHING
+"""
+
+
+def run_lock_key(run_id: str) -> int:
+    """The advisory lock key a run holds in the control database while it lives:
+    the first 64 bits of its id (a signed bigint)."""
+    return int.from_bytes(uuid.UUID(run_id).bytes[:8], "big", signed=True)
 
 
 async def open_control(driver: Driver, admin: Session, dsn: str, database: str) -> Session:
@@ -192,6 +224,23 @@ async def read_placements(driver: Driver, dsn: str,
         return await placements(session)
 
 
+async def later_columns(session: Session) -> set[tuple[str, str]]:
+    """Which of :data:`LATER_COLUMNS` this control database has (a reader never
+    alters the ledger; a control database made by an older tenantctl lacks some)."""
+    rows = await session.fetch_as(
+        _Column, "SELECT attrelid::regclass::text AS tbl, attname::text AS col FROM pg_attribute "
+        "WHERE attrelid IN (to_regclass('tenantctl_runs'), to_regclass('tenantctl_run_tenants')) "
+        "AND attnum > 0 AND NOT attisdropped")
+    present = {(r.tbl, r.col) for r in rows}
+    return {c for c in LATER_COLUMNS if c in present}
+
+
+@dataclass(frozen=True)
+class _Column:
+    tbl: str
+    col: str
+
+
 def _error_json(result: TenantResult) -> str | None:
     return json.dumps(result.error.to_json()) if result.error else None
 
@@ -208,10 +257,12 @@ class Ledger:
     ``--only-failed``/``--resume``, which re-runs it harmlessly.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, dry_run: bool = False) -> None:
         self._session = session
         self._lock = asyncio.Lock()
         self._queued: list[tuple[Any, ...]] = []
+        self._dry_run = dry_run
+        self._position: dict[int, int] = {}  # clnt_id -> its place in the run's report
 
     async def sync_registry(self, tenants: tuple[TenantSpec, ...]) -> None:
         async with self._lock:
@@ -229,36 +280,55 @@ class Ledger:
     async def start_run(
         self, run_id: str, command: str, clnt_ids: list[int], argv: tuple[str, ...] = ()
     ) -> None:
-        """Record a run; ``argv`` is stored with every credential redacted."""
+        """Record a run; ``argv`` is stored with every credential redacted.
+
+        The run first takes a session-level advisory lock keyed by its id
+        (:func:`run_lock_key`), held until this session closes: a reader that
+        finds the run ``running`` without the lock held knows its process is
+        gone (``kill -9``, a lost machine or connection) and shows it abandoned.
+        The lock comes before the row, so no reader sees the row without it.
+        """
+        self._position = {clnt_id: i for i, clnt_id in enumerate(clnt_ids)}
         async with self._lock:
+            key = run_lock_key(run_id)
+            if not await self._session.fetch_value("SELECT pg_try_advisory_lock($1)", key):
+                raise ServerError(f"run {run_id}: its liveness lock is already held")
             await self._session.execute(
                 "INSERT INTO tenantctl_runs (run_id, command, argv, clnt_ids, host, os_user, "
-                "tool_version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "tool_version, dry_run, pid, lock_key) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 run_id, command, redact_argv(list(argv)), clnt_ids, socket.gethostname(), _os_user(),
-                __version__,
+                __version__, self._dry_run, os.getpid(), key,
             )
 
     async def record(self, run_id: str, result: TenantResult, *, provisioned: bool) -> None:
-        self._queued.append((
+        common = (
             run_id, result.clnt_id, result.database, result.status,
             result.from_version, result.to_version, list(result.applied), result.attempts,
-            result.duration_ms, _error_json(result), provisioned and result.status != "failed",
-            list(result.reverted),
-        ))
+            result.duration_ms, _error_json(result))
+        position, report = self._position.get(result.clnt_id), json.dumps(result.to_json())
+        if self._dry_run:
+            self._queued.append((*common, list(result.reverted), position, report))
+        else:
+            self._queued.append((*common, provisioned and result.status != "failed",
+                                 list(result.reverted), position, report))
         async with self._lock:
             if not self._queued:
                 return  # an earlier holder wrote this row with its batch
             batch, self._queued = self._queued, []
-            await self._session.executemany(_RECORD, batch)
+            await self._session.executemany(_RECORD_DRY if self._dry_run else _RECORD, batch)
 
     async def finish_run(self, run: RunResult) -> None:
+        """Close the run: status, summary and the report's run-level part (the
+        tenants' parts were recorded as they finished)."""
         status = "interrupted" if run.interrupted else ("failed" if run.failed else "ok")
-        summary = run.to_json()["summary"]
+        doc = run.to_json()
+        header = {key: value for key, value in doc.items() if key != "tenants"}
         async with self._lock:
             await self._session.execute(
-                "UPDATE tenantctl_runs SET finished_on = now(), status = $2, summary = $3::jsonb "
-                "WHERE run_id = $1",
-                run.run_id, status, json.dumps(summary),
+                "UPDATE tenantctl_runs SET finished_on = now(), status = $2, summary = $3::jsonb, "
+                "report = $4::json WHERE run_id = $1",
+                run.run_id, status, json.dumps(doc["summary"]), json.dumps(header, default=str),
             )
 
 
@@ -306,9 +376,11 @@ async def unfinished(session: Session, command: str, run_id: str | None) -> set[
     With ``run_id`` that run; otherwise the latest run of ``command`` plus every
     tenant whose last outcome anywhere was failed or skipped.
     """
+    dry_run = "dry_run" if ("tenantctl_runs", "dry_run") in await later_columns(session) \
+        else "false"
     if run_id is None:
         run_id = await session.fetch_value(
-            "SELECT run_id::text FROM tenantctl_runs WHERE command = $1 "
+            f"SELECT run_id::text FROM tenantctl_runs WHERE command = $1 AND NOT {dry_run} "
             "ORDER BY started_on DESC LIMIT 1", command,
         )
         rows = await session.fetch_as(
@@ -323,10 +395,13 @@ async def unfinished(session: Session, command: str, run_id: str | None) -> set[
             run_id = str(uuid.UUID(run_id))
         except ValueError:
             raise BadInputError(f"--resume {run_id}: not a run id (a UUID)") from None
-        if not await session.fetch_value(
-            "SELECT true FROM tenantctl_runs WHERE run_id = $1::uuid", run_id
-        ):
+        dry = await session.fetch_value(
+            f"SELECT {dry_run} FROM tenantctl_runs WHERE run_id = $1::uuid", run_id)
+        if dry is None:
             raise BadInputError(f"--resume {run_id}: no such run in the ledger")
+        if dry:
+            raise BadInputError(f"--resume {run_id}: that was a dry run; it changed nothing "
+                                "to resume", hint="resume the real run, or use --only-failed")
     rows = await session.fetch_as(
         _Id, "SELECT id FROM tenantctl_runs r, unnest(r.clnt_ids) AS id WHERE r.run_id = $1::uuid "
         "AND NOT EXISTS (SELECT 1 FROM tenantctl_run_tenants t WHERE t.run_id = r.run_id "

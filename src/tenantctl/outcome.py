@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ErrorKind, is_connection_failure
+
 APPLIED = "applied"
 REVERTED = "reverted"  # rollback: down scripts ran
 UP_TO_DATE = "up_to_date"
@@ -30,6 +32,11 @@ class TenantFailure:
         if self.migration is None:
             return None
         return f"{self.migration}:{self.line}" if self.line else self.migration
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TenantFailure:
+        return cls(doc.get("message", ""), doc.get("sqlstate"), doc.get("migration"),
+                   doc.get("detail"), doc.get("hint"), doc.get("line"), doc.get("kind"))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -65,6 +72,17 @@ class TenantResult:
     reason: str | None = None  # why a tenant was skipped
     warnings: tuple[str, ...] = ()
     reverted: tuple[str, ...] = ()  # versions whose down script this run committed
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TenantResult:
+        """The inverse of :meth:`to_json` (a report read back from the ledger)."""
+        error = doc.get("error")
+        return cls(
+            doc["clnt_id"], doc["database"], doc["mode"], doc["status"], doc.get("from_version"),
+            doc.get("to_version"), tuple(doc.get("applied") or ()), doc.get("attempts", 0),
+            doc.get("duration_ms", 0), bool(doc.get("created")), bool(doc.get("seeded")),
+            TenantFailure.from_json(error) if error else None, doc.get("reason"),
+            tuple(doc.get("warnings") or ()), tuple(doc.get("reverted") or ()))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -107,6 +125,8 @@ class RunResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # the ledger could not take a result: scheduling stopped, and the run failed
     recording_error: str | None = None
+    # lint findings (as JSON) of the migrations that were pending for the run's tenants
+    lint: tuple[dict[str, Any], ...] = ()
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tenants if t.status == status)
@@ -114,6 +134,35 @@ class RunResult:
     @property
     def failed(self) -> bool:
         return self.recording_error is not None or any(t.status == FAILED for t in self.tenants)
+
+    @property
+    def error_kind(self) -> ErrorKind | None:
+        """Why the run did not end well (None when it did); see :class:`ErrorKind`."""
+        if self.interrupted:
+            return ErrorKind.INTERRUPTED
+        if self.recording_error is not None:
+            return ErrorKind.RECORDING_FAILED
+        failed = [t for t in self.tenants if t.status == FAILED]
+        if not failed:
+            return None
+        if len(failed) == len(self.tenants) and all(
+                t.error is not None and is_connection_failure(t.error.sqlstate) for t in failed):
+            return ErrorKind.ALL_SERVERS_UNREACHABLE
+        return ErrorKind.TENANTS_FAILED
+
+    def error_json(self) -> dict[str, Any] | None:
+        kind = self.error_kind
+        if kind is None:
+            return None
+        failed = self.count(FAILED)
+        messages = {
+            ErrorKind.INTERRUPTED: "interrupted: tenants not started are reported skipped",
+            ErrorKind.RECORDING_FAILED: self.recording_error or "",
+            ErrorKind.ALL_SERVERS_UNREACHABLE: f"no tenant's server could be reached "
+                                               f"({failed} tenant(s) failed to connect)",
+        }
+        message = messages.get(kind, f"{failed} of {len(self.tenants)} tenant(s) failed")
+        return {"kind": kind.value, "message": message}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,4 +181,6 @@ class RunResult:
             "tenants": [t.to_json() for t in self.tenants],
             "notes": list(self.notes),
             **({"recording_error": self.recording_error} if self.recording_error else {}),
+            "lint": list(self.lint),
+            "error": self.error_json(),
         }

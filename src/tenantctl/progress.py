@@ -1,13 +1,15 @@
-"""Progress while a run goes: a live display on a TTY, plain lines otherwise.
+"""Progress while a run goes: a live display on a terminal (text log format).
 
-Both write to stderr (stdout is for the report). ``--quiet`` turns both off.
+It writes to stderr (stdout is for the report). Elsewhere, and with
+``--log-format json``, the tenants' lines are log records (:mod:`tenantctl.logs`).
+``--quiet`` turns the display off.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol
 
 from .outcome import FAILED, SKIPPED, TenantResult
 from .report import tenant_line
@@ -28,26 +30,6 @@ class Silent:
 
     def done(self, result: TenantResult) -> None:
         pass
-
-    def close(self) -> None:
-        pass
-
-
-class Lines:
-    """One line per tenant as it finishes: for logs, cron mail, CI."""
-
-    def __init__(self, stream: TextIO | None = None, *, dry_run: bool = False,
-                 command: str = "") -> None:
-        self.stream = stream or sys.stderr
-        self.dry_run = dry_run
-        self.command = command
-
-    def start(self, total: int) -> None:
-        pass
-
-    def done(self, result: TenantResult) -> None:
-        print(tenant_line(result, dry_run=self.dry_run, command=self.command), file=self.stream,
-              flush=True)
 
     def close(self) -> None:
         pass
@@ -111,9 +93,8 @@ class Live:
         self.bar.stop()
 
 
-def choose(*, quiet: bool, dry_run: bool = False, command: str = "") -> Progress:
-    if quiet:
+def choose(*, quiet: bool, dry_run: bool = False, live: bool = True) -> Progress:
+    """The live display on a terminal when ``live`` (the text log format), else none."""
+    if quiet or not live or not sys.stderr.isatty():
         return Silent()
-    if sys.stderr.isatty():
-        return Live(dry_run=dry_run)
-    return Lines(dry_run=dry_run, command=command)
+    return Live(dry_run=dry_run)

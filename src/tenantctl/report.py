@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .inputs import LintReport
     from .isolation_check import IsolationFinding
     from .lint import Finding
+    from .run_history import RunRow
     from .status import StatusRow, VerifyFinding
 
 _MARK = {APPLIED: "applied", REVERTED: "reverted", UP_TO_DATE: "up to date", FAILED: "FAILED",
@@ -123,6 +124,24 @@ def verify_text(rows: Sequence[StatusRow], findings: Sequence[VerifyFinding]) ->
     lines.append(f"{len(rows)} tenant(s) checked: {len(findings)} finding(s); "
                  f"{pending} pending migration(s) in all")
     return "\n".join(lines)
+
+
+def runs_table(rows: Sequence[RunRow]) -> str:
+    """``tenantctl runs``: one line per run, newest first (times in UTC)."""
+    if not rows:
+        return "no runs recorded"
+    header = (f"{'run_id':<36}  {'command':<13}  {'status':<11}  {'started (UTC)':<19}  "
+              f"{'took':>7}  {'tenants':<30}  by")
+    out = [header, "-" * len(header)]
+    for r in rows:
+        command = r.command + (" (dry)" if r.dry_run else "")
+        took = "-" if r.duration_s is None else f"{r.duration_s:.1f}s"
+        counts = " ".join(f"{n} {_MARK[s]}" for s in _MARK if (n := r.counts.get(s)))
+        counts = counts or f"{r.tenants} selected"
+        who = f"{r.os_user or r.db_user}@{r.host or '?'} pid {r.pid or '?'} v{r.tool_version or '?'}"
+        out.append(f"{r.run_id:<36}  {command:<13}  {r.status:<11}  "
+                   f"{r.started_at.strftime('%Y-%m-%d %H:%M:%S'):<19}  {took:>7}  {counts:<30}  {who}")
+    return "\n".join(out)
 
 
 def finding_line(f: Finding) -> str:

@@ -14,15 +14,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from . import isolation, ledger
+from . import isolation, ledger, logs
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
 from .engine import Engine, PauseCallback, RunOptions, group_units
-from .errors import BadInputError
+from .errors import BadInputError, DatabaseError, ErrorKind, Unreachable, is_connection_failure
 from .executor import EnforceHook, Unit
 from .extensions import missing_extensions, required_extensions
 from .fleet import ServerFacts, prepare_templates, server_dsns, server_facts
-from .inputs import Inputs
+from .inputs import Inputs, pending_lint
+from .lint import Finding
+from .logs import Event
 from .modes import Mode
 from .outcome import RunResult, TenantResult
 from .steps import Verb
@@ -41,12 +43,15 @@ async def run_changes(
     stop: asyncio.Event | None = None,
     resume: str | bool | None = None,
     argv: tuple[str, ...] = (),
+    lint: tuple[Finding, ...] = (),
     on_pause: PauseCallback | None = None,
 ) -> RunResult:
     """Fan a changing verb out over the tenants' databases and record the run.
 
     ``resume``: True re-runs what the last run (and any earlier failure) left
-    unfinished; a run id re-runs what that run left unfinished.
+    unfinished; a run id re-runs what that run left unfinished. ``lint``: the
+    folder's findings; the report keeps those of migrations pending for its tenants.
+    A dry run is recorded too (marked dry), without touching the registry mirror.
     """
     project = inputs.project
     stop = stop or asyncio.Event()
@@ -59,25 +64,35 @@ async def run_changes(
     units = group_units(tenants)
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
     required = required_extensions(inputs.migrations)
-    facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
+    try:
+        facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
+    except DatabaseError as exc:
+        if not is_connection_failure(exc.sqlstate):
+            raise
+        raise await unreachable(driver, project, dsns, exc) from exc
     notes.extend(_extension_problems(required, facts, {u.server for u in units}, options.strict))
     run_id = str(uuid.uuid4())
     control: Session | None = None
     recorder: ledger.Ledger | None = None
     engine: Engine | None = None
     try:
-        if not options.dry_run:
+        try:
             async with await driver.connect(dsns[project.default_server]) as admin:
                 control = await ledger.open_control(
                     driver, admin, dsns[project.default_server], project.file.control_database)
-            # who the registry placed where, read before tenants.yaml's view is synced in
-            facts.claims = await ledger.placements(control)
-            recorder = ledger.Ledger(control)
+        except DatabaseError as exc:
+            raise Unreachable(f"control database {project.file.control_database}: {exc.message}",
+                              ErrorKind.CONTROL_UNREACHABLE, hint=exc.hint) from exc
+        # who the registry placed where, read before tenants.yaml's view is synced in
+        facts.claims = await ledger.placements(control)
+        recorder = ledger.Ledger(control, dry_run=options.dry_run)
+        if not options.dry_run:  # a dry run is recorded, but changes no registry entry
             await recorder.sync_registry(project.tenants)
-            await recorder.start_run(run_id, options.verb, [t.clnt_id for t in tenants], argv)
-        else:
-            facts.claims = await ledger.read_placements(
-                driver, dsns[project.default_server], project.file.control_database)
+        await recorder.start_run(run_id, options.verb, [t.clnt_id for t in tenants], argv)
+        logs.bind_run(run_id)
+        logs.event(Event.RUN_START, f"{options.verb.value} run {run_id} started: "
+                   f"{len(tenants)} tenant(s)" + (" (dry run)" if options.dry_run else ""),
+                   command=options.verb.value, tenants=len(tenants), dry_run=options.dry_run)
         if on_start is not None:
             on_start(len(tenants))
 
@@ -116,6 +131,7 @@ async def run_changes(
             notes=tuple(notes),
             recording_error=recording_error,
         )
+        run = replace(run, lint=tuple(f.to_json() for f in pending_lint(inputs, lint, run)))
         if recorder is not None:
             try:
                 await recorder.finish_run(run)
@@ -128,6 +144,29 @@ async def run_changes(
             await engine.close()
         if control is not None:
             await control.close()
+
+
+async def unreachable(driver: Driver, project: Project, dsns: dict[str, str],
+                      first: DatabaseError) -> Unreachable:
+    """Which servers of a run do not answer, once one did not: the default server
+    (where the control database lives), every server, or some of them."""
+    down = []
+    for name, dsn in sorted(dsns.items()):
+        try:
+            async with await driver.connect(dsn, timeout=5.0):
+                pass
+        except DatabaseError as exc:
+            if is_connection_failure(exc.sqlstate):
+                down.append(name)
+    names = ", ".join(down) or "?"
+    if down and len(down) == len(dsns) and len(dsns) > 1:
+        kind = ErrorKind.ALL_SERVERS_UNREACHABLE
+    elif project.default_server in down or not down:
+        kind = ErrorKind.CONTROL_UNREACHABLE
+    else:
+        kind = ErrorKind.SERVER_UNREACHABLE
+    return Unreachable(f"server(s) not reachable: {names}; no tenant was touched: {first.message}",
+                       kind, hint="check the server address and that it is up, then re-run")
 
 
 def _extension_problems(required: dict[str, str], facts: ServerFacts, servers: set[str],
