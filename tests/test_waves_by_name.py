@@ -158,3 +158,12 @@ def test_wave_pause_units() -> None:
     assert [parse_wave_pause(t) for t in ("30s", "5m", "5min", "1h", "500ms", "2")] == [
         30, 300, 300, 3600, 0.5, 2]
     assert parse_wave_pause(None) == 0
+
+
+def test_wave_pause_in_the_json_log(waved: Workspace) -> None:
+    result = waved.cli("provision", "--all", "--wave", "canary", "--wave", "early",
+                       "--wave-pause", "0.1s", "--log-format", "json")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    (pause,) = [r for r in records if "pause_ms" in r]
+    assert (pause["wave"], pause["pause_ms"], pause["event"]) == ("early", 100, "warning")

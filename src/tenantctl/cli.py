@@ -283,8 +283,8 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
         sink.done(result)
 
     def on_pause(wave: str | None, seconds: float) -> None:
-        _err(f"waiting {seconds:g}s before wave {wave or '(tenants without a wave)'}; "
-             "Ctrl-C stops the run here")
+        logs.warning(f"waiting {seconds:g}s before wave {wave or '(tenants without a wave)'}; "
+                     "Ctrl-C stops the run here", wave=wave, pause_ms=int(seconds * 1000))
 
     try:
         run, interrupted = run_async(
