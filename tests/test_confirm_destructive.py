@@ -7,6 +7,7 @@ from there); stdout and stderr stay pipes, as under cron with a terminal attache
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -58,7 +59,7 @@ def test_without_a_tty_a_wide_rollback_needs_yes(three: Workspace, selection: li
     before = versions(ws)
     result = ws.cli("rollback", *selection, "--to", "1.0.0")
     assert result.exit_code == 2, result.stderr
-    assert "there is no terminal to confirm it on: pass --yes" in result.stderr
+    assert "needs confirmation, and there is no terminal to ask on: pass --yes" in result.stderr
     assert "Traceback" not in result.stderr
     assert versions(ws) == before
     as_json = ws.cli("rollback", *selection, "--to", "1.0.0", "--json")
@@ -78,37 +79,49 @@ def test_without_a_tty_listed_tenants_and_yes_proceed(three: Workspace) -> None:
 
 
 def _on_a_tty(ws: Workspace, *args: str, answer: bytes | None) -> tuple[int, str, str]:
-    """Run tenantctl with a pseudo-terminal as stdin; type ``answer`` at the prompt.
-    Returns (exit code, stdout, everything on stderr)."""
+    """Run tenantctl with a pseudo-terminal as stdin and stderr (where the question is
+    shown); type ``answer`` at the prompt. Returns (exit code, stdout, the terminal)."""
     master, slave = os.openpty()
     proc = subprocess.Popen(ws.subprocess_cmd(*args), stdin=slave, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=slave)
     os.close(slave)
-    err = b""
+    seen = b""
+
+    def read_some() -> bool:
+        nonlocal seen
+        ready, _, _ = select.select([master], [], [], 1)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed its side
+            return False
+        seen += chunk
+        return bool(chunk)
+
     try:
-        assert proc.stderr is not None
+        deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
         if answer is not None:
-            deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
-            while PROMPT not in err:
-                assert time.monotonic() < deadline and proc.poll() is None, err.decode()
-                ready, _, _ = select.select([proc.stderr], [], [], 1)
-                if ready:
-                    err += os.read(proc.stderr.fileno(), 65536)
+            while PROMPT not in seen:
+                assert time.monotonic() < deadline and proc.poll() is None, seen.decode()
+                read_some()
             os.write(master, answer)
-        out, rest = proc.communicate(timeout=120)
+        while (proc.poll() is None or read_some()) and time.monotonic() < deadline:
+            read_some()
+        out, _ = proc.communicate(timeout=120)
     finally:
         os.close(master)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, out.decode(), (err + rest).decode()
+    return proc.returncode, out.decode(), seen.decode().replace("\r\n", "\n")
 
 
 def test_on_a_tty_rollback_shows_what_it_will_revert_and_asks(three: Workspace) -> None:
     ws = three
     before = versions(ws)
     code, _, err = _on_a_tty(ws, "rollback", "--all", "--to", "1.0.0", answer=b"n\n")
-    assert code == 1, err
+    assert code == 2, err
     assert "rollback to 1.0.0 will revert, newest first:" in err
     lines = err.splitlines()
     assert any(line.split()[:2] == ["1.0.2", "v1.0.2_b.down.sql"] and line.endswith("on 2 tenant(s)")
@@ -117,7 +130,7 @@ def test_on_a_tty_rollback_shows_what_it_will_revert_and_asks(three: Workspace) 
                for line in lines), err
     assert "3 tenant(s) selected: 3 will change, 0 already there" in err
     assert "rollback: go ahead on 3 tenant(s)? [y/N]" in err
-    assert "not confirmed; nothing was changed" in err
+    assert "not confirmed: nothing changed" in err
     assert versions(ws) == before
     code, out, err = _on_a_tty(ws, "--json", "rollback", "--all", "--to", "1.0.0", answer=b"y\n")
     assert code == 0, err
@@ -127,8 +140,10 @@ def test_on_a_tty_rollback_shows_what_it_will_revert_and_asks(three: Workspace) 
 
 def test_on_a_tty_yes_and_dry_run_do_not_ask(three: Workspace) -> None:
     ws = three
-    code, _, err = _on_a_tty(ws, "rollback", "--all", "--to", "1.0.1", "--dry-run", answer=None)
-    assert code == 0 and "[y/N]" not in err and "would revert 1.0.2" in err
+    code, out, err = _on_a_tty(ws, "--json", "rollback", "--all", "--to", "1.0.1", "--dry-run",
+                               answer=None)
+    assert code == 0 and "[y/N]" not in err, err
+    assert [t.get("reverted", []) for t in json.loads(out)["tenants"]] == [["1.0.2"], ["1.0.2"], []]
     code, _, err = _on_a_tty(ws, "rollback", "--all", "--to", "1.0.1", "--yes", answer=None)
     assert code == 0 and "[y/N]" not in err, err
     assert versions(ws) == {1: "1.0.1", 2: "1.0.1", 3: "1.0.1"}

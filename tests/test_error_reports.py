@@ -91,7 +91,8 @@ def test_status_survives_a_history_it_cannot_read(ws: Workspace) -> None:
     assert ws.cli("provision", "--all").exit_code == 0
     ws.fetch(ws.db(1), "ALTER TABLE tenantctl_schema_history RENAME COLUMN checksum TO checksum_old")
     result = ws.cli("--json", "status")
-    assert result.exit_code == 0 and "Traceback" not in result.stderr
+    # every tenant reported; exit 1 because one could not be read (state unreachable)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
     rows = {r["clnt_id"]: r for r in result.json()["tenants"]}
     assert rows[1]["state"] == "unreachable" and rows[1]["last_error"]["sqlstate"] == "42703"
     assert rows[2]["state"] == "up_to_date"

@@ -232,12 +232,22 @@ def test_one_dead_server_and_every_dead_server_are_kinds_of_their_own(ws: Worksp
                     extra="servers:\n  main: { dsn: embedded }\n"
                           "  other: { dsn: 'postgresql://postgres@127.0.0.1:2/x' }\n")
     ws.add_migration("v1.0.0_init.sql", INIT)
-    one = ws.cli("migrate", "--all", "--json")  # main is the test server (--dsn)
+    # one server down: its tenant fails naming it, the other server's tenants go on
+    one = ws.cli("provision", "--all", "--json")  # main is the test server (--dsn)
     assert one.exit_code == 1
     assert one.json()["error"]["kind"] == "server_unreachable"
-    assert "other" in one.json()["error"]["message"]
-    assert ws.databases() == set(), "no tenant was touched"
-    every = ws.cli("--dsn", "postgresql://postgres@127.0.0.1:1/x", "migrate", "--all", "--json")
+    rows = {t["clnt_id"]: t for t in one.json()["tenants"]}
+    assert rows[4]["status"] == "failed" and "server other (127.0.0.1:2)" in rows[4]["error"]["message"]
+    assert [rows[i]["status"] for i in (1, 2, 3)] == ["applied"] * 3
+    # every tenant's server down (the control database's server answers)
+    ws.write_config('  - { clnt_id: 4, name: "Delta", sites: [1], server: other }\n',
+                    extra="servers:\n  main: { dsn: embedded }\n"
+                          "  other: { dsn: 'postgresql://postgres@127.0.0.1:2/x' }\n")
+    every = ws.cli("migrate", "--all", "--json")
     assert every.exit_code == 1
     assert every.json()["error"]["kind"] == "all_servers_unreachable"
-    assert "main, other" in every.json()["error"]["message"]
+    # the control database's server down: nothing can be recorded
+    dead = ws.cli("--dsn", "postgresql://postgres@127.0.0.1:1/x", "migrate", "--all", "--json")
+    assert dead.exit_code == 1
+    assert dead.json()["error"]["kind"] == "control_unreachable"
+    assert "main (127.0.0.1:1)" in dead.json()["error"]["message"]

@@ -202,6 +202,9 @@ def _json_flag(f: Any) -> Any:
 _wave_option = click.option("--wave", "waves", multiple=True, metavar="NAME",
                             help="Only the tenants of wave NAME (repeatable; see waves: in "
                             "tenants.yaml).")
+_server_option = click.option(
+    "--server", "servers", multiple=True, metavar="NAME",
+    help="Only the tenants living on server NAME (repeatable; with no ids: all of them).")
 
 
 def _run_options(f: Any) -> Any:
@@ -243,6 +246,7 @@ def _run_options(f: Any) -> Any:
                      help="Refuse to run (exit 2) when lint finds errors [settings.strict_lint]."),
         click.option("--strict", is_flag=True,
                      help="Refuse to run (exit 2) on lint errors or extensions a server lacks."),
+        _server_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -350,7 +354,8 @@ def migrate(opts: GlobalOptions, /, **flags: Any) -> None:
 
 
 def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
-                   *, verify: bool = False, waves: tuple[str, ...] = ()) -> tuple[Any, bool]:
+                   servers: tuple[str, ...], *, verify: bool = False,
+                   waves: tuple[str, ...] = ()) -> tuple[Any, bool]:
     """status/verify's report (no locks, no writes), and whether a signal interrupted it."""
     from . import commands
     from .signals import run_async
@@ -359,10 +364,10 @@ def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int |
     report: Any
     if verify:
         report, interrupted = run_async(
-            lambda stop: commands.verify(project, ids, concurrency=concurrency))
+            lambda stop: commands.verify(project, ids, concurrency=concurrency, servers=servers))
     else:
-        report, interrupted = run_async(
-            lambda stop: commands.status(project, ids, concurrency=concurrency, waves=waves))
+        report, interrupted = run_async(lambda stop: commands.status(
+            project, ids, concurrency=concurrency, servers=servers, waves=waves))
     if report is None:
         sys.exit(EXIT_INTERRUPTED)
     return report, interrupted
@@ -371,43 +376,57 @@ def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int |
 @cli.command()
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_server_option
 @_wave_option
 @click.pass_obj
 def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
-           waves: tuple[str, ...]) -> None:
-    """Every tenant: mode, database, version, pending migrations, last error."""
+           servers: tuple[str, ...], waves: tuple[str, ...]) -> None:
+    """Every tenant: server, mode, database, version, pending migrations, last error.
+    Exit 1 when a tenant's server (or database) cannot be reached."""
     from . import report
 
-    result, interrupted = _status_report(opts, ids, concurrency, waves=tuple(waves))
+    result, interrupted = _status_report(opts, ids, concurrency, servers, waves=tuple(waves))
     if opts.json:
         click.echo(report.to_json({"tenants": [r.to_json() for r in result.rows],
                                    "latest": result.latest}))
     else:
         click.echo(report.status_table(result.rows))
-    sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_OK)
+    unreachable = any(r.state == "unreachable" for r in result.rows)
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if unreachable else EXIT_OK))
 
 
-def confirm_destructive(command: str, *, yes: bool, listed: bool, selection: str,
-                        preview: Callable[[], tuple[list[str], int]]) -> None:
-    """Ask before a destructive command changes anything (the rule is confirm.decide's):
-    ``--yes`` proceeds; on a TTY, ``preview()`` (lines, how many tenants change) is
-    shown and the question asked; without one, only ``listed`` tenants proceed and
-    anything wider is exit 2. Declining is exit 1 with nothing changed."""
+def must_confirm(what: str, *, yes: bool, listed: bool = False) -> bool:
+    """Whether a destructive command must ask now (the rule is confirm.decide's):
+    ``--yes`` proceeds; on a terminal (stdin and stderr) it asks; without one, only
+    ``listed`` tenants proceed and anything else is exit 2 naming ``what``."""
     from . import confirm
 
-    decision = confirm.decide(yes=yes, interactive=sys.stdin.isatty(), listed=listed)
+    try:
+        tty = sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    decision = confirm.decide(yes=yes, interactive=tty, listed=listed)
     if decision is confirm.Consent.REFUSE:
-        raise confirm.refusal(command, selection)
-    if decision is confirm.Consent.PROCEED:
-        return
-    lines, changing = preview()
-    for line in lines:  # a dialogue on the terminal, not log lines
+        raise confirm.refusal(what)
+    return decision is confirm.Consent.ASK
+
+
+def ask(question: str, details: list[str]) -> None:
+    """Show ``details`` and ask ``question`` on the terminal (a dialogue, not log
+    lines); anything but yes is exit 2 with nothing changed."""
+    from .errors import BadInputError
+
+    for line in details:
         click.echo(line, err=True)
-    if changing == 0:
-        return  # nothing will change: no question to ask
-    if not click.confirm(f"{command}: go ahead on {changing} tenant(s)?", default=False, err=True):
-        click.echo(f"{command}: not confirmed; nothing was changed", err=True)
-        sys.exit(EXIT_FAILED)
+    if not click.confirm(question, default=False, err=True):
+        raise BadInputError("not confirmed: nothing changed")
+
+
+def confirm_destructive(question: str, details: list[str], *, yes: bool,
+                        listed: bool = False) -> None:
+    """Ask before an irreversible change (deprovision): must_confirm, then ask."""
+    if must_confirm(question.rstrip("?"), yes=yes, listed=listed):
+        ask(question, [f"  {line}" for line in details])
 
 
 def _revert_preview(opts: GlobalOptions, prepared: PreparedRun) -> tuple[list[str], int]:
@@ -439,14 +458,21 @@ def rollback(opts: GlobalOptions, /, yes: bool, **flags: Any) -> None:
     """
     from .confirm import describe_selection
 
-    def ask(prepared: PreparedRun) -> None:
-        if not prepared.options.dry_run:
-            selection = describe_selection(flags["ids"], flags["waves"], only_failed=flags[
-                "only_failed"], resume_run=flags["resume_run"])
-            confirm_destructive("rollback", yes=yes, listed=bool(flags["ids"]), selection=selection,
-                                preview=lambda: _revert_preview(opts, prepared))
+    def first_ask(prepared: PreparedRun) -> None:
+        selection = describe_selection(
+            flags["ids"], flags["waves"], only_failed=flags["only_failed"],
+            resume_run=flags["resume_run"], servers=flags["servers"])
+        if prepared.options.dry_run or not must_confirm(
+                f"rollback {selection}", yes=yes, listed=bool(flags["ids"])):
+            return
+        lines, changing = _revert_preview(opts, prepared)
+        if changing:
+            ask(f"rollback: go ahead on {changing} tenant(s)?", lines)
+        else:
+            for line in lines:  # nothing will change: no question to ask
+                click.echo(line, err=True)
 
-    sys.exit(_run_change_command(opts, "rollback", flags, before_run=ask))
+    sys.exit(_run_change_command(opts, "rollback", flags, before_run=first_ask))
 
 
 @cli.command()
@@ -465,13 +491,15 @@ def repair(opts: GlobalOptions, /, **flags: Any) -> None:
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--all", "all_", is_flag=True, help="Every tenant (the default).")
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
+@_server_option
 @click.pass_obj
-def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: int | None) -> None:
+def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: int | None,
+           servers: tuple[str, ...]) -> None:
     """Compare each tenant's history with the folder: drift, unknown versions,
     gaps, failed/partial migrations, missing databases. Exit 1 on any finding."""
     from . import report
 
-    result, interrupted = _status_report(opts, ids, concurrency, verify=True)
+    result, interrupted = _status_report(opts, ids, concurrency, servers, verify=True)
     if opts.json:
         click.echo(report.to_json({
             "findings": [f.to_json() for f in result.findings],
@@ -482,6 +510,74 @@ def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: i
         click.echo(report.verify_text(result.rows, result.findings))
     failed = EXIT_FAILED if result.findings else EXIT_OK
     sys.exit(EXIT_INTERRUPTED if interrupted else failed)
+
+
+def _lifecycle(opts: GlobalOptions, as_json: bool, make: Callable[[Project], Any]) -> None:
+    """Run baseline/deprovision/restore, print its report, exit 1 if a tenant failed."""
+    from . import report
+    from .signals import run_async
+
+    project = opts.project()
+    result, interrupted = run_async(lambda stop: make(project))
+    if result is None:
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(report.to_json(result.to_json()) if opts.json or as_json else result.text())
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if result.failed else EXIT_OK))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID, required=True)
+@click.option("--version", "version", metavar="V", help="Record every migration up to V.")
+@click.option("--from-flyway", is_flag=True,
+              help="Read V from the database's flyway_schema_history (latest successful version).")
+@_json_flag
+@click.pass_obj
+def baseline(opts: GlobalOptions, ids: tuple[int, ...], version: str | None, from_flyway: bool,
+             as_json: bool) -> None:
+    """Adopt existing databases: create tenantctl's history and record every migration
+    up to V as `baseline`, running none. migrate then applies only what follows V."""
+    from . import commands
+
+    request = commands.BaselineRequest(ids, version, from_flyway)
+    _lifecycle(opts, as_json, lambda p: commands.baseline(p, request, argv=opts.argv))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID, required=True)
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write DIR/<database>-<UTC timestamp>.dump and its sha256 manifest first.")
+@click.option("--no-archive", is_flag=True, help="Drop without an archive.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required without a TTY).")
+@_json_flag
+@click.pass_obj
+def deprovision(opts: GlobalOptions, ids: tuple[int, ...], archive_dir: Path | None,
+                no_archive: bool, yes: bool, as_json: bool) -> None:
+    """Remove tenants no longer in tenants.yaml: archive (pg_dump), drop the database,
+    mark the registry row deprovisioned."""
+    from . import commands
+    from .signals import run_async
+
+    project = opts.project()
+    request = commands.DeprovisionRequest(ids, archive_dir, no_archive)
+    plan, _ = run_async(lambda stop: commands.plan_deprovision(project, request))
+    if plan is None:
+        sys.exit(EXIT_INTERRUPTED)
+    confirm_destructive(f"Deprovision {len(plan.tenants)} tenant(s)?", plan.lines(), yes=yes)
+    _lifecycle(opts, as_json, lambda p: commands.deprovision(p, plan, argv=opts.argv))
+
+
+@cli.command()
+@click.argument("clnt_id", type=CLNT_ID)
+@click.option("--from", "archive", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path), help="The .dump deprovision wrote.")
+@_json_flag
+@click.pass_obj
+def restore(opts: GlobalOptions, clnt_id: int, archive: Path, as_json: bool) -> None:
+    """Recreate a tenant from a deprovision archive at the placement tenants.yaml declares."""
+    from . import commands
+
+    request = commands.RestoreRequest(clnt_id, archive)
+    _lifecycle(opts, as_json, lambda p: commands.restore(p, request, argv=opts.argv))
 
 
 @cli.command("check-isolation")

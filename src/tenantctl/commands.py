@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import embedded, isolation, isolation_check, ledger, run_history, scaffold
+from . import baseline as baseline_mod
+from . import embedded, isolation, isolation_check, ledger, offboard, run_history, scaffold
+from .baseline import BaselineRequest as BaselineRequest
 from .config import Project, TenantSpec, parse_duration
 from .drivers.base import Driver, Session
 from .drivers.postgres import DRIVER
@@ -45,14 +47,19 @@ from .inputs import (
     lint as lint_inputs,
 )
 from .isolation_check import IsolationFinding
+from .lifecycle import LifecycleReport
 from .lint import Finding
 from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_migration_path
+from .offboard import DeprovisionPlan
+from .offboard import DeprovisionRequest as DeprovisionRequest
+from .offboard import RestoreRequest as RestoreRequest
 from .outcome import RunResult, TenantResult
+from .placement import check_servers
 from .reversible import Difference
 from .reversible_range import Base, base_database, check_range, pending_versions, select_range
 from .run_history import RunRow, RunStatus
 from .runs import run_changes
-from .status import StatusRow, VerifyFinding, collect_status, verify_findings
+from .status import StatusRow, VerifyFinding, fleet_status, verify_findings
 from .steps import Verb
 from .waves import parse_wave_pause, select_tenants
 
@@ -83,6 +90,7 @@ class ChangeRequest:
     no_template: bool = False
     strict_lint: bool = False
     strict: bool = False  # lint errors and missing extensions refuse the run (exit 2)
+    servers: tuple[str, ...] = ()  # --server: only the tenants living on these servers
     waves: tuple[str, ...] = ()  # only the tenants of these waves (instead of ids / --all)
     wave_pause: str | None = None  # wait this long between waves (`30s`, `5m`)
 
@@ -93,7 +101,7 @@ class ChangeRequest:
         fields = {f.name for f in dataclasses.fields(cls)}
         given = {("all" if k == "all_" else k): v for k, v in flags.items()}
         values = {k: v for k, v in given.items() if k in fields and v is not None}
-        for name in ("ids", "waves"):
+        for name in ("ids", "waves", "servers"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -109,6 +117,7 @@ class PreparedRun:
     options: RunOptions
     lint: tuple[Finding, ...]
     resume: str | bool
+    servers: frozenset[str] = frozenset()
 
     @property
     def notices(self) -> tuple[str, ...]:
@@ -120,8 +129,9 @@ def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun
     if request.resume_run and request.only_failed:
         raise BadInputError("give --only-failed or --resume RUN_ID, not both")
     resume: str | bool = request.resume_run or request.only_failed
-    tenants = select_tenants(project, request.ids,
-                             request.all or (bool(resume) and not request.ids), request.waves)
+    servers = check_servers(project, request.servers)
+    implied = (bool(resume) or bool(servers)) and not request.ids
+    tenants = select_tenants(project, request.ids, request.all or implied, request.waves)
     inputs = load_inputs(project, with_seed=verb in (Verb.PROVISION, Verb.MIGRATE))
     target = (rollback_target(inputs, request.to) if verb is Verb.ROLLBACK
               else resolve_target(inputs, request.to))
@@ -133,7 +143,7 @@ def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun
     findings = lint_inputs(inputs)
     if request.strict or request.strict_lint or project.settings.strict_lint:
         refuse_on_lint_errors(findings)
-    return PreparedRun(verb, inputs, tenants, options, tuple(findings), resume)
+    return PreparedRun(verb, inputs, tenants, options, tuple(findings), resume, servers)
 
 
 def _run_options(project: Project, verb: Verb, request: ChangeRequest,
@@ -179,7 +189,7 @@ async def execute(
     return await run_changes(driver, prepared.inputs, prepared.tenants, prepared.options,
                              on_result=on_result, on_start=on_start, stop=stop,
                              resume=prepared.resume, argv=argv, lint=prepared.lint,
-                             on_pause=on_pause)
+                             servers=prepared.servers, on_pause=on_pause)
 
 
 def pending_findings(prepared: PreparedRun, run: RunResult) -> list[Finding]:
@@ -219,12 +229,18 @@ class StatusReport:
 
 
 async def status(project: Project, ids: tuple[int, ...] = (), *, concurrency: int | None = None,
-                 driver: Driver = DRIVER, waves: tuple[str, ...] = ()) -> StatusReport:
-    """Every selected tenant (all when neither ``ids`` nor ``waves`` is given):
-    version, pending, state, last error."""
+                 driver: Driver = DRIVER, servers: tuple[str, ...] = (),
+                 waves: tuple[str, ...] = ()) -> StatusReport:
+    """Every selected tenant (all when neither ``ids`` nor ``waves`` is given; only
+    those on ``servers`` when given): version, pending, state, last error. Listing
+    everyone, tenants the registry holds but tenants.yaml no longer lists are rows
+    of state ``orphaned``."""
+    wanted = check_servers(project, servers)
     tenants = select_tenants(project, ids, not ids, waves)
     inputs = load_inputs(project)
-    rows = await collect_status(driver, inputs, tenants, concurrency or project.settings.concurrency)
+    rows = await fleet_status(driver, inputs, tenants, wanted,
+                              concurrency or project.settings.concurrency,
+                              orphans=not ids and not waves)
     return StatusReport(tuple(rows), inputs.latest)
 
 
@@ -235,10 +251,34 @@ class VerifyReport:
 
 
 async def verify(project: Project, ids: tuple[int, ...] = (), *, concurrency: int | None = None,
-                 driver: Driver = DRIVER) -> VerifyReport:
+                 driver: Driver = DRIVER, servers: tuple[str, ...] = ()) -> VerifyReport:
     """Every tenant's history against the folder; a finding per problem."""
-    report = await status(project, ids, concurrency=concurrency, driver=driver)
+    report = await status(project, ids, concurrency=concurrency, driver=driver, servers=servers)
     return VerifyReport(report.rows, tuple(verify_findings(list(report.rows))))
+
+
+async def baseline(project: Project, request: BaselineRequest, *, driver: Driver = DRIVER,
+                   argv: tuple[str, ...] = ()) -> LifecycleReport:
+    """Adopt existing databases: record the migrations up to a version as ``baseline``."""
+    return await baseline_mod.baseline(project, request, driver=driver, argv=argv)
+
+
+async def plan_deprovision(project: Project, request: DeprovisionRequest, *,
+                           driver: Driver = DRIVER) -> DeprovisionPlan:
+    """Validate a deprovision (exit 2 on bad input); nothing is touched."""
+    return await offboard.plan_deprovision(project, request, driver=driver)
+
+
+async def deprovision(project: Project, plan: DeprovisionPlan, *, driver: Driver = DRIVER,
+                      argv: tuple[str, ...] = ()) -> LifecycleReport:
+    """Archive (or not) and drop tenants tenants.yaml no longer lists."""
+    return await offboard.deprovision(project, plan, driver=driver, argv=argv)
+
+
+async def restore(project: Project, request: RestoreRequest, *, driver: Driver = DRIVER,
+                  argv: tuple[str, ...] = ()) -> LifecycleReport:
+    """Recreate a tenant from a deprovision archive at its declared placement."""
+    return await offboard.restore(project, request, driver=driver, argv=argv)
 
 
 def lint(project: Project, files: tuple[Path, ...] = (), *, all_files: bool = False) -> LintReport:
@@ -296,8 +336,8 @@ async def check_reversible(project: Project, request: ReversibleRequest | None =
                           project.migrations_dir.name)
     notes: tuple[str, ...] = ()
     if request.pending and chosen:
-        rows = await collect_status(driver, inputs, project.select((), True),
-                                    project.settings.concurrency)
+        rows = await fleet_status(driver, inputs, project.select((), True), frozenset(),
+                                  project.settings.concurrency, orphans=False)
         wanted, notes = pending_versions(inputs.migrations, rows)
         chosen = tuple(m for m in chosen if m.version in wanted)
     if not chosen:

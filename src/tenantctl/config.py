@@ -124,6 +124,8 @@ class TenantSpec:
     wave: str | None
     server: str
     database: str
+    # tenants.yaml names the server (or the mode fixes it: shared); False: placement decides
+    server_given: bool = True
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,8 @@ def load_project(
                 problems.append(((*at, "database"), f"database {database} is also used by clnt_id {other}"))
             databases[database] = t.clnt_id
         tenants.append(
-            TenantSpec(t.clnt_id, t.name, t.sites, mode, t.wave, server, database)
+            TenantSpec(t.clnt_id, t.name, t.sites, mode, t.wave, server, database,
+                       server_given=t.server is not None or mode == "shared")
         )
     _check_databases(model, servers, default, tenants, seen, lines, problems)
     if problems:

@@ -63,6 +63,8 @@ class _Model(BaseModel):
 class Server(_Model):
     dsn: str = Field(min_length=1)
     max_connections: int | None = Field(default=None, ge=1, le=10000)
+    # least-tenants placement puts no more registered tenants than this here
+    max_tenants: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class Shared(_Model):
@@ -96,6 +98,8 @@ class Settings(_Model):
     strict_lint: bool = False  # lint errors refuse a migrate/provision (exit 2)
     template: bool = True  # provision new databases by cloning a migrated template
     allow_external_symlinks: bool = False  # migration/seed links may point outside the project
+    # where a tenant without `server:` goes (placement.py); pinned in the registry
+    placement: Literal["default", "least-tenants"] = "default"
 
 
 class LintConfig(_Model):

@@ -9,6 +9,9 @@ Pure; the CLI does the asking. The rule (rollback today, deprovision next):
   ``--only-failed``) is refused (exit 2) until ``--yes`` is given. A command
   that is destructive whatever it names (``deprovision``) passes
   ``listed=False`` and always needs ``--yes`` without a TTY.
+
+"A TTY" means stdin and stderr both: the question is read from one and shown on
+the other. Declining is exit 2, nothing changed.
 """
 
 from __future__ import annotations
@@ -37,22 +40,21 @@ def decide(*, yes: bool, interactive: bool, listed: bool) -> Consent:
     return Consent.PROCEED if listed else Consent.REFUSE
 
 
-def refusal(command: str, selection: str) -> BadInputError:
-    """The exit-2 error of a wide destructive command run without a TTY or --yes."""
+def refusal(what: str) -> BadInputError:
+    """The exit-2 error of a destructive command run without a terminal or --yes."""
     return BadInputError(
-        f"{command} {selection} changes every selected tenant and there is no terminal "
-        "to confirm it on: pass --yes",
-        hint=f"--yes confirms it; `{command} --dry-run` shows what it would do; "
-        "listing clnt_ids runs it for those tenants without --yes")
+        f"{what} needs confirmation, and there is no terminal to ask on: pass --yes",
+        hint="--yes confirms it; --dry-run (rollback) shows what it would do; a rollback of "
+        "listed clnt_ids runs without --yes")
 
 
 def describe_selection(ids: tuple[int, ...], waves: tuple[str, ...], *, only_failed: bool = False,
-                       resume_run: str | None = None) -> str:
+                       resume_run: str | None = None, servers: tuple[str, ...] = ()) -> str:
     """How the tenants were chosen, as the command line says it (for messages)."""
-    if waves:
-        return " ".join(f"--wave {w}" for w in waves)
     if ids:
         return " ".join(map(str, ids))
+    if waves or servers:
+        return " ".join([*(f"--wave {w}" for w in waves), *(f"--server {s}" for s in servers)])
     return "--only-failed" if only_failed else f"--resume {resume_run}" if resume_run else "--all"
 
 

@@ -9,12 +9,15 @@ rebuilt here when the folder changed.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field, replace
 
 from . import embedded, purpose
 from .config import EMBEDDED, Project
 from .drivers.base import Driver, Session
+from .drivers.pg_session import url_dsn
 from .engine import Engine, RunOptions
+from .errors import DatabaseError
 from .executor import Unit
 from .migrations import Migration
 from .modes import Mode
@@ -43,26 +46,62 @@ class ServerFacts:
     # registry: who lives where, as the control database knew it before this run
     claims: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
     extensions: dict[str, set[str]] = field(default_factory=dict)  # server -> available
+    # servers that could not be used (unreachable, authentication refused): why
+    down: dict[str, ServerDown] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerDown:
+    message: str  # names the server and its address, never its password
+    sqlstate: str | None
+
+
+def server_address(dsn: str) -> str:
+    """``host:port`` of a DSN (every host of a multi-host one), never its password."""
+    parts = urllib.parse.urlsplit(url_dsn(dsn))
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    hostspec = parts.netloc.rsplit("@", 1)[-1]
+    if not hostspec:
+        hostspec = ",".join(f"{h}:{query.get('port', '5432')}"
+                            for h in query.get("host", "localhost").split(","))
+    return hostspec or "localhost"
+
+
+def server_problem(name: str, dsn: str, exc: DatabaseError) -> str:
+    """Why server ``name`` cannot be used, naming it and its address (no password)."""
+    what = "authentication failed" if (exc.sqlstate or "").startswith("28") else "unreachable"
+    message = exc.message.removeprefix("server: ")
+    return f"server {name} ({server_address(dsn)}): {what}: {message}"
 
 
 async def server_facts(driver: Driver, project: Project, dsns: dict[str, str],
                        units: list[Unit], *, need_extensions: bool = False) -> ServerFacts:
+    """Every server's facts; a server that cannot be used is put in ``down`` (its
+    tenants fail, the others go on), whatever the error."""
     facts = ServerFacts()
     for name, dsn in dsns.items():
-        async with await driver.connect(dsn) as admin:
-            if need_extensions:
-                facts.extensions[name] = await driver.available_extensions(admin)
-            available = await driver.max_connections(admin)
-            configured = project.servers[name].max_connections
-            # Leave half the server to the application (and to other tools).
-            facts.caps[name] = max(1, configured if configured else available // 2)
-            names = [u.database for u in units if u.server == name]
-            names.append(project.file.template_database)
-            facts.existing |= {(name, db) for db in await driver.existing_databases(admin, names)}
-            facts.markers.update({(name, db): m for db, m in (await driver.read_markers(admin)).items()})
-            facts.purposes.update(
-                {(name, db): p for db, p in (await driver.read_purposes(admin)).items()})
+        try:
+            await _one_server(driver, project, name, dsn, units, facts, need_extensions)
+        except DatabaseError as exc:
+            facts.down[name] = ServerDown(server_problem(name, dsn, exc), exc.sqlstate)
     return facts
+
+
+async def _one_server(driver: Driver, project: Project, name: str, dsn: str, units: list[Unit],
+                      facts: ServerFacts, need_extensions: bool) -> None:
+    async with await driver.connect(dsn) as admin:
+        if need_extensions:
+            facts.extensions[name] = await driver.available_extensions(admin)
+        available = await driver.max_connections(admin)
+        configured = project.servers[name].max_connections
+        # Leave half the server to the application (and to other tools).
+        facts.caps[name] = max(1, configured if configured else available // 2)
+        names = [u.database for u in units if u.server == name]
+        names.append(project.file.template_database)
+        facts.existing |= {(name, db) for db in await driver.existing_databases(admin, names)}
+        facts.markers.update({(name, db): m for db, m in (await driver.read_markers(admin)).items()})
+        facts.purposes.update(
+            {(name, db): p for db, p in (await driver.read_purposes(admin)).items()})
 
 
 def template_migrations(migrations: tuple[Migration, ...], notes: list[str]) -> tuple[Migration, ...]:

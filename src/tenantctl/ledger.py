@@ -81,6 +81,9 @@ ALTER TABLE tenantctl_runs ADD COLUMN IF NOT EXISTS report json;
 ALTER TABLE tenantctl_run_tenants ADD COLUMN IF NOT EXISTS position integer;
 ALTER TABLE tenantctl_run_tenants ADD COLUMN IF NOT EXISTS report json;
 CREATE INDEX IF NOT EXISTS tenantctl_runs_started_on ON tenantctl_runs (started_on DESC);
+-- offboarding (registry.py): when a tenant was deprovisioned, and where its archive went
+ALTER TABLE tenantctl_tenants ADD COLUMN IF NOT EXISTS deprovisioned_on timestamptz,
+                              ADD COLUMN IF NOT EXISTS archive text;
 """
 
 # columns added after the first release: (table, column); readers select NULL for absent ones
@@ -95,7 +98,9 @@ SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL
        AND (SELECT count(*) FROM pg_attribute
             WHERE attrelid IN (to_regclass('tenantctl_runs'), to_regclass('tenantctl_run_tenants'))
               AND attname IN ({", ".join(f"'{c}'" for _, c in LATER_COLUMNS)}) AND NOT attisdropped)
-           = {len(LATER_COLUMNS)}"""
+           = {len(LATER_COLUMNS)}
+       AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('tenantctl_tenants')
+                   AND attname = 'archive' AND NOT attisdropped)"""
 
 _SYNC = """
 INSERT INTO tenantctl_tenants (clnt_id, name, mode, server, database, wave, sites)
@@ -106,13 +111,19 @@ FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::
 ON CONFLICT (clnt_id) DO UPDATE SET
     name = excluded.name, mode = excluded.mode, server = excluded.server,
     database = excluded.database, wave = excluded.wave, sites = excluded.sites,
-    in_config = true, updated_on = now()
+    in_config = true, deprovisioned_on = NULL, updated_on = now()
 WHERE (tenantctl_tenants.name, tenantctl_tenants.mode, tenantctl_tenants.server,
        tenantctl_tenants.database, tenantctl_tenants.wave, tenantctl_tenants.sites,
-       tenantctl_tenants.in_config)
+       tenantctl_tenants.in_config, tenantctl_tenants.deprovisioned_on IS NULL)
       IS DISTINCT FROM
       (excluded.name, excluded.mode, excluded.server, excluded.database, excluded.wave,
-       excluded.sites, true)
+       excluded.sites, true, true)
+"""
+
+# registered tenants no longer in tenants.yaml (orphans, or deprovisioned ones)
+_UNLIST = """
+UPDATE tenantctl_tenants SET in_config = false, updated_on = now()
+WHERE in_config AND clnt_id <> ALL($1::smallint[])
 """
 
 _RECORD = """
@@ -264,7 +275,10 @@ class Ledger:
         self._dry_run = dry_run
         self._position: dict[int, int] = {}  # clnt_id -> its place in the run's report
 
-    async def sync_registry(self, tenants: tuple[TenantSpec, ...]) -> None:
+    async def sync_registry(self, tenants: tuple[TenantSpec, ...],
+                            listed: tuple[int, ...] | None = None) -> None:
+        """Write tenants.yaml's view; ``listed`` (every clnt_id in the file) also marks
+        registered tenants missing from it as no longer in the configuration."""
         async with self._lock:
             await self._session.execute(
                 _SYNC,
@@ -276,6 +290,8 @@ class Ledger:
                 [t.wave for t in tenants],
                 [",".join(map(str, t.sites)) for t in tenants],
             )
+            if listed is not None:
+                await self._session.execute(_UNLIST, list(listed))
 
     async def start_run(
         self, run_id: str, command: str, clnt_ids: list[int], argv: tuple[str, ...] = ()

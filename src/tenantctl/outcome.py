@@ -145,9 +145,11 @@ class RunResult:
         failed = [t for t in self.tenants if t.status == FAILED]
         if not failed:
             return None
-        if len(failed) == len(self.tenants) and all(
-                t.error is not None and is_connection_failure(t.error.sqlstate) for t in failed):
-            return ErrorKind.ALL_SERVERS_UNREACHABLE
+        if all(t.error is not None and is_connection_failure(t.error.sqlstate) for t in failed):
+            # every failure is a server that did not answer: all of them, or some
+            if len(failed) == len(self.tenants):
+                return ErrorKind.ALL_SERVERS_UNREACHABLE
+            return ErrorKind.SERVER_UNREACHABLE
         return ErrorKind.TENANTS_FAILED
 
     def error_json(self) -> dict[str, Any] | None:
@@ -160,6 +162,8 @@ class RunResult:
             ErrorKind.RECORDING_FAILED: self.recording_error or "",
             ErrorKind.ALL_SERVERS_UNREACHABLE: f"no tenant's server could be reached "
                                                f"({failed} tenant(s) failed to connect)",
+            ErrorKind.SERVER_UNREACHABLE: f"{failed} of {len(self.tenants)} tenant(s) failed: "
+                                          "their server could not be reached; the others ran",
         }
         message = messages.get(kind, f"{failed} of {len(self.tenants)} tenant(s) failed")
         return {"kind": kind.value, "message": message}

@@ -92,8 +92,9 @@ def one_line(text: str) -> str:
 
 
 def status_table(rows: Sequence[StatusRow]) -> str:
-    header = (f"{'clnt_id':>7}  {'mode':<8}  {'database':<24}  {'version':<10}  {'pending':>7}  "
-              "state / last error")
+    width = max([6, *(len(r.server) for r in rows)])
+    header = (f"{'clnt_id':>7}  {'server':<{width}}  {'mode':<8}  {'database':<24}  "
+              f"{'version':<10}  {'pending':>7}  state / last error")
     out = [header, "-" * len(header)]
     for r in rows:
         row = r.to_json()
@@ -109,10 +110,24 @@ def status_table(rows: Sequence[StatusRow]) -> str:
             note += f"; last error [{err.get('sqlstate') or '-'}] {one_line(str(err.get('message')))}"
         pending = "-" if r.pending is None else str(r.pending)
         out.append(
-            f"{r.clnt_id:>7}  {r.mode:<8}  {r.database:<24}  {r.version or '-':<10}  "
-            f"{pending:>7}  {note}"
+            f"{r.clnt_id:>7}  {r.server:<{width}}  {r.mode:<8}  {r.database:<24}  "
+            f"{r.version or '-':<10}  {pending:>7}  {note}"
         )
+    out.append(status_summary(rows))
     return "\n".join(out)
+
+
+def status_summary(rows: Sequence[StatusRow]) -> str:
+    """``12 tenant(s) on 3 server(s): 10 up_to_date, 2 unreachable; a 4, b 4, c 4``."""
+    states: dict[str, int] = {}
+    servers: dict[str, int] = {}
+    for r in rows:
+        states[r.state] = states.get(r.state, 0) + 1
+        servers[r.server] = servers.get(r.server, 0) + 1
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    spread = ", ".join(f"{name} {n}" for name, n in sorted(servers.items()))
+    return (f"{len(rows)} tenant(s) on {len(servers)} server(s): {counts or 'none'}"
+            + (f"; per server: {spread}" if spread else ""))
 
 
 def verify_text(rows: Sequence[StatusRow], findings: Sequence[VerifyFinding]) -> str:

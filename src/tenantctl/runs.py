@@ -14,19 +14,20 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from . import isolation, ledger, logs
+from . import isolation, ledger, logs, registry
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
 from .engine import Engine, PauseCallback, RunOptions, group_units
-from .errors import BadInputError, DatabaseError, ErrorKind, Unreachable, is_connection_failure
+from .errors import BadInputError, DatabaseError, ErrorKind, Unreachable
 from .executor import EnforceHook, Unit
 from .extensions import missing_extensions, required_extensions
-from .fleet import ServerFacts, prepare_templates, server_dsns, server_facts
+from .fleet import ServerFacts, prepare_templates, server_dsns, server_facts, server_problem
 from .inputs import Inputs, pending_lint
 from .lint import Finding
 from .logs import Event
 from .modes import Mode
-from .outcome import RunResult, TenantResult
+from .outcome import FAILED, RunResult, TenantFailure, TenantResult
+from .placement import on_servers, place
 from .steps import Verb
 
 ResultCallback = Callable[[TenantResult], Awaitable[None]]
@@ -44,6 +45,7 @@ async def run_changes(
     resume: str | bool | None = None,
     argv: tuple[str, ...] = (),
     lint: tuple[Finding, ...] = (),
+    servers: frozenset[str] = frozenset(),
     on_pause: PauseCallback | None = None,
 ) -> RunResult:
     """Fan a changing verb out over the tenants' databases and record the run.
@@ -51,7 +53,13 @@ async def run_changes(
     ``resume``: True re-runs what the last run (and any earlier failure) left
     unfinished; a run id re-runs what that run left unfinished. ``lint``: the
     folder's findings; the report keeps those of migrations pending for its tenants.
-    A dry run is recorded too (marked dry), without touching the registry mirror.
+    A dry run is recorded too (marked dry), without touching the registry.
+    ``servers``: only the tenants living on these servers (``--server``).
+
+    Tenants without ``server:`` are placed (and pinned) first. A server that
+    cannot be reached, or refuses tenantctl's login, fails its own tenants
+    (named in the error) and the others go on; only the control database's
+    server is needed by every run.
     """
     project = inputs.project
     stop = stop or asyncio.Event()
@@ -61,40 +69,41 @@ async def run_changes(
         tenants = await _unfinished(driver, project, tenants, options.verb,
                                     resume if isinstance(resume, str) else None)
         notes.append(f"resuming: {len(tenants)} unfinished tenant(s) selected")
-    units = group_units(tenants)
-    dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
-    required = required_extensions(inputs.migrations)
-    try:
-        facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
-    except DatabaseError as exc:
-        if not is_connection_failure(exc.sqlstate):
-            raise
-        raise await unreachable(driver, project, dsns, exc) from exc
-    notes.extend(_extension_problems(required, facts, {u.server for u in units}, options.strict))
+    control_dsn = server_dsns(project, {project.default_server})[project.default_server]
     run_id = str(uuid.uuid4())
     control: Session | None = None
     recorder: ledger.Ledger | None = None
     engine: Engine | None = None
+    required = required_extensions(inputs.migrations)
+    if options.strict and required:  # refuse before the control database is even created
+        await _strict_extensions(driver, project, tenants, control_dsn, required)
     try:
-        try:
-            async with await driver.connect(dsns[project.default_server]) as admin:
-                control = await ledger.open_control(
-                    driver, admin, dsns[project.default_server], project.file.control_database)
-        except DatabaseError as exc:
-            raise Unreachable(f"control database {project.file.control_database}: {exc.message}",
-                              ErrorKind.CONTROL_UNREACHABLE, hint=exc.hint) from exc
+        control = await open_control_or_name_server(driver, project, control_dsn)
         # who the registry placed where, read before tenants.yaml's view is synced in
-        facts.claims = await ledger.placements(control)
+        claims = await ledger.placements(control)
         recorder = ledger.Ledger(control, dry_run=options.dry_run)
-        if not options.dry_run:  # a dry run is recorded, but changes no registry entry
-            await recorder.sync_registry(project.tenants)
-        await recorder.start_run(run_id, options.verb, [t.clnt_id for t in tenants], argv)
+        if not options.dry_run:
+            placement = await registry.pin(control, recorder, project)
+        else:  # a dry run is recorded, but changes no registry entry
+            placement = place(project, await registry.read(control))
+        tenants, unplaced = placement.resolve(tenants)
+        if servers:
+            tenants, unplaced = on_servers(tenants, servers), {}
+        units = group_units(tenants)
+        dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
+        facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
+        facts.claims = claims
+        live = [u for u in units if u.server not in facts.down]
+        notes.extend(_extension_problems(required, facts, {u.server for u in live}, False))
+        notes.extend(problem.message for problem in facts.down.values())
+        selected = tuple(placement_order(tenants, unplaced, inputs))
+        await recorder.start_run(run_id, options.verb, [t.clnt_id for t in selected], argv)
         logs.bind_run(run_id)
         logs.event(Event.RUN_START, f"{options.verb.value} run {run_id} started: "
-                   f"{len(tenants)} tenant(s)" + (" (dry run)" if options.dry_run else ""),
-                   command=options.verb.value, tenants=len(tenants), dry_run=options.dry_run)
+                   f"{len(selected)} tenant(s)" + (" (dry run)" if options.dry_run else ""),
+                   command=options.verb.value, tenants=len(selected), dry_run=options.dry_run)
         if on_start is not None:
-            on_start(len(tenants))
+            on_start(len(selected))
 
         async def record(result: TenantResult) -> None:
             if recorder is not None:
@@ -102,6 +111,10 @@ async def run_changes(
             if on_result is not None:
                 await on_result(result)
 
+        failed_early = _failed_early(selected, unplaced, units, facts)
+        for result in failed_early:
+            await record(result)
+        units = live
         templates, baked = await prepare_templates(
             driver, project, inputs.migrations, dsns, units, facts, options, run_id, notes)
         enforce = None
@@ -114,12 +127,12 @@ async def run_changes(
             claims=facts.claims, on_result=record, stop=stop, run_id=run_id, enforce=enforce,
             on_pause=on_pause,
         )
-        results = await engine.run(units, project.file.waves)
+        results = failed_early + await engine.run(units, project.file.waves)
         recording_error = None
         if engine.recording_error is not None:
             recording_error = (f"recording results failed, later tenants were not started: "
                                f"{type(engine.recording_error).__name__}: {engine.recording_error}")
-        order = {t.clnt_id: i for i, t in enumerate(tenants)}
+        order = {t.clnt_id: i for i, t in enumerate(selected)}
         run = RunResult(
             run_id=run_id,
             command=options.verb.value,
@@ -146,27 +159,61 @@ async def run_changes(
             await control.close()
 
 
-async def unreachable(driver: Driver, project: Project, dsns: dict[str, str],
-                      first: DatabaseError) -> Unreachable:
-    """Which servers of a run do not answer, once one did not: the default server
-    (where the control database lives), every server, or some of them."""
-    down = []
-    for name, dsn in sorted(dsns.items()):
-        try:
-            async with await driver.connect(dsn, timeout=5.0):
-                pass
-        except DatabaseError as exc:
-            if is_connection_failure(exc.sqlstate):
-                down.append(name)
-    names = ", ".join(down) or "?"
-    if down and len(down) == len(dsns) and len(dsns) > 1:
-        kind = ErrorKind.ALL_SERVERS_UNREACHABLE
-    elif project.default_server in down or not down:
-        kind = ErrorKind.CONTROL_UNREACHABLE
-    else:
-        kind = ErrorKind.SERVER_UNREACHABLE
-    return Unreachable(f"server(s) not reachable: {names}; no tenant was touched: {first.message}",
-                       kind, hint="check the server address and that it is up, then re-run")
+async def _strict_extensions(driver: Driver, project: Project, tenants: tuple[TenantSpec, ...],
+                             control_dsn: str, required: dict[str, str]) -> None:
+    """--strict: exit 2 when a server the run would use lacks an extension the folder
+    creates; read-only (the registry as it is), before anything is created."""
+    placement = place(project, await registry.read_existing(
+        driver, control_dsn, project.file.control_database))
+    units = group_units(placement.resolve(tenants)[0])
+    dsns = server_dsns(project, {u.server for u in units})
+    facts = await server_facts(driver, project, dsns, units, need_extensions=True)
+    _extension_problems(required, facts, {u.server for u in units} - set(facts.down), True)
+
+
+async def open_control_or_name_server(driver: Driver, project: Project, dsn: str) -> Session:
+    """The control database (created when missing); its server down is an error naming it."""
+    try:
+        async with await driver.connect(dsn) as admin:
+            return await ledger.open_control(driver, admin, dsn, project.file.control_database)
+    except DatabaseError as exc:
+        if exc.sqlstate is None or not (exc.sqlstate.startswith("08")
+                                        or exc.sqlstate.startswith("28")):
+            raise
+        raise Unreachable(
+            f"{server_problem(project.default_server, dsn, exc)}; the control database "
+            f"{project.file.control_database} (run ledger, registry) lives there: nothing was run",
+            ErrorKind.CONTROL_UNREACHABLE,
+            hint="bring the default server back, or point default_server at a live one") from None
+
+
+def placement_order(tenants: tuple[TenantSpec, ...], unplaced: dict[int, str],
+                    inputs: Inputs) -> list[TenantSpec]:
+    """The run's tenants in tenants.yaml's order, those that could not be placed included."""
+    ids = {t.clnt_id for t in tenants} | set(unplaced)
+    placed = {t.clnt_id: t for t in tenants}
+    return [placed.get(t.clnt_id, t) for t in inputs.project.tenants if t.clnt_id in ids]
+
+
+def _failed_early(selected: tuple[TenantSpec, ...], unplaced: dict[int, str], units: list[Unit],
+                  facts: ServerFacts) -> list[TenantResult]:
+    """Tenants failed before the engine starts: no server can take them, or theirs is down."""
+    out = []
+    on_down = {t.clnt_id: facts.down[u.server] for u in units if u.server in facts.down
+               for t in u.tenants}
+    for t in selected:
+        if t.clnt_id in unplaced:
+            failure = TenantFailure(unplaced[t.clnt_id], hint="raise servers.<name>.max_tenants, "
+                                    "add a server, or give the tenant a server:")
+        elif t.clnt_id in on_down:
+            down = on_down[t.clnt_id]
+            failure = TenantFailure(down.message, down.sqlstate,
+                                    hint="the other servers' tenants were worked on; re-run "
+                                    "these with --only-failed once the server is back")
+        else:
+            continue
+        out.append(TenantResult(t.clnt_id, t.database, t.mode, FAILED, error=failure))
+    return out
 
 
 def _extension_problems(required: dict[str, str], facts: ServerFacts, servers: set[str],

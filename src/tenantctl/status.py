@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ledger
+from . import ledger, registry
 from .config import TenantSpec
 from .drivers.base import Driver
 from .engine import Engine, RunOptions, group_units
 from .errors import DatabaseError
 from .executor import Unit
-from .fleet import server_dsns
+from .fleet import server_dsns, server_problem
 from .inputs import Inputs
+from .placement import on_servers, place
 from .plan import marker_version, plan_migrate, replay
 
 
@@ -97,16 +98,20 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
     units = group_units(tenants)
     dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
     markers: dict[tuple[str, str], str] = {}
-    for server in {u.server for u in units}:
+    down: dict[str, dict[str, Any]] = {}  # one probe per server: its tenants, unreachable
+    for server in sorted({u.server for u in units}):
         try:
-            admin = await driver.connect(dsns[server])
-        except DatabaseError:
-            continue  # its tenants show as unreachable below
-        async with admin:
-            markers.update({(server, db): m for db, m in (await driver.read_markers(admin)).items()})
+            async with await driver.connect(dsns[server]) as admin:
+                markers.update(
+                    {(server, db): m for db, m in (await driver.read_markers(admin)).items()})
+        except DatabaseError as exc:
+            down[server] = {"sqlstate": exc.sqlstate,
+                            "message": server_problem(server, dsns[server], exc)}
     engine = Engine(inputs.migrations, dsns, RunOptions(concurrency=concurrency), driver=driver)
 
     async def read(unit: Unit) -> UnitState:
+        if unit.server in down:
+            return UnitState("unreachable", error=down[unit.server])
         try:
             session = await driver.connect(dsns[unit.server], unit.database)
         except DatabaseError as exc:
@@ -126,8 +131,11 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
     states = await engine.map_units(units, bounded_read)
     by_id = {t.clnt_id: (u, s) for u, s in zip(units, states, strict=True) for t in u.tenants}
     outcomes: dict[int, ledger.LastOutcome] = {}
-    control = await ledger.connect_existing(driver, dsns[project.default_server],
-                                            project.file.control_database)
+    try:
+        control = await ledger.connect_existing(driver, dsns[project.default_server],
+                                                project.file.control_database)
+    except DatabaseError:
+        control = None  # the default server is down: its own tenants say so above
     if control is not None:
         async with control:
             outcomes = await ledger.last_outcomes(control)
@@ -189,7 +197,12 @@ def verify_findings(rows: list[StatusRow]) -> list[VerifyFinding]:
                 row: StatusRow = row) -> None:
             out.append(VerifyFinding(row.clnt_id, row.database, kind, detail, version, file))
 
-        if row.state == "not_provisioned":
+        if row.state == ORPHANED:
+            add("orphaned", f"in the registry (server {row.server}, database {row.database}) but "
+                "no longer in tenants.yaml: `tenantctl deprovision` it, or list it again")
+        elif row.state == "not_provisioned" and row.server == UNPLACED:
+            add("unplaced", str((row.last_error or {}).get("message")))
+        elif row.state == "not_provisioned":
             add("missing-database", "the database does not exist (tenantctl provision)")
         elif row.state == "unreachable":
             add("unreachable", str((row.last_error or {}).get("message")))
@@ -214,3 +227,39 @@ def verify_findings(rows: list[StatusRow]) -> list[VerifyFinding]:
             add("partial", f"failed/partial no-transaction migration ({done or 0} statement(s) "
                 "done); migrate resumes it", v)
     return out
+
+
+ORPHANED = "orphaned"
+UNPLACED = "-"  # the server column of a tenant no server can take
+
+
+async def fleet_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSpec, ...],
+                       servers: frozenset[str], concurrency: int, *,
+                       orphans: bool) -> list[StatusRow]:
+    """:func:`collect_status` with placement: tenants without ``server:`` where the
+    registry pinned them (or where placement would put them), only those on
+    ``servers`` when given, plus (``orphans``) the registered tenants tenants.yaml
+    no longer lists. Reads only; pins nothing."""
+    project = inputs.project
+    dsn = server_dsns(project, {project.default_server})[project.default_server]
+    try:
+        known = await registry.read_existing(driver, dsn, project.file.control_database)
+    except DatabaseError:
+        known = {}  # the default server is down: placement falls back to tenants.yaml's
+    placed, unplaced = place(project, known).resolve(tenants)
+    placed = on_servers(placed, servers)
+    rows = await collect_status(driver, inputs, placed, concurrency) if placed else []
+    if not servers:
+        rows += [StatusRow(t.clnt_id, t.name, t.mode, UNPLACED, t.database, None, inputs.latest,
+                           len(inputs.migrations), "not_provisioned", UnitState("not_provisioned"),
+                           last_error={"sqlstate": None, "message": unplaced[t.clnt_id]})
+                 for t in tenants if t.clnt_id in unplaced]
+    if orphans:
+        listed = {t.clnt_id for t in project.tenants}
+        rows += [StatusRow(r.clnt_id, r.name, r.mode, r.server, r.database, r.version,
+                           inputs.latest, None, ORPHANED, UnitState(ORPHANED, r.version),
+                           last_status=r.last_status)
+                 for r in known.values()
+                 if r.clnt_id not in listed and r.active and (not servers or r.server in servers)]
+    order = {t.clnt_id: i for i, t in enumerate(project.tenants)}
+    return sorted(rows, key=lambda r: (order.get(r.clnt_id, len(order)), r.clnt_id))

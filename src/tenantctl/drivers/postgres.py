@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import DatabaseError, LockLost, LockNotAcquired
 from ..migrations import Migration, Script
-from ..plan import KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
+from ..plan import KIND_BASELINE, KIND_DOWN, KIND_REPAIR, KIND_SEED, KIND_UP, HistoryRow
 from ..statements import Statement
 from .base import Session
 from .pg_server import (
@@ -412,6 +412,23 @@ async def record_repair(session: Session, migration: Migration, run_id: Any) -> 
         session, migration.version.text, migration.description, KIND_REPAIR,
         migration.filename, migration.checksum, 0, True, None, run_id,
     )
+
+
+async def record_baseline(session: Session, migrations: tuple[Migration, ...],
+                          seed: tuple[Script, int] | None, run_id: Any) -> None:
+    """Adopt a database: create the history table and record ``migrations`` as
+    ``baseline`` rows (and the seed of ``seed``'s clnt_id as done), none of them
+    run; one transaction, the tenant's lock held."""
+    async with session.transaction():
+        await ensure_history(session)
+        for m in migrations:
+            await _insert_history(session, m.version.text, m.description, KIND_BASELINE,
+                                  m.filename, m.checksum, 0, True, None, run_id)
+        if seed is not None:
+            script, clnt_id = seed
+            await _insert_history(session, str(clnt_id), f"seed clnt_id {clnt_id} (baseline: "
+                                  "recorded, not run)", KIND_SEED, script.path.name,
+                                  script.checksum, 0, True, None, run_id)
 
 
 @dataclass(frozen=True)
