@@ -4,9 +4,21 @@
 -- membership linking them. Safe to re-run (ON CONFLICT DO NOTHING).
 --
 -- The tenant's values arrive only as settings, read with current_setting():
---   tenantctl.clnt_id      the client id (int2)
+--   tenantctl.clnt_id      the client id (int2; also as tenantctl.tenant_id)
 --   tenantctl.tenant_name  the tenant's display name (any text; used only as a value)
---   tenantctl.sites        comma-separated site ids, first one first, e.g. '1,2'
+--   tenantctl.sites        comma-separated site ids, first one first, e.g. '1,2';
+--                          '' for a tenant without sites (tenants.yaml: sites is optional)
+
+-- XOS needs a first site for the admin user: refuse a tenant without one by name
+-- (instead of a NOT NULL violation further down).
+DO $$
+BEGIN
+    IF current_setting('tenantctl.sites') = '' THEN
+        RAISE EXCEPTION 'XOS tenant % has no sites', current_setting('tenantctl.clnt_id')
+            USING HINT = 'give it at least one in tenants.yaml, e.g. sites: [1]';
+    END IF;
+END
+$$;
 
 -- One site row per site id.
 INSERT INTO cvs_site_mast (clnt_id, site_id, site_cd, site_nm, mod_by)

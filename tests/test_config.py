@@ -105,11 +105,11 @@ def test_sites_are_int2_and_unique(tmp_path: Path) -> None:
         tenants:
           - { clnt_id: 1, name: "A", sites: [1, 1] }
           - { clnt_id: 2, name: "B", sites: [40000] }
-          - { clnt_id: 3, name: "C", sites: [] }
+          - { clnt_id: 3, name: "C", sites: [0] }
     """))
     assert "tenants[0].sites" in msg and "repeated" in msg
     assert "tenants[1].sites[0]" in msg
-    assert "tenants[2].sites" in msg
+    assert "tenants[2].sites[0]" in msg
 
 
 def test_env_interpolation_in_dsn(tmp_path: Path) -> None:

@@ -144,6 +144,59 @@ def test_a_failing_migration_leaves_no_history_row(ws: Workspace, driver) -> Non
     with_database(ws, driver, body)
 
 
+def test_copy_streams_a_tenants_rows_between_databases(ws: Workspace, driver) -> None:  # type: ignore[no-untyped-def]
+    """COPY out of one database (all rows, or one tenant's) into another, in COPY
+    text format: NULLs, tabs, backslashes and non-ASCII survive, counts are returned."""
+    ws.add_migration("v1_t.sql", "create table t (clnt_id int2, note text, n int);")
+    (create,) = load_migrations(ws.migrations)
+    rows = "1\tplain\t1\n2\t\\N\t2\n1\ttab\\there \\\\ é 漢\t3\n".encode()
+
+    async def body(db: Driver, dsn: str, name: str) -> None:
+        other = ws.db(2)
+        async with await db.connect(dsn) as admin:
+            assert await db.create_database(admin, other) is True
+        for database in (name, other):
+            async with await db.connect(dsn, database) as s:
+                await db.acquire_migration_lock(s, 1.0)
+                await db.open_history(s)
+                await db.apply_transactional(s, create, None)
+
+        async def chunks() -> Any:
+            yield rows[:7]  # chunks need not end at a row
+            yield rows[7:]
+
+        async with await db.connect(dsn, name) as source, await db.connect(dsn, other) as target:
+            assert await source.copy_rows_in("public", "t", ["clnt_id", "note", "n"], chunks()) == 3
+            out: list[bytes] = []
+
+            async def sink(chunk: bytes) -> None:
+                out.append(chunk)
+
+            assert await source.copy_rows_out("public", "t", ["clnt_id", "note", "n"], sink,
+                                              where_column="clnt_id", equals=1) == 2
+            assert b"".join(out) == "1\tplain\t1\n1\ttab\\there \\\\ é 漢\t3\n".encode()
+
+            async def replay_out() -> Any:
+                for chunk in out:
+                    yield chunk
+
+            assert await target.copy_rows_in("public", "t", ["clnt_id", "note", "n"],
+                                              replay_out()) == 2
+            everything: list[bytes] = []
+
+            async def keep(chunk: bytes) -> None:
+                everything.append(chunk)
+
+            assert await target.copy_rows_out("public", "t", ["n", "note"], keep) == 2
+            assert sorted(b"".join(everything).decode().splitlines()) == [
+                "1\tplain", "3\ttab\\there \\\\ é 漢"]
+            with pytest.raises(DatabaseError) as caught:
+                await target.copy_rows_out("public", "missing", ["n"], keep)
+            assert caught.value.sqlstate == "42P01"
+
+    with_database(ws, driver, body)
+
+
 def test_sessions_close_with_async_with(ws: Workspace, driver) -> None:  # type: ignore[no-untyped-def]
     db, dsn = driver
 

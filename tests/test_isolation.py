@@ -84,7 +84,8 @@ class Shared:
         s = await self.admin()
         try:
             return await isolation.enforce(
-                s, app_role=self.app, owner_role=self.owner, global_tables=global_tables)
+                s, app_role=self.app, owner_role=self.owner, global_tables=global_tables,
+                tenant_column="clnt_id")
         finally:
             await s.close()
 
@@ -92,7 +93,7 @@ class Shared:
               global_tables: frozenset[str] = GLOBAL) -> list[isolation_check.IsolationFinding]:
         return run(isolation_check.check_isolation(
             self.ws.dsn, self.db, app_role=self.app, owner_role=self.owner,
-            global_tables=global_tables, probe_tenants=probe))
+            global_tables=global_tables, probe_tenants=probe, tenant_column="clnt_id"))
 
 
 async def _drop(ws: Workspace, db: str, roles: list[str]) -> None:
@@ -568,7 +569,7 @@ def test_a_non_superuser_migrator_joins_the_owner_role(roles: Shared) -> None:
             for stmt in SCHEMA + ROWS:
                 await m.execute(stmt)
             result = await isolation.enforce(m, app_role=roles.app, owner_role=roles.owner,
-                                             global_tables=GLOBAL)
+                                             global_tables=GLOBAL, tenant_column="clnt_id")
             await m.execute("ALTER TABLE cvs_usr_mast ADD COLUMN lcl_cd text")  # a later release
             backfill = await m.execute("UPDATE cvs_usr_mast SET lcl_cd = 'en-US'")
             owners = await m.fetch_value(

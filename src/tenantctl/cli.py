@@ -336,8 +336,9 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
 def provision(opts: GlobalOptions, /, **flags: Any) -> None:
     """Create, migrate, seed and register tenants (idempotent).
 
-    Database-mode tenants get their own database (cvs_client_<clnt_id>),
-    created when missing; shared-mode tenants live in the shared database.
+    Database-mode tenants get their own database (database_pattern, default
+    cvs_client_<clnt_id>), created when missing; shared-mode tenants live in
+    the shared database.
     """
     sys.exit(_run_change_command(opts, "provision", flags))
 
@@ -580,11 +581,43 @@ def restore(opts: GlobalOptions, clnt_id: int, archive: Path, as_json: bool) -> 
     _lifecycle(opts, as_json, lambda p: commands.restore(p, request, argv=opts.argv))
 
 
+@cli.command()
+@click.argument("ids", nargs=-1, type=CLNT_ID, required=True)
+@click.option("--dry-run", is_flag=True, help="Say what would be moved; change nothing.")
+@click.option("--keep-source", is_flag=True,
+              help="Keep the old database renamed <name>_moved_<time> (tagged moved:<id>, "
+                   "no connections), or a shared tenant's rows, instead of removing them.")
+@_json_flag
+@click.pass_obj
+def move(opts: GlobalOptions, ids: tuple[int, ...], dry_run: bool, keep_source: bool,
+         as_json: bool) -> None:
+    """Move tenants' data to the placement tenants.yaml declares (another server or
+    database name, shared <-> dedicated): copy, verify every table, switch the
+    registry, remove the source. Exit 1 if any tenant failed."""
+    from . import move as moving
+    from . import report
+    from .signals import run_async
+
+    project = opts.project()
+    result, interrupted = run_async(lambda stop: moving.move(
+        project, ids, dry_run=dry_run, keep_source=keep_source, argv=opts.argv, stop=stop))
+    if result is None:
+        _err("interrupted: an unfinished move is finished or undone by the next `tenantctl move`")
+        sys.exit(EXIT_INTERRUPTED)
+    if opts.json or as_json:
+        click.echo(report.to_json(result.to_json()))
+    else:
+        for row in result.tenants:
+            click.echo(row.line())
+    sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if result.failed else EXIT_OK))
+
+
 @cli.command("check-isolation")
 @click.pass_obj
 def check_isolation(opts: GlobalOptions) -> None:
-    """Shared mode: RLS coverage of every clnt_id table, the app role's rights, and
-    a live probe as the app role with two tenants. Exit 1 naming every offender."""
+    """Shared mode: RLS coverage of every table with the tenant column (tenant_column,
+    default clnt_id), the app role's rights, and a live probe as the app role with
+    two tenants. Exit 1 naming every offender."""
     from . import commands, report
     from .signals import run_async
 

@@ -299,7 +299,7 @@ async def check_isolation(project: Project, *, driver: Driver = DRIVER) -> list[
     findings = await isolation_check.check_isolation(
         dsn, shared.database, app_role=shared.app_role, owner_role=shared.owner_role,
         global_tables=frozenset(shared.global_tables), probe_tenants=probe,
-        probe_dsn=shared.probe_dsn,
+        tenant_column=project.file.tenant_column, probe_dsn=shared.probe_dsn,
     )
     if probe is None:
         findings.append(IsolationFinding(
@@ -392,7 +392,8 @@ def new_migration(project: Project, description: str, version: str | None = None
     path = new_migration_path(folder, description, load_migrations(folder), version)
     one_line = " ".join(description.split())  # a line break would end the comment
     return scaffold.write_new({
-        path: NEW_MIGRATION_TEMPLATE.format(description=one_line),
+        path: NEW_MIGRATION_TEMPLATE.format(description=one_line,
+                                          tenant_column=project.file.tenant_column),
         scaffold.down_companion(path): scaffold.NEW_DOWN_TEMPLATE.format(
             filename=path.name, description=one_line),
     })

@@ -23,12 +23,14 @@ from .config_fields import (
 )
 from .lint_rules import RULES
 from .migrations import Version
+from .tenant_column import DEFAULT_TENANT_COLUMN, check_tenant_column
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Identifier = Annotated[str, BeforeValidator(check_identifier)]
 RoleName = Annotated[str, BeforeValidator(check_role)]
 WaveName = Annotated[str, BeforeValidator(check_wave)]
 TableName = Annotated[str, BeforeValidator(check_table_name)]
+ColumnName = Annotated[str, BeforeValidator(check_tenant_column)]
 Int2Id = Annotated[int, Field(strict=True, ge=1, le=INT2_MAX)]
 
 
@@ -72,7 +74,7 @@ class Shared(_Model):
     database: Identifier = "cvs_shared"
     app_role: RoleName = "cvs_app"
     owner_role: RoleName = "cvs_owner"
-    # tables without clnt_id that every tenant may read (reference data)
+    # tables without the tenant column that every tenant may read (reference data)
     global_tables: tuple[TableName, ...] = ()
     # how check-isolation logs in as app_role (default: the server DSN with the user swapped)
     probe_dsn: str | None = None
@@ -121,7 +123,7 @@ class LintConfig(_Model):
 class Tenant(_Model):
     clnt_id: Int2Id
     name: str = Field(min_length=1, max_length=200)
-    sites: tuple[Int2Id, ...] = Field(min_length=1)
+    sites: tuple[Int2Id, ...] = ()  # optional: an application without sites has none
     mode: Literal["database", "shared"] | None = None
     wave: WaveName | None = None
     server: str | None = None
@@ -152,6 +154,8 @@ class ConfigFile(_Model):
     migrations: str = "migrations"
     seed: str | None = None
     database_pattern: str = "cvs_client_{clnt_id}"
+    # the column of every tenant table holding the tenant's id (tenant_column.py)
+    tenant_column: ColumnName = DEFAULT_TENANT_COLUMN
     control_database: Identifier = "tenantctl"
     template_database: Identifier = "tenantctl_template"
     default_mode: Literal["database", "shared"] = "database"

@@ -88,6 +88,7 @@ def lint_report(inputs: Inputs, only: tuple[Path, ...] = (), *, all_files: bool 
     findings = lint_migrations(
         tuple(migrations), global_tables=frozenset(project.file.shared.global_tables),
         shared_mode=any(t.mode == Mode.SHARED for t in project.tenants),
+        tenant_column=project.file.tenant_column,
     )
     if wanted:
         names = {p.name for p in wanted}

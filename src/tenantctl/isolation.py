@@ -1,7 +1,8 @@
-"""Shared-schema mode: tenants isolated by Row-Level Security on ``clnt_id``.
+"""Shared-schema mode: tenants isolated by Row-Level Security on the tenant column.
 
 In shared mode many tenants live in one database and every tenant table
-carries ``clnt_id``. The application connects as ``app_role`` (LOGIN,
+carries the tenant column (tenants.yaml's ``tenant_column``, default
+``clnt_id``; see tenant_column.py). The application connects as ``app_role`` (LOGIN,
 NOSUPERUSER, NOBYPASSRLS, NOINHERIT, owns nothing) and sets the tenant per
 transaction with ``set_config('app.current_tenant', $1, true)``. The tables
 belong to ``owner_role`` (NOLOGIN) and have RLS enabled *and forced*, with one
@@ -28,15 +29,27 @@ from dataclasses import dataclass
 from .drivers.base import Session
 from .drivers.postgres import HISTORY_TABLE, quote_ident
 from .errors import BadInputError, DatabaseError, TenantctlError
+from .tenant_column import DEFAULT_TENANT_COLUMN
 
 POLICY_NAME = "tenantctl_tenant"
 TENANT_SETTING = "app.current_tenant"
 REGISTRY_TABLE = "tenantctl_shared_tenants"
 BOOKKEEPING = frozenset({HISTORY_TABLE, REGISTRY_TABLE})  # in schema public
-TENANT_EXPR = "clnt_id = (SELECT nullif(current_setting('app.current_tenant', true), '')::int2)"
-# pg_get_expr() of TENANT_EXPR; enforce() also learns the server's own text.
-_DEPARSED = ("(clnt_id = ( SELECT (NULLIF(current_setting('app.current_tenant'::text, true), "
-             "''::text))::smallint AS \"nullif\"))")
+
+
+def tenant_expr(column: str) -> str:
+    """The policy's USING / WITH CHECK expression on ``column`` (a checked tenant column)."""
+    return f"{quote_ident(column)} = (SELECT nullif(current_setting('{TENANT_SETTING}', true), '')::int2)"
+
+
+def _deparsed(column: str) -> str:
+    """pg_get_expr() of :func:`tenant_expr` (the column is never a keyword, so never
+    quoted); enforce() also learns the server's own text."""
+    return (f"({column} = ( SELECT (NULLIF(current_setting('{TENANT_SETTING}'::text, true), "
+            "''::text))::smallint AS \"nullif\"))")
+
+
+TENANT_EXPR = tenant_expr(DEFAULT_TENANT_COLUMN)
 APP_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")  # TRUNCATE ignores RLS: never granted
 _RISKY = ("TRUNCATE", "REFERENCES", "TRIGGER")
 _USER_NS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
@@ -54,10 +67,11 @@ CREATE TABLE IF NOT EXISTS public.{REGISTRY_TABLE} (
 _RELATIONS = f"""
 SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relowner AS owner, c.relrowsecurity AS rls,
        c.relforcerowsecurity AS force, a.attnum AS tenant_attnum,
+       format_type(a.atttypid, NULL) AS tenant_type,
        ARRAY(SELECT x.privilege_type FROM aclexplode(c.relacl) x WHERE x.grantee = r.oid) AS granted,
        ARRAY(SELECT p FROM unnest($2::text[]) p WHERE has_table_privilege(r.oid, c.oid, p)) AS effective
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'clnt_id' AND a.attnum > 0
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0
                         AND NOT a.attisdropped
 LEFT JOIN pg_roles r ON r.rolname = $1
 WHERE c.relkind IN ('r', 'p') AND {_USER_NS} AND {_NOT_EXT.format(cls="'pg_class'", oid="c.oid")}
@@ -73,6 +87,7 @@ class _RelationRow:
     rls: bool
     force: bool
     tenant_attnum: int | None
+    tenant_type: str | None
     granted: list[str]
     effective: list[str]
 
@@ -86,6 +101,7 @@ class _Rel:
     rls: bool
     force: bool
     tenant_attnum: int | None
+    tenant_type: str | None  # format_type() of its tenant column; None: it has none
     granted: frozenset[str]  # privileges granted to the app role directly
     effective: frozenset[str]  # what the app role can do (direct + PUBLIC)
 
@@ -107,9 +123,11 @@ class _Tables:
     warnings: list[str]
 
 
-async def _tables(session: Session, app_role: str, global_tables: frozenset[str]) -> _Tables:
-    rows = await session.fetch_as(_RelationRow, _RELATIONS, app_role, list(APP_PRIVILEGES + _RISKY))
-    rels = [_Rel(r.oid, r.schema, r.name, r.owner, r.rls, r.force, r.tenant_attnum,
+async def _tables(session: Session, app_role: str, global_tables: frozenset[str],
+                  tenant_column: str) -> _Tables:
+    rows = await session.fetch_as(_RelationRow, _RELATIONS, app_role, list(APP_PRIVILEGES + _RISKY),
+                                  tenant_column)
+    rels = [_Rel(r.oid, r.schema, r.name, r.owner, r.rls, r.force, r.tenant_attnum, r.tenant_type,
                  frozenset(r.granted), frozenset(r.effective)) for r in rows]
     out = _Tables([], [], [], [], [])
     seen: set[str] = set()
@@ -121,7 +139,7 @@ async def _tables(session: Session, app_role: str, global_tables: frozenset[str]
         elif rel.tenant_attnum is not None:
             out.tenant.append(rel)
             if listed:
-                out.warnings.append(f"{rel.label} is listed in global_tables but has clnt_id: "
+                out.warnings.append(f"{rel.label} is listed in global_tables but has {tenant_column}: "
                                     "it is protected as a tenant table")
         else:
             (out.globals if listed else out.unprotected).append(rel)
@@ -195,7 +213,7 @@ async def ensure_roles(admin: Session, *, app_role: str, owner_role: str) -> Non
 class EnforceResult:
     tenant_tables: tuple[str, ...]
     global_tables: tuple[str, ...]
-    unprotected: tuple[str, ...]  # no clnt_id, not global: the app role gets nothing on them
+    unprotected: tuple[str, ...]  # no tenant column, not global: the app role gets nothing on them
     statements: tuple[str, ...]  # what this run changed; () when everything was in place
     warnings: tuple[str, ...] = ()
 
@@ -219,8 +237,12 @@ class _Policy:
 
 
 async def enforce(session: Session, *, app_role: str, owner_role: str,
-                  global_tables: frozenset[str]) -> EnforceResult:
-    """Bring ownership, RLS, the tenant policy and grants in line; one transaction."""
+                  global_tables: frozenset[str], tenant_column: str) -> EnforceResult:
+    """Bring ownership, RLS, the tenant policy and grants in line; one transaction.
+
+    Tenant tables are those with a ``tenant_column``; their policy compares it
+    with the tenant setting (an existing policy on another column is altered).
+    """
     done: list[str] = []
 
     async def run(sql: str) -> None:
@@ -238,7 +260,8 @@ async def enforce(session: Session, *, app_role: str, owner_role: str,
         if me.app is None or me.owner is None:
             raise TenantctlError(f"role {app_role if me.app is None else owner_role} does not exist",
                                  hint="create the roles first (ensure_roles / tenantctl provision)")
-        tables = await _tables(session, app_role, global_tables)
+        tables = await _tables(session, app_role, global_tables, tenant_column)
+        _check_tenant_types(tables.tenant, tenant_column)
         warnings = list(tables.warnings)
         can_own = bool(me.su) or await _join_owner(session, owner_role, me.ver, done, warnings)
         policies = {r.polrelid: r for r in await session.fetch_as(
@@ -252,8 +275,8 @@ async def enforce(session: Session, *, app_role: str, owner_role: str,
             if not await session.fetch_value("SELECT has_schema_privilege($1, $2, 'USAGE') AND "
                                              "has_schema_privilege($1, $2, 'CREATE')", owner_role, schema):
                 await run(f"GRANT USAGE, CREATE ON SCHEMA {quote_ident(schema)} TO {owner}")
-        known = {_DEPARSED}
-        clause = f"USING ({TENANT_EXPR}) WITH CHECK ({TENANT_EXPR})"
+        known, expr = {_deparsed(tenant_column)}, tenant_expr(tenant_column)
+        clause = f"USING ({expr}) WITH CHECK ({expr})"
         for t in tables.tenant:
             if can_own and t.owner != me.owner:
                 await run(f"ALTER TABLE {t.qname} OWNER TO {owner}")
@@ -302,6 +325,24 @@ async def enforce(session: Session, *, app_role: str, owner_role: str,
     return EnforceResult(
         tuple(t.label for t in tables.tenant), tuple(t.label for t in tables.globals),
         tuple(t.label for t in tables.unprotected), tuple(done), tuple(warnings))
+
+
+# what the policy can compare with the tenant's id (an int2) without a cast
+TENANT_TYPES = frozenset({"smallint", "integer", "bigint"})
+
+
+def _check_tenant_types(tables: list[_Rel], column: str) -> None:
+    """Refuse (before changing anything) tables whose tenant column is not an integer:
+    the policy compares it with the tenant's int2 id, and CREATE POLICY would fail on
+    it with 42883 in the middle of the run's enforcement."""
+    bad = [f"{t.label} ({t.tenant_type})" for t in tables if t.tenant_type not in TENANT_TYPES]
+    if bad:
+        raise TenantctlError(
+            f"the tenant column {column} is not an integer in {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            + ": the tenant policy compares it with the tenant's id (int2); no policy was changed",
+            hint=f"make {column} smallint (or integer/bigint) in these tables, or set "
+                 "tenant_column in tenants.yaml to the column that holds the tenant's id")
 
 
 async def _join_owner(session: Session, owner_role: str, version: int,

@@ -1,10 +1,13 @@
 """check-isolation: audit a shared database's catalog and probe it live.
 
 Catalog checks: RLS enabled and forced with a tenant-bound policy on every
-``clnt_id`` table, the app role's attributes, memberships, ownership and
+table with the tenant column (tenants.yaml's ``tenant_column``, default
+``clnt_id``), the app role's attributes, memberships, ownership and
 privileges, views without ``security_invoker``, SECURITY DEFINER functions
 (an error when the app role can execute one whose owner bypasses RLS; their
-``search_path``), keys without ``clnt_id``. The live probe
+``search_path``), keys without the tenant column. Check ids are stable: the two
+that name ``clnt_id`` (``unique-without-clnt_id``, ``fk-without-clnt_id``) keep
+that name whatever the column is called. The live probe
 (:mod:`tenantctl.isolation_probe`) connects as the app role with two real
 tenants, inside a transaction that is always rolled back, and calls the
 definer functions it can call without guessing arguments in a read-only
@@ -13,6 +16,7 @@ transaction, each call bounded and in a savepoint rolled back.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 
@@ -46,9 +50,12 @@ def role_dsn(dsn: str, role: str) -> str:
 
 async def check_isolation(admin_dsn: str, database: str, *, app_role: str, owner_role: str,
                           global_tables: frozenset[str], probe_tenants: tuple[int, int] | None,
-                          probe_dsn: str | None = None,
+                          tenant_column: str, probe_dsn: str | None = None,
                           driver: Driver | None = None) -> list[IsolationFinding]:
     """Audit the shared database's catalog; with two tenants, probe live as the app role.
+
+    Tenant tables are those with a ``tenant_column``; the tenant policy must compare
+    that column with the tenant setting.
 
     The probe logs in as the app role (``probe_dsn``, else ``admin_dsn`` with the
     user replaced) and runs in one transaction that is rolled back. ``driver``
@@ -56,13 +63,13 @@ async def check_isolation(admin_dsn: str, database: str, *, app_role: str, owner
     """
     out = Findings()
     async with await (DRIVER if driver is None else driver).connect(admin_dsn, database) as admin:
-        tables = await _tables(admin, app_role, global_tables)
+        tables = await _tables(admin, app_role, global_tables, tenant_column)
         app_exists = await _role_checks(admin, out, app_role, owner_role, tables.tenant)
-        await _table_checks(admin, out, app_role, tables)
-        definers = await _definer_checks(admin, out, app_role, tables.tenant)
+        await _table_checks(admin, out, app_role, tables, tenant_column)
+        definers = await _definer_checks(admin, out, app_role, tables.tenant, tenant_column)
     if probe_tenants is not None and tables.tenant and app_exists:
         await probe(out, probe_dsn or role_dsn(admin_dsn, app_role), database, tables.tenant,
-                    probe_tenants, [d for d in definers if d.callable],
+                    probe_tenants, [d for d in definers if d.callable], tenant_column=tenant_column,
                     definer_timeout=DEFINER_CALL_TIMEOUT, driver=driver)
     return list(out)
 
@@ -116,8 +123,13 @@ async def _role_checks(s: Session, out: Findings, app_role: str, owner_role: str
     return True
 
 
-def _tenant_bound(expr: str | None) -> bool:
-    return expr is not None and "clnt_id" in expr and TENANT_SETTING in expr
+def _tenant_bound(expr: str | None, column: str) -> bool:
+    """The policy expression (pg_get_expr text) compares ``column`` with the tenant setting.
+
+    A whole-word match: a column ``tenant_id`` is not found in ``old_tenant_id``.
+    """
+    return (expr is not None and TENANT_SETTING in expr
+            and re.search(rf'(?<![\w$"]){column}(?![\w$"])|"{column}"', expr) is not None)
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,8 @@ class _View:
     opts: list[str]
 
 
-async def _table_checks(s: Session, out: Findings, app_role: str, tables: _Tables) -> None:
+async def _table_checks(s: Session, out: Findings, app_role: str, tables: _Tables,
+                        column: str) -> None:
     tenant = {t.oid: t for t in tables.tenant}
     oids = list(tenant)
     pols = await s.fetch_as(  # permissive policies that reach the app role (they are OR-ed)
@@ -159,7 +172,7 @@ async def _table_checks(s: Session, out: Findings, app_role: str, tables: _Table
         "pr WHERE pg_has_role($2::name, pr, 'MEMBER'))) ORDER BY polname", oids, app_role)
     for t in tables.tenant:
         if not t.rls:
-            out.add("rls-disabled", t.label, f"{t.label} has clnt_id but row-level security is disabled")
+            out.add("rls-disabled", t.label, f"{t.label} has {column} but row-level security is disabled")
         if not t.force:
             out.add("rls-not-forced", t.label, f"{t.label}: row-level security is not forced, so its "
                     "owner (and members of the owner role) bypass it")
@@ -170,14 +183,14 @@ async def _table_checks(s: Session, out: Findings, app_role: str, tables: _Table
             for p in applies:
                 check = p.chk or p.qual  # without WITH CHECK, USING checks new rows
                 exprs = {"r": [p.qual], "d": [p.qual], "a": [check], "w": [p.qual, check]}
-                if not all(_tenant_bound(e) for e in exprs[code]):
+                if not all(_tenant_bound(e, column) for e in exprs[code]):
                     loose.add(p.polname)
         if missing:
             out.add("policy-missing", t.label, f"{t.label}: no permissive policy for "
                     f"{', '.join(missing)} reaches the app role")
         for name in sorted(loose):
             out.add("policy-not-tenant-bound", t.label, f"{t.label}: permissive policy {name} does not "
-                    f"compare clnt_id with {TENANT_SETTING}; permissive policies are OR-ed, so it opens "
+                    f"compare {column} with {TENANT_SETTING}; permissive policies are OR-ed, so it opens "
                     "the table")
         if risky := sorted(t.effective & set(_RISKY)):
             out.add("app-role-excess-privilege", t.label, f"{app_role} has {', '.join(risky)} on "
@@ -185,27 +198,27 @@ async def _table_checks(s: Session, out: Findings, app_role: str, tables: _Table
     for t in tables.unprotected + tables.bookkeeping:
         if t.effective & set(APP_PRIVILEGES):
             out.add("unprotected-table", t.label, f"{app_role} can access {t.label}, which has no "
-                    "clnt_id and is not listed in global_tables")
+                    f"{column} and is not listed in global_tables")
     for ix in await s.fetch_as(
         _UniqueIndex,
         "SELECT i.indrelid, ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'clnt_id' "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = $2 "
         "WHERE i.indisunique AND i.indrelid = ANY($1::oid[]) "
-        "AND NOT a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) ORDER BY 2", oids):
+        "AND NOT a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) ORDER BY 2", oids, column):
         label = tenant[ix.indrelid].label
         out.add("unique-without-clnt_id", label, f"{label}: unique index {ix.relname} does not have "
-                "clnt_id in its key; a duplicate in another tenant shows up as a 23505")
+                f"{column} in its key; a duplicate in another tenant shows up as a 23505")
     for fk in await s.fetch_as(
         _ForeignKey,
         "SELECT c.conrelid, c.conname, c.confrelid::regclass::text AS parent FROM pg_constraint c "
-        "JOIN pg_attribute ca ON ca.attrelid = c.conrelid AND ca.attname = 'clnt_id' "
-        "JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attname = 'clnt_id' "
+        "JOIN pg_attribute ca ON ca.attrelid = c.conrelid AND ca.attname = $2 "
+        "JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attname = $2 "
         "WHERE c.contype = 'f' AND c.conrelid = ANY($1::oid[]) AND NOT EXISTS (SELECT FROM "
         "generate_subscripts(c.conkey, 1) k WHERE c.conkey[k] = ca.attnum AND c.confkey[k] = pa.attnum) "
-        "ORDER BY 2", oids):
+        "ORDER BY 2", oids, column):
         label = tenant[fk.conrelid].label
         out.add("fk-without-clnt_id", label, f"{label}: foreign key {fk.conname} to {fk.parent} "
-                "does not pair clnt_id with clnt_id; RI checks ignore RLS, so rows can point into "
+                f"does not pair {column} with {column}; RI checks ignore RLS, so rows can point into "
                 "another tenant")
     for v in await s.fetch_as(  # views reading tenant tables, directly or through other views
         _View,
@@ -236,10 +249,10 @@ SELECT p.oid, n.nspname, p.proname, p.oid::regprocedure::text AS sig, o.rolname 
        format_type(p.prorettype, NULL) AS rettype, t.typtype::text AS typtype,
        p.pronargs, p.pronargdefaults,
        EXISTS (SELECT FROM unnest(p.proargmodes::text[]) m WHERE m IN ('o', 'b', 't')) AS has_out,
-       (EXISTS (SELECT FROM pg_attribute x WHERE x.attrelid = t.typrelid AND x.attname = 'clnt_id'
+       (EXISTS (SELECT FROM pg_attribute x WHERE x.attrelid = t.typrelid AND x.attname = $3
                 AND x.attnum > 0 AND NOT x.attisdropped)
         OR EXISTS (SELECT FROM unnest(p.proargnames, p.proargmodes::text[]) u(nm, md)
-                   WHERE u.md IN ('o', 'b', 't') AND u.nm = 'clnt_id')) AS tenant_column,
+                   WHERE u.md IN ('o', 'b', 't') AND u.nm = $3)) AS tenant_column,
        (SELECT substr(c, length('search_path=') + 1) FROM unnest(p.proconfig) c
         WHERE c LIKE 'search\\_path=%' LIMIT 1) AS search_path,
        coalesce(has_function_privilege(a.oid, p.oid, 'EXECUTE')
@@ -272,7 +285,7 @@ class _DefinerRow:
     pronargs: int
     pronargdefaults: int
     has_out: bool  # OUT / INOUT / TABLE arguments
-    tenant_column: bool  # its rows have a clnt_id column
+    tenant_column: bool  # its rows have the tenant column
     search_path: str | None  # as pinned with SET search_path; None: not pinned
     callable: bool  # the app role has EXECUTE on it and USAGE on its schema
     bypassed: list[int]  # tenant tables whose RLS its owner bypasses
@@ -308,10 +321,11 @@ def _probe_skip(r: _DefinerRow) -> str | None:
     return None
 
 
-async def _definer_checks(s: Session, out: Findings, app_role: str, tenant: list[_Rel]) -> list[Definer]:
+async def _definer_checks(s: Session, out: Findings, app_role: str, tenant: list[_Rel],
+                          column: str) -> list[Definer]:
     """SECURITY DEFINER functions: an error when the app role can execute one whose owner
     bypasses RLS (every tenant's rows are reachable through it); otherwise a warning."""
-    rows = await s.fetch_as(_DefinerRow, _DEFINERS, app_role, [t.oid for t in tenant])
+    rows = await s.fetch_as(_DefinerRow, _DEFINERS, app_role, [t.oid for t in tenant], column)
     if not rows:
         return []
     by_oid = {t.oid: t for t in tenant}

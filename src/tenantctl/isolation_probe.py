@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .drivers.base import Driver, Session
-from .drivers.postgres import DRIVER
+from .drivers.postgres import DRIVER, quote_ident
 from .errors import DatabaseError
 from .isolation import TENANT_SETTING, _Rel
 from .rollback import rolled_back
@@ -47,7 +47,7 @@ class Definer:
     call: str  # quoted schema.name, to call it
     owner: str
     callable: bool  # the app role has EXECUTE on it and USAGE on its schema
-    tenant_column: bool  # its rows have a clnt_id column
+    tenant_column: bool  # its rows have the tenant column
     skip: str | None  # why the probe does not call it; None: it may
 
 
@@ -60,12 +60,16 @@ class _Who:
 @dataclass(frozen=True)
 class _CallRows:
     n: int  # rows the function returned
-    other: int | None  # of them, rows of another tenant (None: its rows have no clnt_id)
+    other: int | None  # of them, rows of another tenant (None: its rows have no tenant column)
 
 
 async def probe(out: Findings, dsn: str, database: str, tables: list[_Rel], tenants: tuple[int, int],
-                definers: list[Definer], *, definer_timeout: float, driver: Driver | None = None) -> None:
+                definers: list[Definer], *, tenant_column: str, definer_timeout: float,
+                driver: Driver | None = None) -> None:
     """Probe ``database`` live, logged in with ``dsn`` (the app role); nothing it does is kept.
+
+    ``tables`` are the tables with ``tenant_column``, the column the probe reads and
+    writes tenants' ids in.
 
     ``definer_timeout`` (seconds) bounds each call of a definer function; ``driver``
     opens the connection (None: PostgreSQL).
@@ -85,11 +89,12 @@ async def probe(out: Findings, dsn: str, database: str, tables: list[_Rel], tena
             out.add("probe-wrong-role", None, f"the probe logged in as {who.u}, which bypasses RLS")
             return
         async with rolled_back(s):  # never keep anything the probe did
-            await _probe_tables(s, out, tables, *tenants)
+            await _probe_tables(s, out, tables, quote_ident(tenant_column), *tenants)
         if definers:
             async with rolled_back(s):
                 await s.execute("SET TRANSACTION READ ONLY")  # before anything else in it
-                await _probe_definers(s, out, definers, tenants[0], definer_timeout)
+                await _probe_definers(s, out, definers, quote_ident(tenant_column), tenants[0],
+                                      definer_timeout)
 
 
 async def _attempt(s: Session, sql: str, *args: Any) -> tuple[int, DatabaseError | None]:
@@ -103,7 +108,8 @@ async def _attempt(s: Session, sql: str, *args: Any) -> tuple[int, DatabaseError
     return int(status.rsplit(" ", 1)[-1]), None
 
 
-async def _probe_tables(s: Session, out: Findings, tables: list[_Rel], a: int, b: int) -> None:
+async def _probe_tables(s: Session, out: Findings, tables: list[_Rel], col: str, a: int, b: int) -> None:
+    """``col``: the tenant column, quoted."""
     failed: set[str] = set()
 
     async def count(t: _Rel, where: str, *args: Any) -> int:
@@ -125,16 +131,16 @@ async def _probe_tables(s: Session, out: Findings, tables: list[_Rel], a: int, b
                 out.add(check, t.label, f"{t.label}: the app role reads {n} row(s) with {what}")
     await s.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, str(a))
     for t in (t for t in tables if t.label not in failed):
-        if n := await count(t, "WHERE clnt_id IS DISTINCT FROM $1", a):
+        if n := await count(t, f"WHERE {col} IS DISTINCT FROM $1", a):
             out.add("probe-cross-tenant-read", t.label, f"{t.label}: with tenant {a} set, {n} row(s) "
                     "of other tenants are visible")
         probes = (
-            (f"updated tenant {b}'s rows", f"UPDATE {t.qname} SET clnt_id = clnt_id WHERE clnt_id = $1",
+            (f"updated tenant {b}'s rows", f"UPDATE {t.qname} SET {col} = {col} WHERE {col} = $1",
              (b,)),
-            (f"deleted tenant {b}'s rows", f"DELETE FROM {t.qname} WHERE clnt_id = $1", (b,)),
-            (f"moved a row to tenant {b}", f"UPDATE {t.qname} SET clnt_id = $1 WHERE ctid = ANY(ARRAY("
-             f"SELECT ctid FROM {t.qname} WHERE clnt_id = $2 LIMIT 1))", (b, a)),
-            (f"inserted a row for tenant {b}", f"INSERT INTO {t.qname} (clnt_id) VALUES ($1)", (b,)),
+            (f"deleted tenant {b}'s rows", f"DELETE FROM {t.qname} WHERE {col} = $1", (b,)),
+            (f"moved a row to tenant {b}", f"UPDATE {t.qname} SET {col} = $1 WHERE ctid = ANY(ARRAY("
+             f"SELECT ctid FROM {t.qname} WHERE {col} = $2 LIMIT 1))", (b, a)),
+            (f"inserted a row for tenant {b}", f"INSERT INTO {t.qname} ({col}) VALUES ($1)", (b,)),
         )
         for did, sql, args in probes:
             rows, err = await _attempt(s, sql, *args)
@@ -150,13 +156,13 @@ async def _probe_tables(s: Session, out: Findings, tables: list[_Rel], a: int, b
                         f"{err.sqlstate} before row-level security was reached", "warning")
 
 
-async def _probe_definers(s: Session, out: Findings, definers: list[Definer], a: int,
+async def _probe_definers(s: Session, out: Findings, definers: list[Definer], col: str, a: int,
                           call_timeout: float) -> None:
     """Call each definer function the app role can call without arguments, with no tenant set
     and with tenant ``a`` set: rows with no tenant, or rows of another tenant, are a leak.
 
     The caller's transaction is READ ONLY; each call runs in a savepoint that is rolled back,
-    under its own statement_timeout (``call_timeout`` seconds).
+    under its own statement_timeout (``call_timeout`` seconds). ``col``: the tenant column, quoted.
     """
     for d in definers:
         if d.skip is not None:
@@ -170,7 +176,7 @@ async def _probe_definers(s: Session, out: Findings, definers: list[Definer], a:
         if tenant is not None:
             await s.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, str(tenant))
         for d in (d for d in calls if d.sig not in failed):
-            other = (f"count(*) FILTER (WHERE NOT ({alias} IS NULL) AND {alias}.clnt_id IS DISTINCT FROM $1)"
+            other = (f"count(*) FILTER (WHERE NOT ({alias} IS NULL) AND {alias}.{col} IS DISTINCT FROM $1)"
                      if d.tenant_column else "NULL::bigint")
             sql = (f"SELECT count(*) FILTER (WHERE NOT ({alias} IS NULL)) AS n, {other} AS other "
                    f"FROM {d.call}() AS {alias}")

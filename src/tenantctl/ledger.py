@@ -139,7 +139,9 @@ WITH outcome AS (
         position = excluded.position, report = excluded.report
 )
 UPDATE tenantctl_tenants SET
-    version = CASE WHEN $4 = 'skipped' THEN version ELSE $6 END,
+    -- a run that could not read the version (a refusal, an unreachable server) keeps the
+    -- known one: it is also what says data was placed there (placement.Registered.placed)
+    version = CASE WHEN $4 = 'skipped' THEN version ELSE coalesce($6, version) END,
     last_status = $4, last_run_id = $1, last_error = $10::jsonb,
     provisioned_on = CASE WHEN $11 THEN coalesce(provisioned_on, now()) ELSE provisioned_on END,
     updated_on = now()

@@ -14,12 +14,14 @@ accepted on them, and whether the file set the session's TimeZone to UTC (then a
 timestamp <-> timestamptz type change rewrites nothing and is not reported).
 CREATE TABLE ... AS and SELECT ... INTO create tables like CREATE TABLE: their
 columns are the query's output names (``*`` expanded from tables whose columns
-are known), and a table whose columns are known and lack clnt_id is reported.
+are known), and a table whose columns are known and lack the tenant column is reported.
 
 ``-- tenantctl: allow <rule-id>`` in a file's header silences that rule for the file
-(a down script has its own header). Tables in ``global_tables`` (and tables created
-without clnt_id) are not tenant tables: the clnt_id/site_id/RLS rules skip them and
-foreign keys pointing at them. The schema rules (indexes, drops, keys, ...) apply to
+(a down script has its own header). The tenant column is tenants.yaml's
+``tenant_column`` (default ``clnt_id``); the rule ids keep the XOS name whatever it
+is. Tables in ``global_tables`` (and tables created without the tenant column) are
+not tenant tables: the tenant column/site_id/RLS rules skip them and foreign keys
+pointing at them. The schema rules (indexes, drops, keys, ...) apply to
 up scripts only: down scripts drop things by nature. The rules of statements that
 reach outside the database, and the shared-mode rules, apply to down scripts too
 (lint_stateless.py).
@@ -46,6 +48,7 @@ from .lint_rules import RULES, Finding, Rule
 from .lint_stateless import check_outside, check_shared
 from .migrations import Migration, Script
 from .sqltree import ParsedStatement, PgNode, leftmost_select, output_names, parse_statements
+from .tenant_column import DEFAULT_TENANT_COLUMN
 
 __all__ = ["RULES", "Finding", "Rule", "lint_migrations"]
 
@@ -65,6 +68,7 @@ class _Table:
 class _Linter:
     global_tables: frozenset[str]
     shared_mode: bool = False
+    column: str = DEFAULT_TENANT_COLUMN  # the tenant column
     tables: dict[str, _Table] = field(default_factory=dict)
     views: set[str] = field(default_factory=set)
     findings: list[Finding] = field(default_factory=list)
@@ -96,9 +100,9 @@ class _Linter:
         return bool(names & self.global_tables)
 
     def tenant(self, rel: PgNode) -> bool:
-        """Not global, and not a table known to have no clnt_id (a reported/allowed exception)."""
+        """Not global, and not a table known to have no tenant column (a reported/allowed exception)."""
         _, info = self.table(rel)
-        known_clientless = info.columns is not None and "clnt_id" not in info.columns
+        known_clientless = info.columns is not None and self.column not in info.columns
         return not (self.is_global(rel) or info.exempt or known_clientless)
 
     def check_key(self, rel: PgNode, kind: str, cols: tuple[str | None, ...], ref: PgNode = None) -> None:
@@ -106,11 +110,11 @@ class _Linter:
             return
         name, info = self.table(rel)
         shown = f"{kind} ({', '.join(c or '<expression>' for c in cols)}) of {name}"
-        if cols[0] != "clnt_id":
-            self.report("key-leads-with-clnt-id", f"{shown} does not start with clnt_id")
+        if cols[0] != self.column:
+            self.report("key-leads-with-clnt-id", f"{shown} does not start with {self.column}")
             return
         has_site = "site_id" in (info.columns if info.columns is not None else cols)
-        site_master = info.pk == ("clnt_id", "site_id")  # site_id is the row's own identity
+        site_master = info.pk == (self.column, "site_id")  # site_id is the row's own identity
         if has_site and not site_master and len(cols) > 1 and cols[1] not in (None, "site_id"):
             self.report("key-site-id-second", f"{shown} does not have site_id second")
 
@@ -156,8 +160,8 @@ class _Linter:
         self.tables[rel.relname] = info
         if temporary or self.is_global(rel):
             return
-        if columns is not None and "clnt_id" not in columns:
-            self.report("tenant-table-needs-clnt-id", f"table {rel.relname} has no clnt_id column")
+        if columns is not None and self.column not in columns:
+            self.report("tenant-table-needs-clnt-id", f"table {rel.relname} has no {self.column} column")
             return
         for con, col in cons:
             self.check_constraint(rel, con, col)
@@ -191,8 +195,8 @@ class _Linter:
             columns = {n: None for n in names if n}
         temporary = rel.relpersistence == "t"
         self.tables[rel.relname] = _Table(columns, self.index, exempt=temporary)
-        if columns is not None and "clnt_id" not in columns and not temporary and not self.is_global(rel):
-            self.report("tenant-table-needs-clnt-id", f"table {rel.relname} has no clnt_id column")
+        if columns is not None and self.column not in columns and not temporary and not self.is_global(rel):
+            self.report("tenant-table-needs-clnt-id", f"table {rel.relname} has no {self.column} column")
 
     def index_stmt(self, node: PgNode) -> None:
         name, info = self.table(node.relation)
@@ -397,13 +401,15 @@ def _timestamptz_switch(before: _TypeSig | None, after: _TypeSig | None, column:
 
 def lint_migrations(migrations: tuple[Migration, ...], *,
                     global_tables: frozenset[str] = frozenset(),
-                    shared_mode: bool = False) -> list[Finding]:
+                    shared_mode: bool = False,
+                    tenant_column: str = DEFAULT_TENANT_COLUMN) -> list[Finding]:
     """Every finding, in version order: a migration's up script by line, then its down script.
 
     ``shared_mode``: the migrations also run on a shared (RLS) database; adds the
-    view / materialized view / SECURITY DEFINER rules.
+    view / materialized view / SECURITY DEFINER rules. ``tenant_column``: the column
+    every tenant table carries and its keys lead with.
     """
-    linter = _Linter(frozenset(global_tables), shared_mode=shared_mode)
+    linter = _Linter(frozenset(global_tables), shared_mode=shared_mode, column=tenant_column)
     for index, migration in enumerate(sorted(migrations, key=lambda m: m.version)):
         linter.index = index
         _lint_script(linter, migration.up, up=True)

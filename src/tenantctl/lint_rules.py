@@ -63,12 +63,16 @@ RULES: dict[str, Rule] = {r.id: r for r in (
           "running application code uses the old name: add the new one alongside, migrate readers"),
     _rule("constraint-not-valid", "constraint validated while holding a lock on an existing table",
           "add it NOT VALID, then VALIDATE CONSTRAINT in a later migration"),
-    _rule("tenant-table-needs-clnt-id", "tenant table without a clnt_id column",
-          "add `clnt_id int2 NOT NULL`, or list the table under global tables in tenants.yaml"),
-    _rule("key-leads-with-clnt-id", "PRIMARY KEY/UNIQUE/FOREIGN KEY does not start with clnt_id",
-          "put clnt_id first: (clnt_id, site_id, ...); RI checks and unique indexes ignore RLS"),
+    _rule("tenant-table-needs-clnt-id", "tenant table without the tenant column "
+          "(tenants.yaml `tenant_column`, default clnt_id)",
+          "add the tenant column as `int2 NOT NULL` (e.g. `clnt_id int2 NOT NULL`), or list the "
+          "table under shared.global_tables in tenants.yaml"),
+    _rule("key-leads-with-clnt-id", "PRIMARY KEY/UNIQUE/FOREIGN KEY does not start with the tenant column",
+          "put the tenant column first, e.g. (clnt_id, site_id, ...); RI checks and unique indexes "
+          "ignore RLS"),
     _rule("key-site-id-second", "key of a table with site_id does not have site_id second",
-          "XOS keys lead with (clnt_id, site_id, ...)", severity="warning"),
+          "XOS keys lead with (tenant column, site_id, ...), e.g. (clnt_id, site_id, ...)",
+          severity="warning"),
     _rule("rls-disabled", "row level security disabled or unforced on a tenant table",
           "tenant isolation relies on ENABLE + FORCE ROW LEVEL SECURITY; keep both"),
     _rule("empty-migration", "migration file without any statement",
@@ -94,7 +98,7 @@ RULES: dict[str, Rule] = {r.id: r for r in (
           "it reads: create it WITH (security_invoker = true)"),
     _rule("shared-materialized-view", "shared mode: materialized view",
           "it stores every tenant's rows and has no row level security; use a view WITH "
-          "(security_invoker = true), or a table with clnt_id (tenantctl adds its policy)"),
+          "(security_invoker = true), or a table with the tenant column (tenantctl adds its policy)"),
     _rule("shared-security-definer", "shared mode: SECURITY DEFINER function or procedure",
           "it runs with its owner's rights, which bypass RLS when the owner owns the tables; use "
           "SECURITY INVOKER (the default)"),

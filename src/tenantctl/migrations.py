@@ -402,6 +402,6 @@ NEW_MIGRATION_TEMPLATE = """\
 -- Runs in one transaction with its history row. For CREATE INDEX CONCURRENTLY
 -- and friends, put them in a migration of their own headed by:
 --   -- tenantctl: no-transaction
--- XOS conventions: every tenant table leads its keys with (clnt_id, site_id, ...).
+-- Every tenant table has {tenant_column} and leads its keys with it.
 
 """

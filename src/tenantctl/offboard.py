@@ -194,7 +194,7 @@ async def _deprovision_shared(driver: Driver, project: Project, dsn: str,
         return failed(row.clnt_id, row.database, row.mode, row.server, refusal)
     async with await driver.connect(dsn, row.database) as session:
         await driver.acquire_migration_lock(session, project.settings.lock_wait)
-        deleted = await delete_tenant_rows(session, row.clnt_id)
+        deleted = await delete_tenant_rows(session, row.clnt_id, project.file.tenant_column)
     await registry.mark_deprovisioned(run.control, row.clnt_id, None)
     done = _done(row, None, None)
     return LifecycleResult(done.result, done.server, {**done.extra, "deleted": deleted})

@@ -1,6 +1,7 @@
 """Offboarding a shared-mode tenant: its rows deleted from the shared database.
 
-Every table with a ``clnt_id`` column loses the tenant's rows, referencing
+Every table with the tenant column (tenants.yaml's ``tenant_column``, default
+``clnt_id``) loses the tenant's rows, referencing
 tables before the tables they reference (foreign keys), in one transaction
 with the shared database's migration lock held, deferrable constraints
 deferred; passes repeat while triggers (an audit table) write new rows of the
@@ -18,14 +19,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .drivers.base import Session
-from .drivers.postgres import HISTORY_TABLE
+from .drivers.postgres import HISTORY_TABLE, quote_ident
 from .errors import TenantctlError
 from .isolation import REGISTRY_TABLE
 
 _TABLES = f"""
 SELECT c.oid::int8 AS oid, format('%I.%I', n.nspname, c.relname) AS qname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'clnt_id' AND a.attnum > 0
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $1 AND a.attnum > 0
                     AND NOT a.attisdropped
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
@@ -70,10 +71,11 @@ def delete_order(tables: dict[int, str], references: Iterable[tuple[int, int]]) 
     return order
 
 
-async def delete_tenant_rows(session: Session, clnt_id: int) -> dict[str, int]:
-    """Delete the tenant's rows (caller holds the shared database's migration lock);
-    rows deleted per table."""
-    tables = {t.oid: t.qname for t in await session.fetch_as(_Table, _TABLES)}
+async def delete_tenant_rows(session: Session, clnt_id: int, tenant_column: str) -> dict[str, int]:
+    """Delete the tenant's rows from every table with ``tenant_column`` (caller holds the
+    shared database's migration lock); rows deleted per table."""
+    tables = {t.oid: t.qname for t in await session.fetch_as(_Table, _TABLES, tenant_column)}
+    column = quote_ident(tenant_column)
     references = [(r.child, r.parent) for r in await session.fetch_as(_Reference, _REFERENCES)]
     deleted: dict[str, int] = {}
     async with session.transaction():
@@ -86,7 +88,7 @@ async def delete_tenant_rows(session: Session, clnt_id: int) -> dict[str, int]:
         for _ in range(MAX_PASSES):
             found = 0
             for qname in order:
-                status = await session.execute(f"DELETE FROM {qname} WHERE clnt_id = $1", clnt_id)
+                status = await session.execute(f"DELETE FROM {qname} WHERE {column} = $1", clnt_id)
                 count = int(status.rsplit(" ", 1)[-1])
                 deleted[qname] = deleted.get(qname, 0) + count
                 found += count

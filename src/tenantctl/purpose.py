@@ -3,9 +3,13 @@
 Every database tenantctl creates is tagged with its purpose in its own
 per-database settings (``tenantctl.purpose``): ``tenant:<clnt_id>`` for a
 dedicated tenant, ``shared`` for the shared database, ``template``,
-``control``, and ``scratch`` for check-reversible's databases (its scratch
-database and the cached base it is cloned from). Before a run touches an existing database it compares the tag
-with what tenants.yaml now says the database is for:
+``control``, ``scratch`` for check-reversible's databases (its scratch
+database and the cached base it is cloned from), ``moving:<clnt_id>`` for a
+move's target while it is being filled (a re-run of an interrupted move drops
+only a database carrying this tag) and ``moved:<clnt_id>`` for a source kept
+by ``move --keep-source`` (renamed, and never taken for a live tenant).
+Before a run touches an existing database it compares the tag with what
+tenants.yaml now says the database is for:
 
 - the same tag: go on;
 - another tag: refuse that tenant (tenants.yaml points it at a database that
@@ -26,11 +30,31 @@ SHARED = "shared"
 TEMPLATE = "template"
 CONTROL = "control"
 SCRATCH = "scratch"
+MOVING_PREFIX = "moving:"
+MOVED_PREFIX = "moved:"
+
+
+def tenant(clnt_id: int) -> str:
+    return f"{TENANT_PREFIX}{clnt_id}"
+
+
+def moving(clnt_id: int) -> str:
+    """The tag of a move's target database until the move's cutover."""
+    return f"{MOVING_PREFIX}{clnt_id}"
+
+
+def moved(clnt_id: int) -> str:
+    """The tag of a tenant's old database kept by ``move --keep-source``."""
+    return f"{MOVED_PREFIX}{clnt_id}"
 
 
 def describe(purpose: str) -> str:
     if purpose.startswith(TENANT_PREFIX):
         return f"tenant {purpose[len(TENANT_PREFIX):]}"
+    if purpose.startswith(MOVING_PREFIX):
+        return f"an unfinished move of tenant {purpose[len(MOVING_PREFIX):]}"
+    if purpose.startswith(MOVED_PREFIX):
+        return f"the kept old copy of moved tenant {purpose[len(MOVED_PREFIX):]}"
     return {SHARED: "the shared database", TEMPLATE: "the template database",
             CONTROL: "the control database",
             SCRATCH: "check-reversible's scratch databases"}.get(purpose, repr(purpose))

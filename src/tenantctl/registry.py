@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import ledger
+from . import ledger, move_registry, placement_check
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
 from .placement import Placement, place
@@ -76,7 +76,9 @@ async def pin(session: Session, recorder: ledger.Ledger, project: Project) -> Pl
     async with session.transaction():
         await session.execute("SELECT pg_advisory_xact_lock($1)", PLACEMENT_LOCK_KEY)
         placed = place(project, await read(session))
-        await recorder.sync_registry(placed.tenants, tuple(t.clnt_id for t in project.tenants))
+        # a tenant whose data is elsewhere keeps its registered placement: only a move changes it
+        kept = placement_check.reconcile(placed.tenants, await move_registry.registered(session), {})
+        await recorder.sync_registry(kept.syncable(), tuple(t.clnt_id for t in project.tenants))
     return placed
 
 

@@ -99,6 +99,8 @@ def status_table(rows: Sequence[StatusRow]) -> str:
     for r in rows:
         row = r.to_json()
         note = r.state
+        if r.move is not None:
+            note += f" (to {r.move.declared.describe()}: tenantctl move {r.clnt_id})"
         if row["drift"]:
             note += f" ({', '.join(row['drift'])})"
         if row["gaps"]:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from . import isolation, ledger, logs, registry
+from . import isolation, ledger, logs, move_registry, placement_check, registry
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
 from .engine import Engine, PauseCallback, RunOptions, group_units
@@ -89,6 +89,11 @@ async def run_changes(
         tenants, unplaced = placement.resolve(tenants)
         if servers:
             tenants, unplaced = on_servers(tenants, servers), {}
+        # a tenant whose data lives elsewhere than tenants.yaml says fails before any
+        # tenant is touched, and nothing is created at the new place (tenantctl move)
+        checked = placement_check.reconcile(tenants, await move_registry.registered(control), {})
+        refused = [_refusal(m) for m in checked.refused(tenants)]
+        placed_tenants, tenants = tenants, checked.runnable(tenants)
         units = group_units(tenants)
         dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
         facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
@@ -96,7 +101,7 @@ async def run_changes(
         live = [u for u in units if u.server not in facts.down]
         notes.extend(_extension_problems(required, facts, {u.server for u in live}, False))
         notes.extend(problem.message for problem in facts.down.values())
-        selected = tuple(placement_order(tenants, unplaced, inputs))
+        selected = tuple(placement_order(placed_tenants, unplaced, inputs))
         await recorder.start_run(run_id, options.verb, [t.clnt_id for t in selected], argv)
         logs.bind_run(run_id)
         logs.event(Event.RUN_START, f"{options.verb.value} run {run_id} started: "
@@ -111,7 +116,7 @@ async def run_changes(
             if on_result is not None:
                 await on_result(result)
 
-        failed_early = _failed_early(selected, unplaced, units, facts)
+        failed_early = refused + _failed_early(selected, unplaced, units, facts)
         for result in failed_early:
             await record(result)
         units = live
@@ -195,6 +200,12 @@ def placement_order(tenants: tuple[TenantSpec, ...], unplaced: dict[int, str],
     return [placed.get(t.clnt_id, t) for t in inputs.project.tenants if t.clnt_id in ids]
 
 
+def _refusal(mismatch: placement_check.Mismatch) -> TenantResult:
+    want = mismatch.declared
+    return TenantResult(mismatch.clnt_id, want.database, want.mode, FAILED, error=TenantFailure(
+        mismatch.message, hint=mismatch.hint, kind="placement"))
+
+
 def _failed_early(selected: tuple[TenantSpec, ...], unplaced: dict[int, str], units: list[Unit],
                   facts: ServerFacts) -> list[TenantResult]:
     """Tenants failed before the engine starts: no server can take them, or theirs is down."""
@@ -235,8 +246,9 @@ def _extension_problems(required: dict[str, str], facts: ServerFacts, servers: s
 async def shared_mode_hook(driver: Driver, project: Project, dsns: dict[str, str],
                            verb: Verb) -> EnforceHook:
     """Roles exist before the run; after each change to the shared database, every
-    clnt_id table is put under forced RLS and (provision) the tenants are registered."""
-    shared = project.file.shared
+    table with the tenant column is put under forced RLS and (provision) the tenants
+    are registered."""
+    shared, column = project.file.shared, project.file.tenant_column
     server = shared.server or project.default_server
     async with await driver.connect(dsns[server]) as admin:
         await isolation.ensure_roles(admin, app_role=shared.app_role, owner_role=shared.owner_role)
@@ -250,10 +262,10 @@ async def shared_mode_hook(driver: Driver, project: Project, dsns: dict[str, str
                 await isolation.register(session, t.clnt_id, t.name, t.sites)
         result = await isolation.enforce(
             session, app_role=shared.app_role, owner_role=shared.owner_role,
-            global_tables=frozenset(shared.global_tables),
+            global_tables=frozenset(shared.global_tables), tenant_column=column,
         )
         warnings = list(result.warnings)
-        warnings += [f"table {t} has no clnt_id and is not declared in shared.global_tables: "
+        warnings += [f"table {t} has no {column} and is not declared in shared.global_tables: "
                      "the app role cannot use it" for t in result.unprotected]
         return warnings
 

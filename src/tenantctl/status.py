@@ -7,7 +7,7 @@ turns the rows into the findings ``verify`` reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import ledger, registry
@@ -18,7 +18,9 @@ from .errors import DatabaseError
 from .executor import Unit
 from .fleet import server_dsns, server_problem
 from .inputs import Inputs
+from .move_registry import read_registered
 from .placement import on_servers, place
+from .placement_check import Mismatch, reconcile
 from .plan import marker_version, plan_migrate, replay
 
 
@@ -56,11 +58,16 @@ class StatusRow:
     last_status: str | None = None
     last_run_id: str | None = None
     last_error: dict[str, Any] | None = None
+    move: Mismatch | None = None  # tenants.yaml places it elsewhere: move pending
     wave: str | None = None  # tenants.yaml's `wave:` (None: runs after the declared waves)
 
     def to_json(self) -> dict[str, Any]:
         u = self.unit
+        moving = self.move
         return {
+            "move_to": None if moving is None else {
+                "mode": moving.declared.mode, "server": moving.declared.server,
+                "database": moving.declared.database},
             "clnt_id": self.clnt_id, "name": self.name, "mode": self.mode, "wave": self.wave,
             "server": self.server,
             "database": self.database, "version": self.version, "latest": self.latest,
@@ -92,7 +99,8 @@ class VerifyFinding:
 
 
 async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSpec, ...],
-                         concurrency: int) -> list[StatusRow]:
+                         concurrency: int,
+                         moves: dict[int, Mismatch] | None = None) -> list[StatusRow]:
     """Each tenant: mode, database, version (from its own history), pending, last error."""
     project = inputs.project
     units = group_units(tenants)
@@ -159,8 +167,11 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
             last_status=known.last_status if known else None,
             last_run_id=known.last_run_id if known else None,
             last_error=unit_state.error or (known.error if known and not resolved else None),
+            move=(moves or {}).get(t.clnt_id),
             wave=t.wave,
         ))
+        if rows[-1].move is not None and state != "unreachable":
+            rows[-1] = replace(rows[-1], state="move_pending")
     return rows
 
 
@@ -220,6 +231,8 @@ def verify_findings(rows: list[StatusRow]) -> list[VerifyFinding]:
                 f"{u.marker_ahead}, but its history ends at {row.version}: history rows "
                 "were deleted by hand, or the database was restored from an older backup",
                 u.marker_ahead)
+        if row.move is not None:
+            add("move-pending", f"{row.move.message}; {row.move.hint}")
         if row.state == "unfinished":
             add("unfinished", "provisioning did not finish: the database exists but the "
                 "seed has not run (the next provision or migrate runs it)")
@@ -230,6 +243,14 @@ def verify_findings(rows: list[StatusRow]) -> list[VerifyFinding]:
 
 
 ORPHANED = "orphaned"
+
+
+def _where_it_lives(spec: TenantSpec, mismatch: Mismatch | None) -> TenantSpec:
+    if mismatch is None:
+        return spec
+    have = mismatch.registered
+    return replace(spec, mode=have.mode, server=have.server, database=have.database)
+
 UNPLACED = "-"  # the server column of a tenant no server can take
 
 
@@ -247,8 +268,16 @@ async def fleet_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSpec
     except DatabaseError:
         known = {}  # the default server is down: placement falls back to tenants.yaml's
     placed, unplaced = place(project, known).resolve(tenants)
+    try:
+        where = await read_registered(driver, dsn, project.file.control_database)
+    except DatabaseError:
+        where = {}
+    # a tenant with a move pending is read where its data is (the registry's placement)
+    checked = reconcile(placed, where, {})
+    placed = tuple(_where_it_lives(t, checked.mismatches.get(t.clnt_id)) for t in placed)
     placed = on_servers(placed, servers)
-    rows = await collect_status(driver, inputs, placed, concurrency) if placed else []
+    rows = await collect_status(driver, inputs, placed, concurrency,
+                                checked.mismatches) if placed else []
     if not servers:
         rows += [StatusRow(t.clnt_id, t.name, t.mode, UNPLACED, t.database, None, inputs.latest,
                            len(inputs.migrations), "not_provisioned", UnitState("not_provisioned"),

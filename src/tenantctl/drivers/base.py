@@ -15,6 +15,7 @@ leaks into the rest of the code.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -58,6 +59,20 @@ class Session(Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[None]:
         """A transaction (a savepoint when one is open); rolled back on an exception."""
+        ...
+
+    async def copy_rows_out(
+        self, schema: str, table: str, columns: Sequence[str],
+        sink: Callable[[bytes], Awaitable[None]], *, where_column: str | None = None,
+        equals: int | None = None,
+    ) -> int:
+        """Stream ``columns`` of a table (only the rows whose ``where_column`` equals
+        ``equals``, when given) to ``sink`` in COPY text format; the row count."""
+        ...
+
+    async def copy_rows_in(self, schema: str, table: str, columns: Sequence[str],
+                           source: AsyncIterable[bytes]) -> int:
+        """Load COPY text format from ``source`` into ``columns`` of a table; the row count."""
         ...
 
     @property

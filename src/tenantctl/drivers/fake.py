@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,6 +37,9 @@ class FakeDatabase:
     marker: str | None = None
     purpose: str | None = None
     rank: int = 0
+    # (schema, table) -> rows, each a column -> field in COPY text format (\\N is NULL);
+    # a table comes into being with its first COPY in
+    tables: dict[tuple[str, str], list[dict[str, str]]] = field(default_factory=dict)
 
     def add(self, version: str, description: str, kind: str, checksum: str, success: bool,
             done: int | None = None) -> HistoryRow:
@@ -108,6 +111,34 @@ class FakeSession:
     async def transaction(self) -> AsyncIterator[None]:
         yield
 
+    async def copy_rows_out(
+        self, schema: str, table: str, columns: Sequence[str],
+        sink: Callable[[bytes], Awaitable[None]], *, where_column: str | None = None,
+        equals: int | None = None,
+    ) -> int:
+        rows = self.db.tables.get((schema, table))
+        if rows is None:
+            raise DatabaseError(f'relation "{schema}.{table}" does not exist', sqlstate="42P01")
+        count = 0
+        for row in rows:
+            if where_column is not None and row.get(where_column) != str(equals):
+                continue
+            await sink(("\t".join(row.get(c, "\\N") for c in columns) + "\n").encode())
+            count += 1
+        return count
+
+    async def copy_rows_in(self, schema: str, table: str, columns: Sequence[str],
+                           source: AsyncIterable[bytes]) -> int:
+        data = b"".join([chunk async for chunk in source]).decode()
+        rows = self.db.tables.setdefault((schema, table), [])
+        lines = [line for line in data.split("\n") if line]
+        for line in lines:
+            fields = line.split("\t")
+            if len(fields) != len(columns):
+                raise DatabaseError("extra or missing data for a column", sqlstate="22P04")
+            rows.append(dict(zip(columns, fields, strict=True)))
+        return len(lines)
+
 
 def _no_sql() -> DatabaseError:
     return DatabaseError("the fake driver runs no SQL", sqlstate="0A000")
@@ -147,7 +178,8 @@ class FakeDriver:
             source = self.server.databases.get(template)
             if source is None:
                 raise DatabaseError(f'template database "{template}" does not exist', sqlstate="3D000")
-            copy = FakeDatabase(list(source.history), source.has_history, rank=source.rank)
+            copy = FakeDatabase(list(source.history), source.has_history, rank=source.rank,
+                                tables={k: [dict(r) for r in v] for k, v in source.tables.items()})
             self.server.databases[name] = copy
         else:
             self.server.databases[name] = FakeDatabase()

@@ -70,7 +70,7 @@ async def read_setting(admin: Session, name: str) -> dict[str, str]:
 # carries another purpose, or none and holds someone else's objects, is never
 # migrated, seeded or dropped by tenantctl.
 PURPOSE_SETTING = "tenantctl.purpose"
-_PURPOSE_SAFE = re.compile(r"(?:tenant:[0-9]{1,5}|shared|template|control|scratch)")
+_PURPOSE_SAFE = re.compile(r"(?:(?:tenant|moving|moved):[0-9]{1,5}|shared|template|control|scratch)")
 _MARKER_SAFE = re.compile(r"[0-9a-z.:_-]{1,200}")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar
@@ -93,6 +93,32 @@ class PgSession:
         except _TRANSLATABLE as exc:
             raise translate(exc, self.database) from exc
 
+    async def copy_rows_out(
+        self, schema: str, table: str, columns: Sequence[str],
+        sink: Callable[[bytes], Awaitable[None]], *, where_column: str | None = None,
+        equals: int | None = None,
+    ) -> int:
+        cols = ", ".join(quote_ident(c) for c in columns)
+        query = f"SELECT {cols} FROM {quote_ident(schema)}.{quote_ident(table)}"
+        args: list[Any] = []
+        if where_column is not None:
+            query += f" WHERE {quote_ident(where_column)} = $1"
+            args.append(equals)
+        try:
+            status = await self._conn.copy_from_query(query, *args, output=sink, format="text")
+        except _TRANSLATABLE as exc:
+            raise translate(exc, self.database) from exc
+        return _copied(status)
+
+    async def copy_rows_in(self, schema: str, table: str, columns: Sequence[str],
+                           source: AsyncIterable[bytes]) -> int:
+        try:
+            status = await self._conn.copy_to_table(
+                table, source=source, columns=list(columns), schema_name=schema, format="text")
+        except _TRANSLATABLE as exc:
+            raise translate(exc, self.database) from exc
+        return _copied(status)
+
     @property
     def backend_pid(self) -> int:
         return int(self._conn.get_server_pid())
@@ -117,6 +143,11 @@ class PgSession:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _copied(status: str) -> int:
+    """The row count of a ``COPY n`` command status."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 def _make(row: type[R], record: Any) -> R:

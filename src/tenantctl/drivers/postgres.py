@@ -265,11 +265,16 @@ async def apply_transactional(session: Session, migration: Migration, run_id: An
 async def apply_seed(
     session: Session, script: Script, clnt_id: int, name: str, sites: tuple[int, ...], run_id: Any
 ) -> None:
-    """Run the seed script for one tenant; its values arrive as settings, never as SQL text."""
+    """Run the seed script for one tenant; its values arrive as settings, never as SQL text.
+
+    ``tenantctl.clnt_id`` and ``tenantctl.tenant_id`` both hold the tenant's id;
+    ``tenantctl.sites`` is the site ids comma-separated, ``''`` for a tenant without sites.
+    """
     started = time.monotonic()
     async with session.transaction():
         await session.execute(
             "SELECT set_config('tenantctl.clnt_id', $1, true), "
+            "set_config('tenantctl.tenant_id', $1, true), "
             "set_config('tenantctl.tenant_name', $2, true), "
             "set_config('tenantctl.sites', $3, true), "
             # in a shared database the seed writes under the tenant's RLS policy
