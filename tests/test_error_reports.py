@@ -63,7 +63,7 @@ def test_rollback_rows_say_reverted(ws: Workspace) -> None:
     assert (row["status"], row["reverted"], row["applied"]) == ("reverted", ["1.0.1"], [])
     assert doc["summary"]["reverted"] == 1 and doc["summary"]["applied"] == 0
     # a rollback the ledger saw finish is not "unfinished"
-    assert ws.cli("rollback", "--only-failed", "--to", "1.0.0", "--json").json()["tenants"] == []
+    assert ws.cli("rollback", "--only-failed", "--to", "1.0.0", "--yes", "--json").json()["tenants"] == []
 
 
 def test_drift_says_restore_or_repair_and_status_forgets_it_once_restored(ws: Workspace) -> None:

@@ -66,7 +66,7 @@ def test_database_mode_without_sites(ws: Workspace) -> None:
                                                           (3, "up_to_date")}
 
     # `tenantctl new` names the project's column, not XOS's
-    path = ws.cli("new", "add note color").stdout.strip()
+    path = ws.cli("new", "add note color").stdout.splitlines()[0]  # then its .down.sql
     text = Path(path).read_text(encoding="utf-8")
     assert "tenant_id" in text and "clnt_id" not in text
 

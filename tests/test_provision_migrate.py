@@ -176,7 +176,9 @@ def test_new_writes_next_version(ws: Workspace) -> None:
     setup(ws)
     result = ws.cli("new", "add usr tables")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.strip().endswith("migrations/v1.0.1_add_usr_tables.sql")
+    up, down = result.stdout.splitlines()  # the migration, then its down companion
+    assert up.endswith("migrations/v1.0.1_add_usr_tables.sql")
+    assert down.endswith("migrations/v1.0.1_add_usr_tables.down.sql")
     assert (ws.migrations / "v1.0.1_add_usr_tables.sql").read_text().startswith("-- add usr tables")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -18,22 +18,22 @@ import click
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TenantctlError
 
 if TYPE_CHECKING:
-    from .commands import ChangeRequest
+    from .commands import PreparedRun
     from .config import Project
     from .outcome import TenantResult
 
 CLNT_ID = click.IntRange(1, 32767)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GlobalOptions:
-    """The options every command accepts (given before the subcommand)."""
+    """The options every command accepts, before or after the subcommand name."""
 
-    config: str | None
-    dsn: str | None
-    json: bool
-    debug: bool
-    quiet: bool
+    config: str | None = None
+    dsn: str | None = None
+    json: bool = False
+    debug: bool = False
+    quiet: bool = False
     argv: tuple[str, ...] = ()  # the arguments as given (redacted before they are stored)
     log_format: str | None = None  # text | json (None: text)
 
@@ -43,6 +43,129 @@ class GlobalOptions:
         return load_project(find_config(self.config), dsn=self.dsn)
 
 
+@dataclass(frozen=True)
+class GlobalOption:
+    """One global option: ``field`` of :class:`GlobalOptions`, its flags, its help."""
+
+    field: str
+    decls: tuple[str, ...]
+    help: str
+    flag: bool = False
+    metavar: str | None = None
+    envvar: str | None = None
+    type: Any = None  # a click type (click.Choice(...)) for a value option
+
+    def param(self, *, after: bool = False) -> click.Option:
+        """The option before the subcommand (``tenantctl --json status``), or after it
+        (``tenantctl status --json``: no environment variable there, the group's
+        option reads it once)."""
+        return click.Option([*self.decls, self.after_name if after else self.field],
+                            is_flag=self.flag, metavar=self.metavar, type=self.type,
+                            envvar=None if after else self.envvar, help=self.help)
+
+    @property
+    def after_name(self) -> str:
+        return f"global_{self.field}"
+
+
+# Adding a global option is one change here: a field of GlobalOptions above and an
+# entry below. Every command then accepts it before or after its name.
+GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
+    GlobalOption("config", ("--config",), metavar="PATH", envvar="TENANTCTL_CONFIG",
+                 help="tenants.yaml to use [env TENANTCTL_CONFIG; default ./tenants.yaml]"),
+    GlobalOption("dsn", ("--dsn",), metavar="URL", envvar="TENANTCTL_DSN",
+                 help="PostgreSQL URL of the default server [env TENANTCTL_DSN; default: embedded]"),
+    GlobalOption("json", ("--json",), flag=True,
+                 help="Machine output: one JSON document on stdout."),
+    GlobalOption("debug", ("--debug",), flag=True, help="Show tracebacks."),
+    GlobalOption("quiet", ("-q", "--quiet"), flag=True, help="No per-tenant progress lines."),
+    GlobalOption("log_format", ("--log-format",), type=click.Choice(["text", "json"]),
+                 envvar="TENANTCTL_LOG_FORMAT",
+                 help="stderr as text (timestamped lines when not a terminal) or one JSON object "
+                 "per line [env TENANTCTL_LOG_FORMAT; default text]."),
+)
+
+
+def _apply_global_options(opts: GlobalOptions) -> None:
+    """What the global options set up before a command runs: the stderr log."""
+    from . import logs
+
+    logs.configure(logs.LogFormat(opts.log_format) if opts.log_format else None, quiet=opts.quiet)
+
+
+def _given_earlier(ctx: click.Context, option: GlobalOption) -> bool:
+    """Was ``option`` on the command line before this command's name (after
+    ``tenantctl`` or after an enclosing group's name)?"""
+    parent = ctx.parent
+    while parent is not None:
+        name = option.field if parent.parent is None else option.after_name
+        if parent.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _merge_global_options(ctx: click.Context) -> None:
+    """Fold the global options given after the subcommand into ``ctx.obj``.
+
+    Flags given on either side are on. A value given on both sides must be the
+    same (a conflict is exit 2, naming the option, never its value: a DSN holds
+    a password); given after the subcommand only, it beats the environment.
+    """
+    before: GlobalOptions = ctx.find_object(GlobalOptions) or GlobalOptions()
+    changes: dict[str, Any] = {}
+    for option in GLOBAL_OPTIONS:
+        after = ctx.params.pop(option.after_name, None)
+        if option.field == "json" and ctx.params.get("as_json"):
+            after = True  # a command that still declares its own --json (_json_flag)
+        if after is None or after is False:
+            continue
+        if option.flag:
+            changes[option.field] = True
+            continue
+        if _given_earlier(ctx, option) and getattr(before, option.field) != after:
+            raise click.UsageError(
+                f"{option.decls[-1]} is given before and after `{ctx.info_name}` with different "
+                "values: give it once", ctx=ctx)
+        changes[option.field] = after
+    ctx.obj = replace(before, **changes)
+    if changes:
+        _apply_global_options(ctx.obj)
+
+
+class _AfterTheName(click.Command):
+    """Accepts the global options after its name too (``tenantctl status --json``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        taken = {opt for param in self.params for opt in param.opts}
+        self.params.extend(option.param(after=True) for option in GLOBAL_OPTIONS
+                           if not taken.intersection(option.decls))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _merge_global_options(ctx)
+        return super().invoke(ctx)
+
+
+class GlobalCommand(_AfterTheName):
+    """Every command of ``cli`` (``@cli.command()`` makes one)."""
+
+
+class GlobalGroup(_AfterTheName, click.Group):
+    """A subgroup (``tenantctl runs``, ``tenantctl server``): global options after
+    its name and after its commands' names."""
+
+    command_class = GlobalCommand
+    group_class = type
+
+
+class RootGroup(click.Group):
+    """``tenantctl`` itself: its options are the global ones (GLOBAL_OPTIONS)."""
+
+    command_class = GlobalCommand
+    group_class = GlobalGroup
+
+
 def _err(text: str) -> None:
     """A warning on stderr, through the log (``--log-format``)."""
     from . import logs
@@ -50,38 +173,35 @@ def _err(text: str) -> None:
     logs.warning(text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config", metavar="PATH", envvar="TENANTCTL_CONFIG",
-              help="tenants.yaml to use [env TENANTCTL_CONFIG; default ./tenants.yaml]")
-@click.option("--dsn", metavar="URL", envvar="TENANTCTL_DSN",
-              help="PostgreSQL URL of the default server [env TENANTCTL_DSN; default: embedded]")
-@click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document on stdout.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.option("-q", "--quiet", is_flag=True, help="No per-tenant progress lines.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="TENANTCTL_LOG_FORMAT",
-              help="stderr as text (timestamped lines when not a terminal) or one JSON object "
-              "per line [env TENANTCTL_LOG_FORMAT; default text].")
+@click.group(cls=RootGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="tenantctl")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, dsn: str | None, as_json: bool, debug: bool,
-        quiet: bool, log_format: str | None) -> None:
+def cli(ctx: click.Context, /, **given: Any) -> None:
     """Provision and migrate PostgreSQL databases for a multi-tenant SaaS.
 
     Exit codes: 0 all good, 1 a tenant failed or drift found, 2 bad input
-    (nothing changed), 130 interrupted.
+    (nothing changed), 130 interrupted. Global options may also be given after
+    the command (`tenantctl status --json`).
     """
-    from . import logs
-
     argv = ctx.obj if isinstance(ctx.obj, tuple) else tuple(sys.argv[1:])
-    ctx.obj = GlobalOptions(config, dsn, as_json, debug, quiet, argv, log_format)
-    logs.configure(logs.LogFormat(log_format) if log_format else None, quiet=quiet)
+    ctx.obj = GlobalOptions(**given, argv=argv)
+    _apply_global_options(ctx.obj)
+
+
+cli.params[0:0] = [option.param() for option in GLOBAL_OPTIONS]
 
 
 def _json_flag(f: Any) -> Any:
+    """Kept for commands written before --json became global (GLOBAL_OPTIONS gives
+    every command --json; read ``opts.json``): declares it as ``as_json``."""
     return click.option("--json", "as_json", is_flag=True,
                         help="Machine output: one JSON document on stdout.")(f)
 
 
+_wave_option = click.option("--wave", "waves", multiple=True, metavar="NAME",
+                            help="Only the tenants of wave NAME (repeatable; see waves: in "
+                            "tenants.yaml).")
 _server_option = click.option(
     "--server", "servers", multiple=True, metavar="NAME",
     help="Only the tenants living on server NAME (repeatable; with no ids: all of them).")
@@ -114,9 +234,11 @@ def _run_options(f: Any) -> Any:
                      help="Only tenants the last run left failed, skipped or unreached."),
         click.option("--resume", "resume_run", metavar="RUN_ID",
                      help="Only tenants that run RUN_ID did not finish."),
-        _json_flag,
         click.argument("ids", nargs=-1, type=CLNT_ID),
         click.option("--all", "all_", is_flag=True, help="Every tenant in tenants.yaml."),
+        _wave_option,
+        click.option("--wave-pause", metavar="DURATION",
+                     help="Wait this long between waves (30s, 5m); Ctrl-C ends the wait."),
         click.option("--no-skip", is_flag=True,
                      help="Open a session on every tenant even where its schema marker says it "
                      "is up to date."),
@@ -131,25 +253,10 @@ def _run_options(f: Any) -> Any:
     return f
 
 
-def _change_request(flags: dict[str, Any]) -> ChangeRequest:
-    """The typed request behind provision/migrate/rollback/repair's click flags."""
-    from .commands import ChangeRequest
-
-    return ChangeRequest(
-        ids=tuple(flags["ids"]), all=flags["all_"], to=flags.get("to"),
-        dry_run=flags["dry_run"], concurrency=flags["concurrency"],
-        max_failures=flags["max_failures"], fail_fast=flags["fail_fast"],
-        lock_timeout=flags["lock_timeout"], statement_timeout=flags["statement_timeout"],
-        lock_wait=flags["lock_wait"], retries=flags["retries"],
-        only_failed=flags["only_failed"], resume_run=flags["resume_run"],
-        allow_drift=flags.get("allow_drift", False), no_skip=flags["no_skip"],
-        no_template=flags.get("no_template", False), strict_lint=flags["strict_lint"],
-        strict=flags["strict"], servers=tuple(flags["servers"]),
-    )
-
-
-def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]) -> int:
-    """provision / migrate / rollback / repair: validate, run, print; the exit code."""
+def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any], *,
+                        before_run: Callable[[PreparedRun], None] | None = None) -> int:
+    """provision / migrate / rollback / repair: validate, run, print; the exit code.
+    ``before_run`` sees the validated run before anything changes (confirmation)."""
     import time
 
     from . import commands, documents, logs, progress, report
@@ -161,7 +268,10 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
     metrics_file = check_path(flags.get("metrics_file"))
     failure_metrics = None if flags["dry_run"] else metrics_file
     try:
-        prepared = commands.prepare(opts.project(), Verb(command), _change_request(flags))
+        prepared = commands.prepare(opts.project(), Verb(command),
+                                    commands.ChangeRequest.from_flags(flags))
+        if before_run is not None:
+            before_run(prepared)
     except TenantctlError as exc:
         record_failure(failure_metrics, command, exc.exit_code, started)
         raise
@@ -172,14 +282,18 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
     servers = {t.clnt_id: t.server for t in prepared.tenants}
 
     async def on_result(result: TenantResult) -> None:
-        logs.tenant_result(result, report.tenant_line(result, dry_run=prepared.options.dry_run),
-                           server=servers.get(result.clnt_id))
+        line = report.tenant_line(result, dry_run=prepared.options.dry_run, command=command)
+        logs.tenant_result(result, line, server=servers.get(result.clnt_id))
         sink.done(result)
+
+    def on_pause(wave: str | None, seconds: float) -> None:
+        logs.warning(f"waiting {seconds:g}s before wave {wave or '(tenants without a wave)'}; "
+                     "Ctrl-C stops the run here", wave=wave, pause_ms=int(seconds * 1000))
 
     try:
         run, interrupted = run_async(
             lambda stop: commands.execute(prepared, on_result=on_result, on_start=sink.start,
-                                          stop=stop, argv=opts.argv))
+                                          stop=stop, argv=opts.argv, on_pause=on_pause))
     except TenantctlError as exc:
         record_failure(failure_metrics, command, exc.exit_code, started)
         raise
@@ -188,7 +302,7 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
     if run is None:
         _err("interrupted: in-flight work was cancelled and rolled back; re-run to finish")
         record_failure(failure_metrics, command, EXIT_INTERRUPTED, started)
-        if opts.json or flags["as_json"]:
+        if opts.json:
             click.echo(report.to_json({"error": {"kind": "interrupted", "message": "in-flight work "
                                                  "was cancelled and rolled back",
                                                  "exit_code": EXIT_INTERRUPTED}}))
@@ -205,7 +319,7 @@ def _run_change_command(opts: GlobalOptions, command: str, flags: dict[str, Any]
     record_run(metrics_file, run, code, prepared.inputs.latest)
     documents.write_run_files(run, doc, report_file=flags.get("report_file"),
                               junit_file=flags.get("junit_file"))
-    if opts.json or flags["as_json"]:
+    if opts.json:
         click.echo(report.to_json(doc))
     else:
         click.echo(report.run_summary(run))
@@ -239,15 +353,20 @@ def migrate(opts: GlobalOptions, /, **flags: Any) -> None:
 
 
 def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
-                   servers: tuple[str, ...], *, verify: bool = False) -> tuple[Any, bool]:
+                   servers: tuple[str, ...], *, verify: bool = False,
+                   waves: tuple[str, ...] = ()) -> tuple[Any, bool]:
     """status/verify's report (no locks, no writes), and whether a signal interrupted it."""
     from . import commands
     from .signals import run_async
 
     project = opts.project()
-    read = commands.verify if verify else commands.status
-    report, interrupted = run_async(
-        lambda stop: read(project, ids, concurrency=concurrency, servers=servers))
+    report: Any
+    if verify:
+        report, interrupted = run_async(
+            lambda stop: commands.verify(project, ids, concurrency=concurrency, servers=servers))
+    else:
+        report, interrupted = run_async(lambda stop: commands.status(
+            project, ids, concurrency=concurrency, servers=servers, waves=waves))
     if report is None:
         sys.exit(EXIT_INTERRUPTED)
     return report, interrupted
@@ -257,33 +376,100 @@ def _status_report(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int |
 @click.argument("ids", nargs=-1, type=CLNT_ID)
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
 @_server_option
-@_json_flag
+@_wave_option
 @click.pass_obj
 def status(opts: GlobalOptions, ids: tuple[int, ...], concurrency: int | None,
-           servers: tuple[str, ...], as_json: bool) -> None:
+           servers: tuple[str, ...], waves: tuple[str, ...]) -> None:
     """Every tenant: server, mode, database, version, pending migrations, last error.
     Exit 1 when a tenant's server (or database) cannot be reached."""
     from . import documents, report
 
-    result, interrupted = _status_report(opts, ids, concurrency, servers)
-    if opts.json or as_json:
+    result, interrupted = _status_report(opts, ids, concurrency, servers, waves=tuple(waves))
+    if opts.json:
         click.echo(report.to_json(documents.status_document(result.rows, result.latest)))
     else:
         click.echo(report.status_table(result.rows))
     sys.exit(documents.status_exit_code(result.rows, interrupted=interrupted))
 
 
+def must_confirm(what: str, *, yes: bool, listed: bool = False) -> bool:
+    """Whether a destructive command must ask now (the rule is confirm.decide's):
+    ``--yes`` proceeds; on a terminal (stdin and stderr) it asks; without one, only
+    ``listed`` tenants proceed and anything else is exit 2 naming ``what``."""
+    from . import confirm
+
+    try:
+        tty = sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    decision = confirm.decide(yes=yes, interactive=tty, listed=listed)
+    if decision is confirm.Consent.REFUSE:
+        raise confirm.refusal(what)
+    return decision is confirm.Consent.ASK
+
+
+def ask(question: str, details: list[str]) -> None:
+    """Show ``details`` and ask ``question`` on the terminal (a dialogue, not log
+    lines); anything but yes is exit 2 with nothing changed."""
+    from .errors import BadInputError
+
+    for line in details:
+        click.echo(line, err=True)
+    if not click.confirm(question, default=False, err=True):
+        raise BadInputError("not confirmed: nothing changed")
+
+
+def confirm_destructive(question: str, details: list[str], *, yes: bool,
+                        listed: bool = False) -> None:
+    """Ask before an irreversible change (deprovision): must_confirm, then ask."""
+    if must_confirm(question.rstrip("?"), yes=yes, listed=listed):
+        ask(question, [f"  {line}" for line in details])
+
+
+def _revert_preview(opts: GlobalOptions, prepared: PreparedRun) -> tuple[list[str], int]:
+    """rollback's dry run (histories read, nothing locked or changed), summarised."""
+    from . import commands, confirm
+    from .signals import run_async
+
+    dry = replace(prepared, options=replace(prepared.options, dry_run=True))
+    run, _ = run_async(lambda stop: commands.execute(dry, stop=stop, argv=opts.argv))
+    if run is None:
+        sys.exit(EXIT_INTERRUPTED)
+    downs = {m.version.text: m.down.path.name for m in prepared.inputs.migrations if m.down}
+    return confirm.revert_preview(run, downs)
+
+
 @cli.command()
 @_run_options
-@click.option("--to", metavar="VERSION", required=True, help="Version to roll back to.")
+@click.option("--to", metavar="VERSION", required=True,
+              help="Version to roll back to; 0 = before the first migration.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
-def rollback(opts: GlobalOptions, /, **flags: Any) -> None:
+def rollback(opts: GlobalOptions, /, yes: bool, **flags: Any) -> None:
     """Run down scripts newest-first until tenants are at VERSION.
 
     Each down script commits with its history row. Refuses (exit 2) before
-    changing anything when a needed .down.sql is missing.
+    changing anything when a needed .down.sql is missing. On a terminal it shows
+    what will be reverted and asks first (--yes answers); without one, --all or
+    --wave needs --yes, listed clnt_ids proceed.
     """
-    sys.exit(_run_change_command(opts, "rollback", flags))
+    from .confirm import describe_selection
+
+    def first_ask(prepared: PreparedRun) -> None:
+        selection = describe_selection(
+            flags["ids"], flags["waves"], only_failed=flags["only_failed"],
+            resume_run=flags["resume_run"], servers=flags["servers"])
+        if prepared.options.dry_run or not must_confirm(
+                f"rollback {selection}", yes=yes, listed=bool(flags["ids"])):
+            return
+        lines, changing = _revert_preview(opts, prepared)
+        if changing:
+            ask(f"rollback: go ahead on {changing} tenant(s)?", lines)
+        else:
+            for line in lines:  # nothing will change: no question to ask
+                click.echo(line, err=True)
+
+    sys.exit(_run_change_command(opts, "rollback", flags, before_run=first_ask))
 
 
 @cli.command()
@@ -303,40 +489,19 @@ def repair(opts: GlobalOptions, /, **flags: Any) -> None:
 @click.option("--all", "all_", is_flag=True, help="Every tenant (the default).")
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, metavar="N")
 @_server_option
-@_json_flag
 @click.pass_obj
 def verify(opts: GlobalOptions, ids: tuple[int, ...], all_: bool, concurrency: int | None,
-           servers: tuple[str, ...], as_json: bool) -> None:
+           servers: tuple[str, ...]) -> None:
     """Compare each tenant's history with the folder: drift, unknown versions,
     gaps, failed/partial migrations, missing databases. Exit 1 on any finding."""
     from . import documents, report
 
     result, interrupted = _status_report(opts, ids, concurrency, servers, verify=True)
-    if opts.json or as_json:
+    if opts.json:
         click.echo(report.to_json(documents.verify_document(result.rows, result.findings)))
     else:
         click.echo(report.verify_text(result.rows, result.findings))
     sys.exit(documents.verify_exit_code(result.findings, interrupted=interrupted))
-
-
-def confirm_destructive(question: str, details: list[str], *, yes: bool) -> None:
-    """Ask before an irreversible change: on a terminal, a y/N question (no: exit 2,
-    nothing changed); without one, ``--yes`` is required (exit 2 otherwise)."""
-    from .errors import BadInputError
-
-    if yes:
-        return
-    try:
-        tty = sys.stdin.isatty() and sys.stderr.isatty()
-    except (AttributeError, ValueError, OSError):
-        tty = False
-    if not tty:
-        raise BadInputError(f"{question} needs confirmation, and there is no terminal to ask on",
-                            hint="pass --yes to confirm without a terminal")
-    for line in details:
-        _err(f"  {line}")
-    if not click.confirm(question, default=False, err=True):
-        raise BadInputError("not confirmed: nothing changed")
 
 
 def _lifecycle(opts: GlobalOptions, as_json: bool, make: Callable[[Project], Any]) -> None:
@@ -439,9 +604,8 @@ def move(opts: GlobalOptions, ids: tuple[int, ...], dry_run: bool, keep_source: 
 
 
 @cli.command("check-isolation")
-@_json_flag
 @click.pass_obj
-def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
+def check_isolation(opts: GlobalOptions) -> None:
     """Shared mode: RLS coverage of every table with the tenant column (tenant_column,
     default clnt_id), the app role's rights, and a live probe as the app role with
     two tenants. Exit 1 naming every offender."""
@@ -452,16 +616,10 @@ def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
     found, interrupted = run_async(lambda stop: commands.check_isolation(project))
     if found is None:
         sys.exit(EXIT_INTERRUPTED)
-    errors = [f for f in found if f.severity == "error"]
-    if opts.json or as_json:
-        click.echo(report.to_json({"database": project.file.shared.database,
-                                   "isolated": not errors,
-                                   "findings": [f.to_json() for f in found]}))
-    else:
-        for f in found:
-            click.echo(f"{f.severity}: [{f.check}] {f.message}")
-        click.echo(f"{project.file.shared.database}: "
-                   + ("isolated" if not errors else f"NOT isolated: {len(errors)} error(s)"))
+    database = project.file.shared.database
+    click.echo(report.to_json(report.isolation_doc(database, found)) if opts.json
+               else report.isolation_text(database, found))
+    errors = any(f.severity == "error" for f in found)
     sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if errors else EXIT_OK))
 
 
@@ -471,15 +629,13 @@ def check_isolation(opts: GlobalOptions, as_json: bool) -> None:
 @click.option("--to", "to_version", metavar="W", help="Check up to version W (later ones are not run).")
 @click.option("--pending", is_flag=True,
               help="Only migrations that some tenant in tenants.yaml has not applied yet.")
-@_json_flag
 @click.pass_obj
 def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: str | None,
-                     pending: bool, as_json: bool) -> None:
+                     pending: bool) -> None:
     """On a scratch database, apply each migration up, down, up again and compare
     the schema snapshots; one line per object that differs (details with --json).
     Exit 1 on any difference."""
     from . import commands, report
-    from .reversible_report import group_differences
     from .signals import run_async
 
     project = opts.project()
@@ -487,25 +643,13 @@ def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: 
     outcome, interrupted = run_async(lambda stop: commands.check_reversible(project, request))
     if outcome is None:
         sys.exit(EXIT_INTERRUPTED)
-    found = list(outcome.differences)
-    groups = group_differences(found)
-    if opts.json or as_json:
-        click.echo(report.to_json({
-            "differences": [d.to_json() for d in found], "migrations": len(outcome.checked),
-            "checked": list(outcome.checked), "objects": [g.to_json() for g in groups],
-            "range": {"from": from_version, "to": to_version, "pending": pending},
-            "base": outcome.base.to_json(), "notes": list(outcome.notes)}))
+    if opts.json:
+        click.echo(report.to_json(report.reversible_doc(request, outcome)))
     else:
         for note in outcome.notes:
             _err(f"note: {note}")
-        if outcome.base.line:
-            click.echo(outcome.base.line)
-        for group in groups:
-            click.echo(group.line)
-        objects = f" in {len(groups)} object(s)" if found else ""
-        more = "; details: --json" if len(groups) < len(found) else ""
-        click.echo(f"{len(outcome.checked)} migration(s) checked up -> down -> up: "
-                   f"{len(found)} difference(s){objects}{more}")
+        click.echo(report.reversible_text(outcome))
+    found = bool(outcome.differences)
     sys.exit(EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if found else EXIT_OK))
 
 
@@ -514,19 +658,31 @@ def check_reversible(opts: GlobalOptions, from_version: str | None, to_version: 
 @click.option("--version", "version", metavar="V", help="Version to use instead of the next one.")
 @click.pass_obj
 def new(opts: GlobalOptions, description: str, version: str | None) -> None:
-    """Write the next versioned migration file into migrations/."""
+    """Write the next versioned migration file and its .down.sql into migrations/."""
     from . import commands
 
-    click.echo(str(commands.new_migration(opts.project(), description, version)))
+    for path in commands.new_migration(opts.project(), description, version):
+        click.echo(str(path))
+
+
+@cli.command()
+@click.argument("folder", required=False, default=".",
+                type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path) -> None:
+    """Start a project in FOLDER (default: here): tenants.yaml, migrations/ with a
+    first migration and its down script, and seed/. Never overwrites a file."""
+    from . import commands
+
+    for path in commands.init(folder):
+        click.echo(str(path))
 
 
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--all-files", is_flag=True,
               help="Also report findings in migrations at or below lint.baseline of tenants.yaml.")
-@_json_flag
 @click.pass_obj
-def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool, as_json: bool) -> None:
+def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool) -> None:
     """Check migrations for risky DDL and tenancy rules (default: all of migrations/).
 
     Exit 1 when a rule of severity error fires. Accept a rule deliberately in
@@ -534,23 +690,10 @@ def lint(opts: GlobalOptions, files: tuple[Path, ...], all_files: bool, as_json:
     `lint:` block of tenants.yaml (disable, severity, exclude, baseline).
     """
     from . import commands, report
-    from .lint_rules import RULES
 
     result = commands.lint(opts.project(), files, all_files=all_files)
-    findings = result.findings
-    errors = sum(1 for f in findings if f.severity == "error")
-    if opts.json or as_json:
-        click.echo(report.to_json({"findings": [f.to_json() for f in findings],
-                                   "errors": errors, "rules": sorted(RULES),
-                                   "baseline": result.baseline, "hidden_by_baseline": result.hidden}))
-    else:
-        for f in findings:
-            click.echo(f"{f.severity}: {report.finding_line(f)}")
-            click.echo(f"    hint: {f.hint}")
-        hidden = (f" ({result.hidden} more in migrations at or below the baseline "
-                  f"{result.baseline}; --all-files shows them)" if result.hidden else "")
-        click.echo(f"{len(findings)} finding(s), {errors} error(s){hidden}")
-    sys.exit(EXIT_FAILED if errors else EXIT_OK)
+    click.echo(report.to_json(report.lint_doc(result)) if opts.json else report.lint_text(result))
+    sys.exit(EXIT_FAILED if any(f.severity == "error" for f in result.findings) else EXIT_OK)
 
 
 @cli.group(invoke_without_command=True)
@@ -634,14 +777,13 @@ def server_stop(opts: GlobalOptions) -> None:
 
 
 @server.command("status")
-@_json_flag
 @click.pass_obj
-def server_status(opts: GlobalOptions, as_json: bool) -> None:
+def server_status(opts: GlobalOptions) -> None:
     """Is the embedded server running, and where is its data."""
     from . import commands, report
 
     info = commands.server_status(opts.project())
-    if opts.json or as_json:
+    if opts.json:
         click.echo(report.to_json({"pgdata": info.pgdata, "running": info.running, "pid": info.pid}))
     else:
         state = f"running (pid {info.pid})" if info.running else "stopped"

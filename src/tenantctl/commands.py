@@ -15,8 +15,9 @@ module is over its script directory.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from . import baseline as baseline_mod
-from . import embedded, isolation, isolation_check, ledger, offboard, run_history
+from . import embedded, isolation, isolation_check, ledger, offboard, run_history, scaffold
 from .baseline import BaselineRequest as BaselineRequest
 from .config import Project, TenantSpec, parse_duration
 from .drivers.base import Driver, Session
 from .drivers.postgres import DRIVER
-from .engine import RunOptions
+from .engine import PauseCallback, RunOptions
 from .errors import BadInputError, DatabaseError, ErrorKind, ServerError, Unreachable
 from .fleet import server_dsns
 from .inputs import (
@@ -42,6 +43,7 @@ from .inputs import (
     pending_lint,
     refuse_on_lint_errors,
     resolve_target,
+    rollback_target,
 )
 from .inputs import (
     lint as lint_inputs,
@@ -61,6 +63,7 @@ from .run_history import RunRow, RunStatus
 from .runs import run_changes
 from .status import StatusRow, VerifyFinding, fleet_status, verify_findings
 from .steps import Verb
+from .waves import parse_wave_pause, select_tenants
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,20 @@ class ChangeRequest:
     strict_lint: bool = False
     strict: bool = False  # lint errors and missing extensions refuse the run (exit 2)
     servers: tuple[str, ...] = ()  # --server: only the tenants living on these servers
+    waves: tuple[str, ...] = ()  # only the tenants of these waves (instead of ids / --all)
+    wave_pause: str | None = None  # wait this long between waves (`30s`, `5m`)
+
+    @classmethod
+    def from_flags(cls, flags: Mapping[str, Any]) -> ChangeRequest:
+        """The request behind the CLI's flags (named as click names them: ``all_``,
+        ``resume_run``); a flag a command does not have keeps its default."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        given = {("all" if k == "all_" else k): v for k, v in flags.items()}
+        values = {k: v for k, v in given.items() if k in fields and v is not None}
+        for name in ("ids", "waves", "servers"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -122,9 +139,10 @@ def prepare(project: Project, verb: Verb, request: ChangeRequest) -> PreparedRun
     resume: str | bool = request.resume_run or request.only_failed
     servers = check_servers(project, request.servers)
     implied = (bool(resume) or bool(servers)) and not request.ids
-    tenants = project.select(request.ids, request.all or implied)
+    tenants = select_tenants(project, request.ids, request.all or implied, request.waves)
     inputs = load_inputs(project, with_seed=verb in (Verb.PROVISION, Verb.MIGRATE))
-    target = resolve_target(inputs, request.to)
+    target = (rollback_target(inputs, request.to) if verb is Verb.ROLLBACK
+              else resolve_target(inputs, request.to))
     if verb is Verb.ROLLBACK:
         if target is None:
             raise BadInputError("rollback needs --to VERSION")
@@ -163,6 +181,7 @@ def _run_options(project: Project, verb: Verb, request: ChangeRequest,
         skip_marked=not request.no_skip,
         use_template=not request.no_template,
         strict=request.strict,
+        wave_pause=parse_wave_pause(request.wave_pause),
     )
 
 
@@ -172,13 +191,13 @@ ResultCallback = Callable[[TenantResult], Awaitable[None]]
 async def execute(
     prepared: PreparedRun, *, driver: Driver = DRIVER, on_result: ResultCallback | None = None,
     on_start: Callable[[int], None] | None = None, stop: asyncio.Event | None = None,
-    argv: tuple[str, ...] = (),
+    argv: tuple[str, ...] = (), on_pause: PauseCallback | None = None,
 ) -> RunResult:
     """Run a prepared changing command against the servers and record it in the ledger."""
     return await run_changes(driver, prepared.inputs, prepared.tenants, prepared.options,
                              on_result=on_result, on_start=on_start, stop=stop,
                              resume=prepared.resume, argv=argv, lint=lambda: prepared.lint,
-                             servers=prepared.servers)
+                             servers=prepared.servers, on_pause=on_pause)
 
 
 def pending_findings(prepared: PreparedRun, run: RunResult) -> list[Finding]:
@@ -218,15 +237,18 @@ class StatusReport:
 
 
 async def status(project: Project, ids: tuple[int, ...] = (), *, concurrency: int | None = None,
-                 driver: Driver = DRIVER, servers: tuple[str, ...] = ()) -> StatusReport:
-    """Every selected tenant (all when ``ids`` is empty; only those on ``servers`` when
-    given): version, pending, state, last error. Without ``ids``, tenants the registry
-    holds but tenants.yaml no longer lists are rows of state ``orphaned``."""
+                 driver: Driver = DRIVER, servers: tuple[str, ...] = (),
+                 waves: tuple[str, ...] = ()) -> StatusReport:
+    """Every selected tenant (all when neither ``ids`` nor ``waves`` is given; only
+    those on ``servers`` when given): version, pending, state, last error. Listing
+    everyone, tenants the registry holds but tenants.yaml no longer lists are rows
+    of state ``orphaned``."""
     wanted = check_servers(project, servers)
-    tenants = project.select(ids, not ids)
+    tenants = select_tenants(project, ids, not ids, waves)
     inputs = load_inputs(project)
     rows = await fleet_status(driver, inputs, tenants, wanted,
-                              concurrency or project.settings.concurrency, orphans=not ids)
+                              concurrency or project.settings.concurrency,
+                              orphans=not ids and not waves)
     return StatusReport(tuple(rows), inputs.latest)
 
 
@@ -371,14 +393,25 @@ async def _control(project: Project, driver: Driver) -> AsyncIterator[Session | 
         yield session
 
 
-def new_migration(project: Project, description: str, version: str | None = None) -> Path:
-    """Write the next versioned migration file into the migrations folder."""
+def new_migration(project: Project, description: str, version: str | None = None) -> list[Path]:
+    """Write the next versioned migration file and its ``.down.sql`` companion into
+    the migrations folder (neither may exist yet)."""
     folder = project.migrations_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = new_migration_path(folder, description, load_migrations(folder), version)
-    path.write_text(NEW_MIGRATION_TEMPLATE.format(
-        description=description, tenant_column=project.file.tenant_column), encoding="utf-8")
-    return path
+    one_line = " ".join(description.split())  # a line break would end the comment
+    return scaffold.write_new({
+        path: NEW_MIGRATION_TEMPLATE.format(description=one_line,
+                                          tenant_column=project.file.tenant_column),
+        scaffold.down_companion(path): scaffold.NEW_DOWN_TEMPLATE.format(
+            filename=path.name, description=one_line),
+    })
+
+
+def init(folder: Path) -> list[Path]:
+    """A starter project in ``folder`` (tenants.yaml, a first migration and its
+    down script, a seed); refuses (exit 2) if any of those files exists."""
+    return scaffold.init_project(folder)
 
 
 @dataclass(frozen=True)

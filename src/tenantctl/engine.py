@@ -17,6 +17,7 @@ never applied twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -63,6 +64,7 @@ class RunOptions:
     skip_marked: bool = True  # trust schema markers to skip up-to-date tenants
     use_template: bool = True  # provision by cloning the template database
     strict: bool = False  # problems found before the run (missing extensions) refuse it
+    wave_pause: float = 0.0  # seconds to wait between waves (a stop signal ends the wait)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ def _log_retry(unit: Unit) -> Callable[[RetryCallState], None]:
 
 
 ResultCallback = Callable[[TenantResult], Awaitable[None]]
+# told before a --wave-pause wait: (the wave that comes next, None: the unwaved rest; seconds)
+PauseCallback = Callable[[str | None, float], None]
 
 
 class Engine:
@@ -158,8 +162,10 @@ class Engine:
         run_id: str | None = None,
         enforce: EnforceHook | None = None,
         clone_strategies: dict[str, CloneStrategy] | None = None,
+        on_pause: PauseCallback | None = None,
     ) -> None:
         self.options = options
+        self.on_pause = on_pause
         self.migrations = migrations
         self.executor = Executor(
             driver, migrations, dsns, options.verb, target=options.target,
@@ -190,7 +196,9 @@ class Engine:
 
     async def run(self, units: list[Unit], waves: tuple[str, ...]) -> list[TenantResult]:
         results: list[TenantResult] = []
-        for wave, members in order_waves(units, waves):
+        for index, (wave, members) in enumerate(order_waves(units, waves)):
+            if index > 0:
+                await self._pause_before(wave)
             if self._halt_reason is None and self.stop.is_set():
                 self._halt_reason = "interrupted before start"
             if self._halt_reason is not None:
@@ -202,6 +210,17 @@ class Engine:
             if wave is not None and any(r.status == FAILED for r in flat):
                 self._halt_reason = f"wave {wave!r} had failures; later waves not started"
         return results
+
+    async def _pause_before(self, wave: str | None) -> None:
+        """--wave-pause: wait before the next wave (not in a dry run, nor when the run
+        is stopping anyway); SIGINT/SIGTERM end the wait and the later waves are skipped."""
+        pause = self.options.wave_pause
+        if pause <= 0 or self.options.dry_run or self._should_skip() is not None:
+            return
+        if self.on_pause is not None:
+            self.on_pause(wave, pause)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=pause)
 
     async def map_units(self, units: list[Unit],
                         work: Callable[[Unit], Coroutine[Any, Any, R]]) -> list[R]:

@@ -21,7 +21,7 @@ from .drivers.pg_version import CloneStrategy
 from .errors import DatabaseError, DriftDetected, MigrationFailed, TenantctlError
 from .migrations import Migration, Script, Version
 from .modes import Mode, ModePolicy, policy
-from .plan import make_marker, plan_migrate
+from .plan import HistoryRow, make_marker
 from .steps import Step, StepKind, UnitContext, UnitPlan, Verb, plan_unit
 
 
@@ -122,6 +122,9 @@ class Executor:
 
     async def attempt(self, unit: Unit, progress: Progress) -> None:
         dsn = self.dsns[unit.server]
+        if self.dry_run and self._would_create(unit):
+            self._plan_new_database(unit, progress)
+            return
         provisioning = self.verb is Verb.PROVISION and not self.dry_run
         if provisioning and await self._ensure_database(unit, dsn, progress) and self.seed is None:
             return  # an exact clone of the current template: nothing left to do
@@ -131,7 +134,7 @@ class Executor:
         ) as session:
             if self.dry_run:
                 await self._adopt(session, unit, progress)
-                await self._plan_only(session, progress)
+                await self._plan_only(session, unit, progress)
                 return
             # Session-level lock: released when the session closes
             # (one round trip less per tenant than an explicit unlock).
@@ -139,8 +142,9 @@ class Executor:
             await self._adopt(session, unit, progress)
             await self._run_plan(session, unit, progress)
 
-    async def _run_plan(self, session: Session, unit: Unit, progress: Progress) -> None:
-        history = await self.driver.open_history(session)
+    def _plan(self, unit: Unit, history: list[HistoryRow], progress: Progress) -> UnitPlan:
+        """The unit's steps for this verb (the same plan for a dry run and a real
+        one); a refusal (drift, unknown versions) fails the unit."""
         mode = unit.policy
         context = UnitContext(
             tenants=unit.tenants, seeds=self.seeds(unit),
@@ -155,6 +159,10 @@ class Executor:
             error = DriftDetected if plan.refusal.drift else TenantctlError
             raise error(plan.refusal.message, hint=plan.refusal.hint)
         progress.warnings.extend(plan.warnings)
+        return plan
+
+    async def _run_plan(self, session: Session, unit: Unit, progress: Progress) -> None:
+        plan = self._plan(unit, await self.driver.open_history(session), progress)
         changed = False
         for step in plan.steps:
             if changed and step.kind not in (StepKind.APPLY, StepKind.REVERT):
@@ -222,12 +230,40 @@ class Executor:
         elif step.kind is StepKind.MARK:
             await driver.write_marker(session, step.marker)
 
-    async def _plan_only(self, session: Session, progress: Progress) -> None:
-        history = await self.driver.read_history(session)
-        plan = plan_migrate(self.migrations, history, self.target)
-        progress.from_version = plan.from_version
-        progress.to_version = plan.to_version
-        progress.applied = [m.version.text for m in plan.pending]
+    async def _plan_only(self, session: Session, unit: Unit, progress: Progress) -> None:
+        """Dry run: the real run's plan, reported as if its steps had run (what
+        would be applied, reverted, re-recorded or seeded); nothing is executed."""
+        self._report_planned(self._plan(unit, await self.driver.read_history(session), progress),
+                             progress)
+
+    def _would_create(self, unit: Unit) -> bool:
+        """Dry run of a provisioning whose database does not exist yet."""
+        return (self.verb is Verb.PROVISION and self.existing is not None
+                and (unit.server, unit.database) not in self.existing)
+
+    def _plan_new_database(self, unit: Unit, progress: Progress) -> None:
+        """Dry run: the database provisioning would create, planned from an empty
+        history (every migration, then the seed of each tenant)."""
+        progress.created = True
+        self._report_planned(self._plan(unit, [], progress), progress)
+
+    @staticmethod
+    def _report_planned(plan: UnitPlan, progress: Progress) -> None:
+        progress.applied.clear()  # a retried attempt reports its plan once
+        progress.reverted.clear()
+        progress.seeded.clear()
+        for step in plan.steps:
+            if step.kind in (StepKind.APPLY, StepKind.REPAIR):
+                assert step.migration is not None
+                progress.applied.append(step.migration.version.text)
+            elif step.kind is StepKind.REVERT:
+                assert step.migration is not None
+                progress.reverted.append(step.migration.version.text)
+            elif step.kind is StepKind.SEED:
+                assert step.tenant is not None
+                progress.seeded.add(step.tenant.clnt_id)
+            if step.kind in (StepKind.APPLY, StepKind.REVERT):
+                progress.to_version = step.version_after
 
     # ------------------------------------------------------------ whose database
 

@@ -197,6 +197,18 @@ def resolve_target(inputs: Inputs, to: str | None) -> Version | None:
     return known_version(inputs.migrations, "--to", to, inputs.project.migrations_dir.name)
 
 
+EMPTY = Version.parse("0")  # `rollback --to 0`: before the first migration
+
+
+def rollback_target(inputs: Inputs, to: str | None) -> Version | None:
+    """rollback's ``--to``: a version in the folder, or ``0`` (back to empty)."""
+    try:
+        empty = to is not None and Version.parse(to) == EMPTY
+    except ValueError:
+        empty = False  # resolve_target names what is wrong with it
+    return EMPTY if empty else resolve_target(inputs, to)
+
+
 def known_version(migrations: tuple[Migration, ...], flag: str, text: str | None,
                   folder: str) -> Version | None:
     """The version ``text`` names, which must be one in the folder (None: none given)."""

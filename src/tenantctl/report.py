@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any
 from .outcome import APPLIED, FAILED, REVERTED, SKIPPED, UP_TO_DATE, RunResult, TenantResult
 
 if TYPE_CHECKING:
+    from .commands import ReversibleReport, ReversibleRequest
+    from .inputs import LintReport
+    from .isolation_check import IsolationFinding
     from .lint_rules import Finding
     from .run_history import RunRow
     from .status import StatusRow, VerifyFinding
@@ -17,8 +20,12 @@ _MARK = {APPLIED: "applied", REVERTED: "reverted", UP_TO_DATE: "up to date", FAI
          SKIPPED: "skipped"}
 
 
-def tenant_line(r: TenantResult, *, dry_run: bool = False) -> str:
-    """One line per tenant, as it finishes (goes to stderr: it is a log)."""
+def tenant_line(r: TenantResult, *, dry_run: bool = False, command: str = "") -> str:
+    """One line per tenant, as it finishes (goes to stderr: it is a log).
+
+    A dry run says what *would* happen, in the words of the real run's line
+    (``repair`` re-records checksums: its ``applied`` versions are re-recorded).
+    """
     head = f"clnt_id {r.clnt_id:>5}  {r.database:<24}"
     versions = f"{r.from_version or '-'} -> {r.to_version or '-'}"
     if r.status == FAILED and r.error is not None:
@@ -27,23 +34,35 @@ def tenant_line(r: TenantResult, *, dry_run: bool = False) -> str:
     if r.status == SKIPPED:
         return f"{head} skipped ({r.reason})" if r.reason else f"{head} skipped"
     if r.status in (APPLIED, REVERTED):
-        verb = "would apply" if dry_run else "applied"
+        done = _DONE_WORDS[dry_run]
         extra = []
-        if r.applied:
-            extra.append(f"{verb} {', '.join(r.applied)}")
-        if r.reverted:
-            extra.append(f"reverted {', '.join(r.reverted)}")
         if r.created:
-            extra.append("database created")
+            extra.append(done["created"])
+        if r.applied:
+            extra.append(f"{done['repaired' if command == 'repair' else 'applied']} "
+                         f"{', '.join(r.applied)}")
+        if r.reverted:
+            extra.append(f"{done['reverted']} {', '.join(r.reverted)}")
         if r.seeded:
-            extra.append("seeded")
+            extra.append(done["seeded"])
         tail = f" ({'; '.join(extra)})" if extra else ""
         return f"{head} {versions}{tail} [{r.duration_ms} ms]"
     return f"{head} up to date at {r.to_version or '-'}"
 
 
+_DONE_WORDS = {
+    False: {"created": "database created", "applied": "applied", "repaired": "re-recorded",
+            "reverted": "reverted", "seeded": "seeded"},
+    True: {"created": "would create database", "applied": "would apply",
+           "repaired": "would re-record", "reverted": "would revert", "seeded": "would seed"},
+}
+
+
 def run_summary(run: RunResult) -> str:
-    parts = [f"{run.count(s)} {_MARK[s]}" for s in _MARK if run.count(s)]
+    marks = _MARK if not run.dry_run else {
+        **_MARK, APPLIED: "to re-record" if run.command == "repair" else "to apply",
+        REVERTED: "to revert"}
+    parts = [f"{run.count(s)} {marks[s]}" for s in marks if run.count(s)]
     lines = [
         f"{run.command} run {run.run_id}: {len(run.tenants)} tenant(s): "
         f"{', '.join(parts) or 'nothing to do'} in {run.duration_ms / 1000:.1f}s"
@@ -161,6 +180,66 @@ def runs_table(rows: Sequence[RunRow]) -> str:
 
 def finding_line(f: Finding) -> str:
     return f"{f.file}:{f.line}: [{f.rule}] {f.message}"
+
+
+def lint_doc(result: LintReport) -> dict[str, Any]:
+    from .lint import RULES
+
+    return {"findings": [f.to_json() for f in result.findings],
+            "errors": sum(1 for f in result.findings if f.severity == "error"),
+            "rules": sorted(RULES), "baseline": result.baseline,
+            "hidden_by_baseline": result.hidden}
+
+
+def lint_text(result: LintReport) -> str:
+    lines = []
+    for f in result.findings:
+        lines += [f"{f.severity}: {finding_line(f)}", f"    hint: {f.hint}"]
+    errors = sum(1 for f in result.findings if f.severity == "error")
+    hidden = (f" ({result.hidden} more in migrations at or below the baseline "
+              f"{result.baseline}; --all-files shows them)" if result.hidden else "")
+    lines.append(f"{len(result.findings)} finding(s), {errors} error(s){hidden}")
+    return "\n".join(lines)
+
+
+def isolation_doc(database: str, found: Sequence[IsolationFinding]) -> dict[str, Any]:
+    return {"database": database, "isolated": not any(f.severity == "error" for f in found),
+            "findings": [f.to_json() for f in found]}
+
+
+def isolation_text(database: str, found: Sequence[IsolationFinding]) -> str:
+    errors = sum(1 for f in found if f.severity == "error")
+    lines = [f"{f.severity}: [{f.check}] {f.message}" for f in found]
+    lines.append(f"{database}: " + ("isolated" if not errors else f"NOT isolated: {errors} error(s)"))
+    return "\n".join(lines)
+
+
+def reversible_doc(request: ReversibleRequest, outcome: ReversibleReport) -> dict[str, Any]:
+    from .reversible_report import group_differences
+
+    found = list(outcome.differences)
+    return {
+        "differences": [d.to_json() for d in found], "migrations": len(outcome.checked),
+        "checked": list(outcome.checked),
+        "objects": [g.to_json() for g in group_differences(found)],
+        "range": {"from": request.from_version, "to": request.to_version,
+                  "pending": request.pending},
+        "base": outcome.base.to_json(), "notes": list(outcome.notes)}
+
+
+def reversible_text(outcome: ReversibleReport) -> str:
+    """One line per object that differs, after the base line, then the count."""
+    from .reversible_report import group_differences
+
+    found = list(outcome.differences)
+    groups = group_differences(found)
+    lines = [outcome.base.line] if outcome.base.line else []
+    lines += [group.line for group in groups]
+    objects = f" in {len(groups)} object(s)" if found else ""
+    more = "; details: --json" if len(groups) < len(found) else ""
+    lines.append(f"{len(outcome.checked)} migration(s) checked up -> down -> up: "
+                 f"{len(found)} difference(s){objects}{more}")
+    return "\n".join(lines)
 
 
 def to_json(doc: Any) -> str:

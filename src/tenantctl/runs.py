@@ -18,7 +18,7 @@ from . import isolation, ledger, logs, move_registry, placement_check, registry
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
 from .drivers.pg_version import UNSUPPORTED_HINT
-from .engine import Engine, RunOptions, group_units, marked_up_to_date
+from .engine import Engine, PauseCallback, RunOptions, group_units, marked_up_to_date
 from .errors import BadInputError, DatabaseError, ErrorKind, Unreachable, UnsupportedServer
 from .executor import EnforceHook, Unit
 from .extensions import missing_extensions, required_extensions
@@ -47,6 +47,7 @@ async def run_changes(
     argv: tuple[str, ...] = (),
     lint: Callable[[], tuple[Finding, ...]] = tuple,
     servers: frozenset[str] = frozenset(),
+    on_pause: PauseCallback | None = None,
 ) -> RunResult:
     """Fan a changing verb out over the tenants' databases and record the run.
 
@@ -150,6 +151,7 @@ async def run_changes(
             templates=templates, template_migrations=baked, purposes=facts.purposes,
             claims=facts.claims, on_result=record, stop=stop, run_id=run_id, enforce=enforce,
             clone_strategies=facts.clone_strategies,
+            on_pause=on_pause,
         )
         results = failed_early + await engine.run(units, project.file.waves)
         recording_error = None

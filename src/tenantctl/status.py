@@ -62,6 +62,7 @@ class StatusRow:
     move: Mismatch | None = None  # tenants.yaml places it elsewhere: move pending
     server_version: str | None = None  # PostgreSQL major.minor of the tenant's server
     server_supported: bool | None = None  # within tenantctl's supported range
+    wave: str | None = None  # tenants.yaml's `wave:` (None: runs after the declared waves)
 
     def to_json(self) -> dict[str, Any]:
         u = self.unit
@@ -70,8 +71,8 @@ class StatusRow:
             "move_to": None if moving is None else {
                 "mode": moving.declared.mode, "server": moving.declared.server,
                 "database": moving.declared.database},
-            "clnt_id": self.clnt_id, "name": self.name, "mode": self.mode, "server": self.server,
-            "server_version": self.server_version,
+            "clnt_id": self.clnt_id, "name": self.name, "mode": self.mode, "wave": self.wave,
+            "server": self.server, "server_version": self.server_version,
             "database": self.database, "version": self.version, "latest": self.latest,
             "pending": self.pending, "state": self.state,
             "partial": [v for v, _ in u.partial_rows],
@@ -175,6 +176,7 @@ async def collect_status(driver: Driver, inputs: Inputs, tenants: tuple[TenantSp
             last_run_id=known.last_run_id if known else None,
             last_error=unit_state.error or (known.error if known and not resolved else None),
             move=(moves or {}).get(t.clnt_id),
+            wave=t.wave,
         ))
         if rows[-1].move is not None and state != "unreachable":
             rows[-1] = replace(rows[-1], state="move_pending")
