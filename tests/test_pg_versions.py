@@ -379,3 +379,65 @@ def test_a_restore_that_fails_names_the_database_and_changes_nothing(
     tables = _run(_sql(pg15_dsn, target, "SELECT relname FROM pg_class WHERE relname IN "
                                          "('note', 'line') ORDER BY 1"))
     assert [r["relname"] for r in tables] == ["line"]  # one transaction: nothing else was left
+
+
+# ------------------------------------------------------------ upgrade by move
+
+
+def test_moving_a_tenant_from_15_to_18_is_the_per_tenant_upgrade(
+        example_ws: Workspace, pg_dsn: str, other_dsn: str) -> None:
+    """The documented upgrade path: declare the tenant on the newer server, then
+    ``tenantctl move``. Data, history and seed come across; the 15 copy is gone."""
+    on_15 = "main" if _run(_version(pg_dsn)).major == 15 else "other"
+    on_18 = "other" if on_15 == "main" else "main"
+    dsn_of = {"main": pg_dsn, "other": other_dsn}
+    assert _run(_version(dsn_of[on_18])).major > 15
+
+    def configure(server: str) -> None:
+        example_ws.write_config(
+            f"""\
+            - {{ clnt_id: 1, name: "Acme Hospital", sites: [1, 2] }}
+            - {{ clnt_id: 2, name: "Klinik Müller", sites: [1], server: {server} }}
+            """,
+            extra=f"""\
+            seed: seed/tenant_seed.sql
+            servers:
+              main: {{ dsn: embedded }}
+              other: {{ dsn: "{other_dsn}" }}
+            default_server: main
+            """,
+        )
+
+    configure(on_15)
+    try:
+        provisioned = example_ws.cli("--json", "provision", "--all")
+        assert provisioned.exit_code == 0, provisioned.stderr
+        db = example_ws.db(2)
+        _run(_exec(dsn_of[on_15], db, "UPDATE cvs_site_mast SET site_nm = 'Müller – Süd ✓' "
+                                      "WHERE clnt_id = 2"))
+        before = _run(_sql(dsn_of[on_15], db, "SELECT * FROM cvs_site_mast ORDER BY 1, 2"))
+        history = _run(_sql(dsn_of[on_15], db, "SELECT version, checksum FROM tenantctl_schema_history "
+                                               "ORDER BY installed_rank"))
+
+        configure(on_18)
+        refused = example_ws.cli("migrate", "2")  # declared elsewhere: refused until moved
+        assert refused.exit_code == 1 and "tenantctl move 2" in refused.stdout
+        moved = example_ws.cli("--json", "move", "2")
+        assert moved.exit_code == 0, moved.stdout + moved.stderr
+
+        after = _run(_sql(dsn_of[on_18], db, "SELECT * FROM cvs_site_mast ORDER BY 1, 2"))
+        assert [dict(r) for r in after] == [dict(r) for r in before]
+        assert [tuple(r) for r in _run(_sql(
+            dsn_of[on_18], db,
+            "SELECT version, checksum FROM tenantctl_schema_history ORDER BY installed_rank"
+        ))] == [tuple(r) for r in history]
+        gone = _run(_sql(dsn_of[on_15], None, "SELECT 1 FROM pg_database WHERE datname = $1", db))
+        assert gone == []
+        status = example_ws.cli("--json", "status", "2")
+        assert status.exit_code == 0, status.stderr
+        row = status.json()["tenants"][0]
+        assert (row["server"], row["state"]) == (on_18, "up_to_date")
+        assert int(row["server_version"].split(".")[0]) > 15
+        assert example_ws.cli("verify").exit_code == 0
+    finally:
+        _run(_drop_prefixed(other_dsn, example_ws.prefix))

@@ -77,7 +77,12 @@ def run_summary(run: RunResult) -> str:
     if failed:
         lines.append("failed tenants: " + " ".join(str(t.clnt_id) for t in failed))
     drifted = [str(t.clnt_id) for t in failed if t.error is not None and t.error.kind == "drift"]
-    others = [str(t.clnt_id) for t in failed if str(t.clnt_id) not in drifted]
+    misplaced = [str(t.clnt_id) for t in failed if t.error is not None
+                 and t.error.kind == "placement"]
+    others = [str(t.clnt_id) for t in failed if str(t.clnt_id) not in drifted + misplaced]
+    if misplaced:
+        lines.append("tenants.yaml places these elsewhere than their data: move them with: "
+                     f"tenantctl move {' '.join(misplaced)} (or revert tenants.yaml)")
     if drifted:
         lines.append("applied files were edited: restore them, or accept the edits with: "
                      f"tenantctl repair {' '.join(drifted)}")
