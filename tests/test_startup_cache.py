@@ -175,7 +175,8 @@ def test_a_broken_down_script_waits_for_the_run_that_needs_it(synthetic_ws: Work
     down = sorted(ws.migrations.glob("v1.0.3*.down.sql"))[-1]
     down.write_text("DROP TABLE (;\n")
     assert ws.cli("--quiet", "migrate", "--all").exit_code == 0
-    for args in (("rollback", "--all", "--to", "1.0.0"), ("migrate", "--all", "--no-skip"), ("lint",)):
+    for args in (("rollback", "--all", "--yes", "--to", "1.0.0"), ("migrate", "--all", "--no-skip"),
+                     ("lint",)):
         result = ws.cli(*args)
         assert result.exit_code == 2 and f"{down.name}:1: SQL syntax error" in result.stderr, args
     assert len(ws.versions(1)) == 40
