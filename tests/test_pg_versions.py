@@ -160,16 +160,18 @@ class ReportsOldVersion(PostgresDriver):
 
     def __init__(self, old_dsn: str) -> None:
         self.old_dsn = old_dsn
-        self.old_sessions: set[int] = set()
+        # the sessions themselves, not their id(): a closed session's id is reused by
+        # a later one, which then passed for the old server (a flaky failure on CI)
+        self.old_sessions: list[Session] = []
 
     async def connect(self, dsn: str, database: str | None = None, **kwargs: Any) -> Any:
         session = await super().connect(dsn, database, **kwargs)
         if dsn == self.old_dsn:
-            self.old_sessions.add(id(session))
+            self.old_sessions.append(session)
         return session
 
     async def server_version(self, admin: Session) -> ServerVersion:
-        if id(admin) in self.old_sessions:
+        if any(admin is old for old in self.old_sessions):
             return ServerVersion(140011)
         return await super().server_version(admin)
 
