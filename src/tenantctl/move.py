@@ -223,6 +223,18 @@ class _Mover:
         await move_registry.begin(self.control, entry)
         state.begun = True
 
+    async def refuse_downgrade(self, source_server: str, target_server: str,
+                               source_major: int) -> None:
+        """A whole-database dump of a newer major is not guaranteed to load into an
+        older one (PostgreSQL supports dumps forward only): refused before anything."""
+        async with await self.connect(target_server) as admin:
+            target_major = await server_major(admin)
+        if target_major < source_major:
+            raise MoveError(
+                f"server {target_server} runs PostgreSQL {target_major}, older than "
+                f"{source_server}'s {source_major}: a move to an older major is not supported",
+                hint="move to a server of the same or a newer major, or upgrade the target")
+
     async def cut_over(self, entry: JournalEntry, state: _State) -> None:
         await move_registry.cut_over(self.control, entry.clnt_id, entry.target)
         state.cut = True
@@ -237,6 +249,7 @@ class _Mover:
             await self.lock(source)
             version = await clean_version(self.driver, self.inputs.migrations, source, "source")
             await self.refuse_existing(tgt)
+            await self.refuse_downgrade(src.server, tgt.server, await server_major(source))
             await self.begin(entry, state)
             await self.create_target(tgt, cid)
             await self.stop_writes(src, cid, source)
