@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no command given (… -- python -m pytest -q)")
     if "XDG_RUNTIME_DIR" not in os.environ:  # platformdirs (in the wheels) warns without it
         os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="tenantctl-xdg-")
+        atexit.register(shutil.rmtree, os.environ["XDG_RUNTIME_DIR"], ignore_errors=True)
     # SIGTERM (a CI timeout) unwinds like Ctrl-C: the server is stopped and deleted
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

@@ -11,6 +11,7 @@ Never a mock: database behaviour is tested against the real thing.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import io
 import os
 import secrets
@@ -31,6 +32,7 @@ import pytest
 # and when it is not private (mode 0700).
 if "XDG_RUNTIME_DIR" not in os.environ:
     os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="tenantctl-xdg-")  # mode 0700
+    atexit.register(shutil.rmtree, os.environ["XDG_RUNTIME_DIR"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MIGRATIONS = ROOT / "migrations"

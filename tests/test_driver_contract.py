@@ -131,7 +131,6 @@ def test_history_is_created_on_first_use_and_records_every_kind(ws: Workspace, d
             assert (await db.database_contents(s))[0] is True
             await db.apply_transactional(s, ms[0], None)
             await db.apply_statements(s, ms[1], None, 0)
-            await db.reset_session(s)
             await db.apply_seed(s, seed, 1, "A", (1,), None)
             await db.record_repair(s, ms[0], None)
             await db.apply_down(s, ms[0], None)

@@ -95,7 +95,10 @@ class Driver(Protocol):
     The engine and the use cases call only these; per-tenant operations
     assume the caller holds the tenant's migration lock
     (:meth:`acquire_migration_lock`), and every history write fails with
-    ``LockLost`` if the lock was released in the meantime.
+    ``LockLost`` if the lock was released in the meantime. Every ``apply_*``
+    leaves the session in the state it opened with (settings, role, temporary
+    tables, prepared statements a script made are gone; the lock stays held),
+    so nothing that follows runs in the state a script left.
     """
 
     async def connect(
@@ -165,10 +168,6 @@ class Driver(Protocol):
 
     async def read_history(self, session: Session, *,
                            missing_ok: bool = True) -> list[HistoryRow]: ...
-
-    async def reset_session(self, session: Session) -> None:
-        """Back to the state the session opened with; the lock stays held."""
-        ...
 
     async def apply_transactional(self, session: Session, migration: Migration,
                                   run_id: str | None) -> int:

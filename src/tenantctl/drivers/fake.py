@@ -260,9 +260,6 @@ class FakeDriver:
     async def database_contents(self, session: Session) -> tuple[bool, bool]:
         return _fake(session).db.has_history, False
 
-    async def reset_session(self, session: Session) -> None:
-        await self._tick()
-
     async def record_repair(self, session: Session, migration: Migration, run_id: Any) -> None:
         _fake(session).db.add(migration.version.text, migration.description, KIND_REPAIR,
                        migration.checksum, True)

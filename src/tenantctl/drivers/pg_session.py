@@ -234,3 +234,16 @@ def quote_ident(name: str) -> str:
     if "\x00" in name:
         raise ValueError("identifier contains NUL")
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """A string constant for SQL text that is read back as exactly ``value``.
+
+    An escape string (``E'...'``) with backslashes and quotes doubled: its
+    meaning does not depend on ``standard_conforming_strings``, which a
+    database or role may switch off (a plain ``'...'`` literal would then read
+    a backslash as an escape). PostgreSQL text cannot hold NUL.
+    """
+    if "\x00" in value:
+        raise ValueError("string constant contains NUL")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
