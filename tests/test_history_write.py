@@ -157,3 +157,25 @@ def test_execution_time_is_the_servers(ws: Workspace) -> None:
     assert ws.cli("provision", "--all", "--no-template").exit_code == 0
     (row,) = ws.fetch(ws.db(1), "SELECT execution_ms FROM tenantctl_schema_history WHERE kind = 'up'")
     assert 120 <= row["execution_ms"] < 10_000
+
+
+def test_a_deferred_constraint_failing_at_commit_fails_that_migration(ws: Workspace) -> None:
+    """COMMIT travels in the migration's own query string: its failure is the
+    migration's, nothing is recorded, and the next tenant run starts clean."""
+    ws.write_config(ONE)
+    ws.add_migration("v1.0.0_init.sql", "create table p (id int primary key);")
+    ws.add_migration("v1.0.1_deferred.sql", """\
+        create table c (clnt_id int2, p_id int references p (id) deferrable initially deferred);
+        insert into c values (1, 42);
+        """)
+    result = ws.cli("provision", "--all", "--json", "--no-template")
+    assert result.exit_code == 1
+    error = result.json()["tenants"][0]["error"]
+    assert (error["sqlstate"], error["migration"]) == ("23503", "v1.0.1_deferred.sql")
+    assert ws.versions(1) == ["1.0.0"]
+    assert "c" not in ws.tables(1)
+    ws.add_migration("v1.0.1_deferred.sql", """\
+        create table c (clnt_id int2, p_id int references p (id) deferrable initially deferred);
+        """)
+    assert ws.cli("migrate", "--all").exit_code == 0
+    assert ws.versions(1) == ["1.0.0", "1.0.1"]

@@ -105,17 +105,27 @@ _LOCK_HELD = lock_held_sql()
 
 
 
-def _history_insert(values: str) -> str:
+def _history_insert(values: str, *, guarded: bool = True) -> str:
     """INSERT of one history row from ``values`` (version, description, kind,
-    script, checksum, execution_ms, success, statements_done, run_id)."""
+    script, checksum, execution_ms, success, statements_done, run_id); with
+    ``guarded``, no row unless the lock is held (the caller checks the count)."""
     return f"""
 INSERT INTO public.{HISTORY_TABLE}
     (installed_rank, version, description, kind, script, checksum, execution_ms, success,
      statements_done, run_id)
 OVERRIDING SYSTEM VALUE
 SELECT (SELECT coalesce(max(installed_rank), 0) + 1 FROM public.{HISTORY_TABLE}),
-       {values}
-WHERE {_LOCK_HELD}"""
+       {values}""" + (f"\nWHERE {_LOCK_HELD}" if guarded else "")
+
+
+# A statement that fails when the lock is no longer held, so that nothing after
+# it in the same query string runs (a guarded INSERT would only insert nothing,
+# and a COMMIT later in the string would still commit the script). The ELSE
+# branch is a subquery returning two rows: an error at run time only, and
+# nothing a setting or a missing language could change.
+_LOCK_GUARD = (
+    f"SELECT CASE WHEN {_LOCK_HELD} THEN NULL ELSE (SELECT n FROM (VALUES (1), (2)) "
+    "AS migration_lock_released (n)) END;\n")
 
 
 _INSERT_HISTORY = _history_insert("$1, $2, $3, $4, $5, $6, $7, $8, $9::uuid")
@@ -264,51 +274,64 @@ def _history_insert_sql(migration: Migration, kind: str, script: Script, run_id:
     """The history row of a script run in the same round trip, as SQL text.
 
     Every value is quoted by :func:`quote_literal`; ``execution_ms`` is the
-    server's time since the round trip began. Conditional on the lock, like
-    every history write.
+    server's time since the round trip began. Unguarded: :data:`_LOCK_GUARD`
+    runs just before it, in its transaction (whose advisory lock then keeps
+    every other session out until COMMIT).
     """
     run = "NULL" if run_id is None else f"{quote_literal(str(run_id))}::uuid"
     values = ", ".join((
         quote_literal(migration.version.text), quote_literal(migration.description),
         quote_literal(kind), quote_literal(script.path.name), quote_literal(script.checksum),
         _SERVER_ELAPSED_MS, "true", "NULL", run))
-    return _history_insert(values)
+    return _history_insert(values, guarded=False)
 
 
 async def _run_and_record(session: Session, migration: Migration, kind: str, script: Script,
                           run_id: Any) -> None:
-    """A transactional script and its history row: one round trip, then COMMIT.
+    """A transactional script and its history row, committed, in one round trip.
 
-    The first round trip carries BEGIN, the script's timeouts, the script, the
-    session reset and the history insert, whose command tag says whether the
-    lock was still held; nothing is committed unless it was. The reset lets the
-    row be written as tenantctl's own user whatever the script SET (a role, a
-    statement_timeout); the newline ends a trailing ``--`` comment; an empty or
-    comment-only script sends no statement of its own. An error leaves
-    the transaction aborted: it is rolled back here, and the failing line is
-    found from the error's position, counted past what was sent ahead of the
-    script.
+    One query string: BEGIN, the script's timeouts (transaction-local), the
+    script, the session reset, the lock guard, the history row, COMMIT. The
+    reset lets the row be written as tenantctl's own user whatever the script
+    SET (a role, a statement_timeout); the newline ends a trailing ``--``
+    comment; an empty or comment-only script sends no statement of its own.
+
+    Any error stops the string with the transaction aborted (PostgreSQL runs
+    nothing after a failed statement of a query string): it is rolled back,
+    then the lock is checked on its own. Lost, the failure is ``LockLost``
+    (the guard's, or the script's after it released the lock); held, the
+    error is the script's (or COMMIT's: a deferred constraint), its line
+    found from the error's position past what was sent ahead of the script.
     """
     prologue = "BEGIN;\n" + _local_timeouts_sql(script)
     body = script.sql + "\n;" + SESSION_RESET if script.statements else ""
+    record = _LOCK_GUARD + _history_insert_sql(migration, kind, script, run_id) + ";\nCOMMIT"
     try:
-        status = await session.execute(
-            prologue + body + _history_insert_sql(migration, kind, script, run_id))
-    except BaseException as exc:
-        if isinstance(exc, DatabaseError):
-            exc.line = _line_of(script.sql, exc.position, offset=len(prologue))
+        await session.execute(prologue + body + record)
+    except DatabaseError as exc:
+        await _roll_back(session)
+        if not await _lock_still_held(session):
+            raise LockLost(session.database) from exc
+        exc.line = _line_of(script.sql, exc.position, offset=len(prologue))
+        raise
+    except BaseException:
         await _roll_back(session)
         raise
-    if _rows_affected(status) != 1:
-        await _roll_back(session)
-        raise LockLost(session.database)
-    await session.execute("COMMIT")
 
 
 async def _roll_back(session: Session) -> None:
     """End a transaction that failed; a connection already gone has none to end."""
     with contextlib.suppress(DatabaseError):
         await session.execute("ROLLBACK")
+
+
+async def _lock_still_held(session: Session) -> bool:
+    """After a failure: does the session still hold its migration lock? True
+    when that cannot be asked (a lost connection): its error is the one to report."""
+    try:
+        return _rows_affected(await session.execute(f"SELECT WHERE {_LOCK_HELD}")) == 1
+    except DatabaseError:
+        return True
 
 
 async def _run_statement(session: Session, stmt: Statement) -> None:
@@ -332,7 +355,7 @@ def _line_of(sql: str, position: int | None, *, offset: int = 0, first_line: int
 
 
 async def apply_transactional(session: Session, migration: Migration, run_id: Any) -> int:
-    """Run the migration and insert its history row in one transaction (two round trips)."""
+    """Run the migration and insert its history row in one transaction (one round trip)."""
     started = time.monotonic()
     await _run_and_record(session, migration, KIND_UP, migration.up, run_id)
     return int((time.monotonic() - started) * 1000)
