@@ -269,3 +269,18 @@ def test_statements_from_the_cache_are_the_parsers_exactly(tmp_path: Path, gener
     assert cache.hits == 1 and cache.parsed == 0
     assert [(s.sql, s.line, s.kind, s.non_transactional) for s in again.statements] == \
         [(s.sql, s.line, s.kind, s.non_transactional) for s in fresh.statements]
+
+
+def test_the_nightly_commands_do_not_load_the_other_commands_modules() -> None:
+    """provision and migrate import what they run: offboarding, check-reversible,
+    status, run history, isolation checks and shared-mode enforcement load on use."""
+    code = ("import sys, tenantctl.cli, tenantctl.commands, tenantctl.runs\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('tenantctl.'))))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    others = {f"tenantctl.{m}" for m in (
+        "baseline", "offboard", "offboard_shared", "archive", "reversible", "reversible_range",
+        "status", "run_history", "isolation", "isolation_check", "isolation_probe", "scaffold",
+        "move", "move_copy", "pg_dumps", "pg_tools")}
+    assert "tenantctl.runs" in loaded
+    assert loaded & others == set()

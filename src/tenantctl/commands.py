@@ -22,11 +22,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import baseline as baseline_mod
-from . import embedded, isolation, isolation_check, ledger, offboard, run_history, scaffold
-from .baseline import BaselineRequest as BaselineRequest
+from . import embedded, ledger
 from .config import Project, TenantSpec, parse_duration
 from .drivers.base import Driver, Session
 from .drivers.postgres import DRIVER
@@ -48,22 +46,40 @@ from .inputs import (
 from .inputs import (
     lint as lint_inputs,
 )
-from .isolation_check import IsolationFinding
-from .lifecycle import LifecycleReport
 from .lint_rules import Finding
 from .migrations import NEW_MIGRATION_TEMPLATE, Version, load_migrations, new_migration_path
-from .offboard import DeprovisionPlan
-from .offboard import DeprovisionRequest as DeprovisionRequest
-from .offboard import RestoreRequest as RestoreRequest
 from .outcome import RunResult, TenantResult
 from .placement import check_servers
-from .reversible import Difference
-from .reversible_range import Base, base_database, check_range, pending_versions, select_range
-from .run_history import RunRow, RunStatus
 from .runs import run_changes
-from .status import StatusRow, VerifyFinding, fleet_status, verify_findings
 from .steps import Verb
 from .waves import parse_wave_pause, select_tenants
+
+# The modules of the other commands are imported by the functions that use
+# them: provision and migrate (the nightly job) do not pay for loading
+# offboarding, check-reversible, status or isolation checks at start-up.
+if TYPE_CHECKING:
+    from .baseline import BaselineRequest as BaselineRequest
+    from .isolation_check import IsolationFinding
+    from .lifecycle import LifecycleReport
+    from .offboard import DeprovisionPlan
+    from .offboard import DeprovisionRequest as DeprovisionRequest
+    from .offboard import RestoreRequest as RestoreRequest
+    from .reversible import Difference
+    from .reversible_range import Base
+    from .run_history import RunRow, RunStatus
+    from .status import StatusRow, VerifyFinding
+
+# request types callers build (commands.BaselineRequest(...)), loaded on first use
+_REEXPORTED = {"BaselineRequest": "baseline", "DeprovisionRequest": "offboard",
+               "RestoreRequest": "offboard"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REEXPORTED:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_REEXPORTED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -243,6 +259,8 @@ async def status(project: Project, ids: tuple[int, ...] = (), *, concurrency: in
     those on ``servers`` when given): version, pending, state, last error. Listing
     everyone, tenants the registry holds but tenants.yaml no longer lists are rows
     of state ``orphaned``."""
+    from .status import fleet_status
+
     wanted = check_servers(project, servers)
     tenants = select_tenants(project, ids, not ids, waves)
     inputs = load_inputs(project)
@@ -261,6 +279,8 @@ class VerifyReport:
 async def verify(project: Project, ids: tuple[int, ...] = (), *, concurrency: int | None = None,
                  driver: Driver = DRIVER, servers: tuple[str, ...] = ()) -> VerifyReport:
     """Every tenant's history against the folder; a finding per problem."""
+    from .status import verify_findings
+
     report = await status(project, ids, concurrency=concurrency, driver=driver, servers=servers)
     return VerifyReport(report.rows, tuple(verify_findings(list(report.rows))))
 
@@ -268,24 +288,32 @@ async def verify(project: Project, ids: tuple[int, ...] = (), *, concurrency: in
 async def baseline(project: Project, request: BaselineRequest, *, driver: Driver = DRIVER,
                    argv: tuple[str, ...] = ()) -> LifecycleReport:
     """Adopt existing databases: record the migrations up to a version as ``baseline``."""
+    from . import baseline as baseline_mod
+
     return await baseline_mod.baseline(project, request, driver=driver, argv=argv)
 
 
 async def plan_deprovision(project: Project, request: DeprovisionRequest, *,
                            driver: Driver = DRIVER) -> DeprovisionPlan:
     """Validate a deprovision (exit 2 on bad input); nothing is touched."""
+    from . import offboard
+
     return await offboard.plan_deprovision(project, request, driver=driver)
 
 
 async def deprovision(project: Project, plan: DeprovisionPlan, *, driver: Driver = DRIVER,
                       argv: tuple[str, ...] = ()) -> LifecycleReport:
     """Archive (or not) and drop tenants tenants.yaml no longer lists."""
+    from . import offboard
+
     return await offboard.deprovision(project, plan, driver=driver, argv=argv)
 
 
 async def restore(project: Project, request: RestoreRequest, *, driver: Driver = DRIVER,
                   argv: tuple[str, ...] = ()) -> LifecycleReport:
     """Recreate a tenant from a deprovision archive at its declared placement."""
+    from . import offboard
+
     return await offboard.restore(project, request, driver=driver, argv=argv)
 
 
@@ -297,6 +325,9 @@ def lint(project: Project, files: tuple[Path, ...] = (), *, all_files: bool = Fa
 
 async def check_isolation(project: Project, *, driver: Driver = DRIVER) -> list[IsolationFinding]:
     """Shared mode: catalog audit and live probe of the shared database (two tenants)."""
+    from . import isolation, isolation_check
+    from .isolation_check import IsolationFinding
+
     shared = project.file.shared
     server = shared.server or project.default_server
     dsn = server_dsns(project, {server})[server]
@@ -338,6 +369,9 @@ async def check_reversible(project: Project, request: ReversibleRequest | None =
                            driver: Driver = DRIVER) -> ReversibleReport:
     """up -> down -> up of the selected migrations on a scratch database of the default
     server, started from a cached base holding the earlier ones."""
+    from .reversible_range import Base, base_database, check_range, pending_versions, select_range
+    from .status import fleet_status
+
     request = request or ReversibleRequest()
     inputs = load_inputs(project)
     parse_all(inputs)  # a broken file is bad input (exit 2) before the scratch database
@@ -363,6 +397,8 @@ async def check_reversible(project: Project, request: ReversibleRequest | None =
 async def runs(project: Project, *, limit: int = 20, command: str | None = None,
                status: RunStatus | None = None, driver: Driver = DRIVER) -> list[RunRow]:
     """The ledger's newest runs (none when there is no control database yet)."""
+    from . import run_history
+
     async with _control(project, driver) as session:
         if session is None:
             return []
@@ -372,6 +408,8 @@ async def runs(project: Project, *, limit: int = 20, command: str | None = None,
 async def run_report(project: Project, run_id: str, *,
                      driver: Driver = DRIVER) -> tuple[RunStatus, dict[str, Any]]:
     """One run's status and report, in the shape of its own ``--json`` report."""
+    from . import run_history
+
     async with _control(project, driver) as session:
         if session is None:
             raise BadInputError(f"run {run_id} is not in the ledger: there is no ledger yet")
@@ -396,6 +434,8 @@ async def _control(project: Project, driver: Driver) -> AsyncIterator[Session | 
 def new_migration(project: Project, description: str, version: str | None = None) -> list[Path]:
     """Write the next versioned migration file and its ``.down.sql`` companion into
     the migrations folder (neither may exist yet)."""
+    from . import scaffold
+
     folder = project.migrations_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = new_migration_path(folder, description, load_migrations(folder), version)
@@ -411,6 +451,8 @@ def new_migration(project: Project, description: str, version: str | None = None
 def init(folder: Path) -> list[Path]:
     """A starter project in ``folder`` (tenants.yaml, a first migration and its
     down script, a seed); refuses (exit 2) if any of those files exists."""
+    from . import scaffold
+
     return scaffold.init_project(folder)
 
 

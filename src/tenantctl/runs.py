@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from . import isolation, ledger, logs, move_registry, placement_check, registry
+from . import ledger, logs, move_registry, placement_check, registry
 from .config import Project, TenantSpec
 from .drivers.base import Driver, Session
 from .drivers.pg_version import UNSUPPORTED_HINT
@@ -275,6 +275,8 @@ async def shared_mode_hook(driver: Driver, project: Project, dsns: dict[str, str
     """Roles exist before the run; after each change to the shared database, every
     table with the tenant column is put under forced RLS and (provision) the tenants
     are registered."""
+    from . import isolation  # shared mode only: a fleet of tenant databases never loads it
+
     shared, column = project.file.shared, project.file.tenant_column
     server = shared.server or project.default_server
     async with await driver.connect(dsns[server]) as admin:
