@@ -251,6 +251,17 @@ async def _drop_prefixed(dsn: str, prefix: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(scope="module")
+def server(pg_dsn: str) -> Iterator[tuple[asyncio.AbstractEventLoop, asyncpg.Connection]]:
+    """One superuser connection to the test server for a whole test module, with the
+    event loop it runs on (for tests that ask the server many small questions)."""
+    loop = asyncio.new_event_loop()
+    conn = loop.run_until_complete(asyncpg.connect(pg_dsn))
+    yield loop, conn
+    loop.run_until_complete(conn.close())
+    loop.close()
+
+
 @pytest.fixture
 def ws(pg_dsn: str, tmp_path: Path) -> Iterator[Workspace]:
     prefix = "t" + secrets.token_hex(4)

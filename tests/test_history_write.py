@@ -5,7 +5,6 @@ insert itself, the failing line is still found (real PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -19,15 +18,6 @@ from tenantctl.errors import LockLost
 from tenantctl.migrations import load_migrations
 
 ONE = '  - { clnt_id: 1, name: "A", sites: [1] }\n'
-
-
-@pytest.fixture(scope="module")
-def server(pg_dsn: str) -> Iterator[tuple[asyncio.AbstractEventLoop, asyncpg.Connection]]:
-    loop = asyncio.new_event_loop()
-    conn = loop.run_until_complete(asyncpg.connect(pg_dsn))
-    yield loop, conn
-    loop.run_until_complete(conn.close())
-    loop.close()
 
 
 TEXT = st.one_of(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -128,15 +127,6 @@ def test_keyword_list_is_the_servers(pg_dsn: str) -> None:
     assert server_keywords <= QUOTED_KEYWORDS
     if major == 18:
         assert server_keywords == QUOTED_KEYWORDS
-
-
-@pytest.fixture(scope="module")
-def server(pg_dsn: str) -> Iterator[tuple[asyncio.AbstractEventLoop, asyncpg.Connection]]:
-    loop = asyncio.new_event_loop()
-    conn = loop.run_until_complete(asyncpg.connect(pg_dsn))
-    yield loop, conn
-    loop.run_until_complete(conn.close())
-    loop.close()
 
 
 def _accepted(value: str) -> bool:
