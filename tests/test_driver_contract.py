@@ -161,6 +161,28 @@ def test_a_failing_migration_leaves_no_history_row(ws: Workspace, driver) -> Non
     with_database(ws, driver, body)
 
 
+def test_a_marker_rides_in_a_migrations_transaction(ws: Workspace, driver) -> None:  # type: ignore[no-untyped-def]
+    """apply_transactional(marker=...): the marker is set when the migration commits,
+    and not at all when it fails (the test server's role is a superuser)."""
+    ws.add_migration("v1_a.sql", "create table a (clnt_id int2);")
+    ws.add_migration("v2_bad.sql", "select 1/0;")
+    good, bad = load_migrations(ws.migrations)
+
+    async def body(db: Driver, dsn: str, name: str) -> None:
+        async with await db.connect(dsn, name) as s:
+            assert s.superuser is True and db.marks_in_transaction(s) is True
+            await db.acquire_migration_lock(s, 1.0)
+            await db.open_history(s)
+            await db.apply_transactional(s, good, None, marker="v1:1:abc:0")
+            with pytest.raises(DatabaseError):
+                await db.apply_transactional(s, bad, None, marker="v1:2:def:0")
+            assert [r.version for r in await db.read_history(s)] == ["1"]
+        async with await db.connect(dsn) as admin:
+            assert (await db.read_markers(admin)).get(name) == "v1:1:abc:0"
+
+    with_database(ws, driver, body)
+
+
 def test_copy_streams_a_tenants_rows_between_databases(ws: Workspace, driver) -> None:  # type: ignore[no-untyped-def]
     """COPY out of one database (all rows, or one tenant's) into another, in COPY
     text format: NULLs, tabs, backslashes and non-ASCII survive, counts are returned."""

@@ -22,7 +22,7 @@ from .errors import DatabaseError, DriftDetected, MigrationFailed, TenantctlErro
 from .migrations import Migration, Script, Version
 from .modes import Mode, ModePolicy, policy
 from .plan import HistoryRow, make_marker
-from .steps import Step, StepKind, UnitContext, UnitPlan, Verb, plan_unit
+from .steps import Step, StepKind, UnitContext, UnitPlan, Verb, fold_marker, plan_unit
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,10 @@ class Executor:
         # every step leaves the session as it opened (the driver's contract):
         # what follows a migration never runs in the session state it left
         plan = self._plan(unit, await self.driver.open_history(session), progress)
-        for step in plan.steps:
+        steps = plan.steps
+        if self.driver.marks_in_transaction(session):
+            steps = fold_marker(steps)
+        for step in steps:
             await self._execute(session, unit, step, progress)
 
     @staticmethod
@@ -207,7 +210,8 @@ class Executor:
         if step.kind is StepKind.APPLY:
             assert step.migration is not None
             if step.migration.transactional:
-                await driver.apply_transactional(session, step.migration, run_id)
+                await driver.apply_transactional(session, step.migration, run_id,
+                                                 marker=step.marker)
             else:
                 await driver.apply_statements(session, step.migration, run_id, step.resume_from)
         elif step.kind is StepKind.REVERT:

@@ -37,6 +37,11 @@ class Session(Protocol):
 
     database: str
 
+    @property
+    def superuser(self) -> bool:
+        """The session's role is a superuser (as the server reported at login)."""
+        ...
+
     async def execute(self, sql: str, *args: Any) -> str:
         """Run SQL; returns the command status (``INSERT 0 1``). Without
         arguments several statements may be sent at once."""
@@ -169,9 +174,17 @@ class Driver(Protocol):
     async def read_history(self, session: Session, *,
                            missing_ok: bool = True) -> list[HistoryRow]: ...
 
+    def marks_in_transaction(self, session: Session) -> bool:
+        """Can this session always set its database's schema marker? Then the marker
+        may ride in a migration's transaction (``apply_transactional(marker=...)``),
+        where a refusal would fail the migration."""
+        ...
+
     async def apply_transactional(self, session: Session, migration: Migration,
-                                  run_id: str | None) -> int:
-        """The migration and its history row in one transaction; milliseconds taken."""
+                                  run_id: str | None, *, marker: str | None = None) -> int:
+        """The migration and its history row in one transaction; milliseconds taken.
+        With ``marker``, the database's schema marker is set in that transaction too
+        (only where :meth:`marks_in_transaction` says it cannot be refused)."""
         ...
 
     async def apply_statements(self, session: Session, migration: Migration,

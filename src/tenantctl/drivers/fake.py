@@ -62,6 +62,7 @@ class FakeServer:
     connections: int = 0
     peak_connections: int = 0
     version_num: int = 180000  # server_version_num it reports
+    superuser: bool = True  # the role its sessions log in as
 
 
 class FakeSession:
@@ -73,6 +74,10 @@ class FakeSession:
         self.server = server
         self.database = database
         self.closed = False
+
+    @property
+    def superuser(self) -> bool:
+        return self.server.superuser
 
     @property
     def db(self) -> FakeDatabase:
@@ -222,11 +227,17 @@ class FakeDriver:
             del self.server.fail[(session.database, migration.version.text)]
         raise error
 
-    async def apply_transactional(self, session: Session, migration: Migration, run_id: Any) -> int:
+    def marks_in_transaction(self, session: Session) -> bool:
+        return session.superuser
+
+    async def apply_transactional(self, session: Session, migration: Migration, run_id: Any,
+                                  *, marker: str | None = None) -> int:
         await self._tick()
         self._maybe_fail(session, migration)
-        _fake(session).db.add(migration.version.text, migration.description, KIND_UP,
-                       migration.checksum, True)
+        db = _fake(session).db
+        db.add(migration.version.text, migration.description, KIND_UP, migration.checksum, True)
+        if marker is not None:
+            db.marker = marker
         return 0
 
     async def apply_statements(self, session: Session, migration: Migration, run_id: Any,

@@ -108,14 +108,17 @@ async def write_marker(session: Session, marker: str | None, database: str | Non
     setting lives in a shared catalog). Returns False when not permitted (not
     the owner): that tenant simply gets a full check on every run.
     """
-    target = quote_ident(database or session.database)
+    return await _alter_database(session, marker_sql(database or session.database, marker))
+
+
+def marker_sql(database: str, marker: str | None) -> str:
+    """ALTER DATABASE setting (None: resetting) ``database``'s schema marker."""
+    target = quote_ident(database)
     if marker is None:
-        sql = f"ALTER DATABASE {target} RESET {MARKER_SETTING}"
-    else:
-        if not _MARKER_SAFE.fullmatch(marker):
-            raise ValueError(f"unexpected marker {marker!r}")
-        sql = f"ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
-    return await _alter_database(session, sql)
+        return f"ALTER DATABASE {target} RESET {MARKER_SETTING}"
+    if not _MARKER_SAFE.fullmatch(marker):
+        raise ValueError(f"unexpected marker {marker!r}")
+    return f"ALTER DATABASE {target} SET {MARKER_SETTING} = '{marker}'"
 
 
 async def _alter_database(session: Session, sql: str) -> bool:

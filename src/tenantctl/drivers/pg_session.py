@@ -127,6 +127,10 @@ class PgSession:
     def closed(self) -> bool:
         return bool(self._conn.is_closed())
 
+    @property
+    def superuser(self) -> bool:
+        return bool(self._conn.get_settings().is_superuser == "on")
+
     async def close(self) -> None:
         if self._conn.is_closed():
             return

@@ -30,6 +30,7 @@ from .pg_server import (
     create_database,
     drop_database,
     existing_databases,
+    marker_sql,
     max_connections,
     read_markers,
     read_purposes,
@@ -287,7 +288,7 @@ def _history_insert_sql(migration: Migration, kind: str, script: Script, run_id:
 
 
 async def _run_and_record(session: Session, migration: Migration, kind: str, script: Script,
-                          run_id: Any) -> None:
+                          run_id: Any, *, marker: str | None = None) -> None:
     """A transactional script and its history row, committed, in one round trip.
 
     One query string: BEGIN, the script's timeouts (transaction-local), the
@@ -302,10 +303,16 @@ async def _run_and_record(session: Session, migration: Migration, kind: str, scr
     (the guard's, or the script's after it released the lock); held, the
     error is the script's (or COMMIT's: a deferred constraint), its line
     found from the error's position past what was sent ahead of the script.
+
+    With ``marker``, the database's schema marker is set after the history row,
+    as tenantctl's own user (after the reset), in the same transaction.
     """
     prologue = "BEGIN;\n" + _local_timeouts_sql(script)
     body = script.sql + "\n;" + SESSION_RESET if script.statements else ""
-    record = _LOCK_GUARD + _history_insert_sql(migration, kind, script, run_id) + ";\nCOMMIT"
+    record = _LOCK_GUARD + _history_insert_sql(migration, kind, script, run_id) + ";\n"
+    if marker is not None:
+        record += marker_sql(session.database, marker) + ";\n"
+    record += "COMMIT"
     try:
         await session.execute(prologue + body + record)
     except DatabaseError as exc:
@@ -354,10 +361,18 @@ def _line_of(sql: str, position: int | None, *, offset: int = 0, first_line: int
     return first_line + sql.count("\n", 0, index)
 
 
-async def apply_transactional(session: Session, migration: Migration, run_id: Any) -> int:
-    """Run the migration and insert its history row in one transaction (one round trip)."""
+def marks_in_transaction(session: Session) -> bool:
+    """A superuser session: ALTER DATABASE ... SET of the marker cannot be refused
+    (an owner without superuser may lack SET on the parameter, PostgreSQL 15+)."""
+    return session.superuser
+
+
+async def apply_transactional(session: Session, migration: Migration, run_id: Any, *,
+                              marker: str | None = None) -> int:
+    """Run the migration and insert its history row in one transaction (one round
+    trip); with ``marker``, set the database's schema marker in it too."""
     started = time.monotonic()
-    await _run_and_record(session, migration, KIND_UP, migration.up, run_id)
+    await _run_and_record(session, migration, KIND_UP, migration.up, run_id, marker=marker)
     return int((time.monotonic() - started) * 1000)
 
 
@@ -560,6 +575,7 @@ class PostgresDriver:
     database_contents = staticmethod(database_contents)
     open_history = staticmethod(open_history)
     read_history = staticmethod(read_history)
+    marks_in_transaction = staticmethod(marks_in_transaction)
     apply_transactional = staticmethod(apply_transactional)
     apply_statements = staticmethod(apply_statements)
     apply_seed = staticmethod(apply_seed)
