@@ -106,27 +106,28 @@ _LOCK_HELD = lock_held_sql()
 
 
 
-def _history_insert(values: str, *, guarded: bool = True) -> str:
+def _history_insert(values: str, *, fail_unless_held: bool = False) -> str:
     """INSERT of one history row from ``values`` (version, description, kind,
-    script, checksum, execution_ms, success, statements_done, run_id); with
-    ``guarded``, no row unless the lock is held (the caller checks the count)."""
+    script, checksum, execution_ms, success, statements_done, run_id), made only
+    while the tenant's lock is held.
+
+    By default a lost lock inserts no row (the caller checks the count). With
+    ``fail_unless_held`` it fails the statement instead: the rank is then NULL,
+    which the primary key refuses, so that nothing after it in the same query
+    string runs (an INSERT of no row would let a COMMIT later in the string
+    commit the script). An error at run time only: nothing a setting or a
+    missing language could change.
+    """
+    rank = f"(SELECT coalesce(max(installed_rank), 0) + 1 FROM public.{HISTORY_TABLE})"
+    if fail_unless_held:
+        rank = f"CASE WHEN {_LOCK_HELD} THEN {rank} END"
     return f"""
 INSERT INTO public.{HISTORY_TABLE}
     (installed_rank, version, description, kind, script, checksum, execution_ms, success,
      statements_done, run_id)
 OVERRIDING SYSTEM VALUE
-SELECT (SELECT coalesce(max(installed_rank), 0) + 1 FROM public.{HISTORY_TABLE}),
-       {values}""" + (f"\nWHERE {_LOCK_HELD}" if guarded else "")
-
-
-# A statement that fails when the lock is no longer held, so that nothing after
-# it in the same query string runs (a guarded INSERT would only insert nothing,
-# and a COMMIT later in the string would still commit the script). The ELSE
-# branch is a subquery returning two rows: an error at run time only, and
-# nothing a setting or a missing language could change.
-_LOCK_GUARD = (
-    f"SELECT CASE WHEN {_LOCK_HELD} THEN NULL ELSE (SELECT n FROM (VALUES (1), (2)) "
-    "AS migration_lock_released (n)) END;\n")
+SELECT {rank},
+       {values}""" + ("" if fail_unless_held else f"\nWHERE {_LOCK_HELD}")
 
 
 _INSERT_HISTORY = _history_insert("$1, $2, $3, $4, $5, $6, $7, $8, $9::uuid")
@@ -275,16 +276,16 @@ def _history_insert_sql(migration: Migration, kind: str, script: Script, run_id:
     """The history row of a script run in the same round trip, as SQL text.
 
     Every value is quoted by :func:`quote_literal`; ``execution_ms`` is the
-    server's time since the round trip began. Unguarded: :data:`_LOCK_GUARD`
-    runs just before it, in its transaction (whose advisory lock then keeps
-    every other session out until COMMIT).
+    server's time since the round trip began. It fails when the lock is gone;
+    held, the check leaves a transaction-level hold that keeps every other
+    session out until COMMIT.
     """
     run = "NULL" if run_id is None else f"{quote_literal(str(run_id))}::uuid"
     values = ", ".join((
         quote_literal(migration.version.text), quote_literal(migration.description),
         quote_literal(kind), quote_literal(script.path.name), quote_literal(script.checksum),
         _SERVER_ELAPSED_MS, "true", "NULL", run))
-    return _history_insert(values, guarded=False)
+    return _history_insert(values, fail_unless_held=True)
 
 
 async def _run_and_record(session: Session, migration: Migration, kind: str, script: Script,
@@ -292,15 +293,15 @@ async def _run_and_record(session: Session, migration: Migration, kind: str, scr
     """A transactional script and its history row, committed, in one round trip.
 
     One query string: BEGIN, the script's timeouts (transaction-local), the
-    script, the session reset, the lock guard, the history row, COMMIT. The
-    reset lets the row be written as tenantctl's own user whatever the script
-    SET (a role, a statement_timeout); the newline ends a trailing ``--``
-    comment; an empty or comment-only script sends no statement of its own.
+    script, the session reset, the history row (refused when the lock is gone),
+    COMMIT. The reset lets the row be written as tenantctl's own user whatever
+    the script SET (a role, a statement_timeout); the newline ends a trailing
+    ``--`` comment; an empty or comment-only script sends no statement of its own.
 
     Any error stops the string with the transaction aborted (PostgreSQL runs
     nothing after a failed statement of a query string): it is rolled back,
     then the lock is checked on its own. Lost, the failure is ``LockLost``
-    (the guard's, or the script's after it released the lock); held, the
+    (the row's, or the script's after it released the lock); held, the
     error is the script's (or COMMIT's: a deferred constraint), its line
     found from the error's position past what was sent ahead of the script.
 
@@ -309,7 +310,7 @@ async def _run_and_record(session: Session, migration: Migration, kind: str, scr
     """
     prologue = "BEGIN;\n" + _local_timeouts_sql(script)
     body = script.sql + "\n;" + SESSION_RESET if script.statements else ""
-    record = _LOCK_GUARD + _history_insert_sql(migration, kind, script, run_id) + ";\n"
+    record = _history_insert_sql(migration, kind, script, run_id) + ";\n"
     if marker is not None:
         record += marker_sql(session.database, marker) + ";\n"
     record += "COMMIT"
