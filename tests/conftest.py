@@ -214,6 +214,13 @@ class Workspace:
         rows = self.fetch(None, "SELECT datname FROM pg_database WHERE datname LIKE $1", self.prefix + "%")
         return {r["datname"] for r in rows}
 
+    def marker(self, database: str) -> str | None:
+        """The database's ``tenantctl.schema=...`` setting, or None."""
+        rows = self.fetch(None, "SELECT c FROM pg_db_role_setting s JOIN pg_database d "
+                          "ON d.oid = s.setdatabase, unnest(s.setconfig) c "
+                          "WHERE d.datname = $1 AND c LIKE 'tenantctl.schema=%'", database)
+        return rows[0]["c"] if rows else None
+
     def history(self, clnt_id: int) -> list[asyncpg.Record]:
         return self.fetch(
             self.db(clnt_id),

@@ -81,13 +81,6 @@ def _xmins(ws: Workspace, clnt_id: int) -> tuple[str, str | None]:
     return row["x"], settings[0]["x"] if settings else None
 
 
-def _marker(ws: Workspace, clnt_id: int) -> str | None:
-    rows = ws.fetch(None, "SELECT c FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
-                    "unnest(s.setconfig) c WHERE d.datname = $1 AND c LIKE 'tenantctl.schema=%'",
-                    ws.db(clnt_id))
-    return rows[0]["c"] if rows else None
-
-
 def test_a_superuser_run_commits_the_marker_with_the_last_migration(ws: Workspace) -> None:
     ws.write_config(TENANTS)
     ws.add_migration("v1.0.0_base.sql", BASE)
@@ -97,7 +90,7 @@ def test_a_superuser_run_commits_the_marker_with_the_last_migration(ws: Workspac
     result = ws.cli("--json", "migrate", "--all")
     assert result.exit_code == 0, result.stderr
     for clnt_id in (1, 2):
-        assert ":1.0.2:" in (_marker(ws, clnt_id) or "")
+        assert ":1.0.2:" in (ws.marker(ws.db(clnt_id)) or "")
         history_xmin, settings_xmin = _xmins(ws, clnt_id)
         assert history_xmin == settings_xmin
     # the marker is current: the next run opens no tenant session
@@ -109,11 +102,11 @@ def test_a_failing_last_migration_writes_no_marker(ws: Workspace) -> None:
     ws.write_config(TENANTS)
     ws.add_migration("v1.0.0_base.sql", BASE)
     assert ws.cli("provision", "--all").exit_code == 0
-    before = _marker(ws, 1)
+    before = ws.marker(ws.db(1))
     ws.add_migration("v1.0.1_bad.sql", "create table t (clnt_id int2);\nselect 1/0;\n")
     result = ws.cli("--json", "migrate", "--all", "--retries", "0")
     assert result.exit_code == 1
-    assert _marker(ws, 1) == before  # still 1.0.0's: never a claim of 1.0.1
+    assert ws.marker(ws.db(1)) == before  # still 1.0.0's: never a claim of 1.0.1
     assert ws.versions(1) == ["1.0.0"] and "t" not in ws.tables(1)
 
 
@@ -154,7 +147,7 @@ def test_a_role_that_is_no_superuser_keeps_the_marker_apart(ws: Workspace, plain
         ("applied", "1.0.1")}
     for clnt_id in (1, 2):
         assert ws.versions(clnt_id) == ["1.0.0", "1.0.1"]
-        marker = _marker(ws, clnt_id)
+        marker = ws.marker(ws.db(clnt_id))
         # written by a transaction of its own, or refused (PostgreSQL 15+): never
         # a claim of a version the history does not hold
         if marker is not None:

@@ -20,9 +20,7 @@ def setup(ws: Workspace) -> None:
 
 
 def marker(ws: Workspace, database: str) -> str | None:
-    rows = ws.fetch(None, "SELECT c FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, "
-                    "unnest(s.setconfig) c WHERE d.datname = $1 AND c LIKE 'tenantctl.schema=%'", database)
-    return rows[0]["c"] if rows else None
+    return ws.marker(database)
 
 
 def test_noop_run_skips_marked_tenants_without_connecting(ws: Workspace) -> None:
