@@ -105,8 +105,9 @@ async def write_marker(session: Session, marker: str | None, database: str | Non
     ALTER DATABASE takes no bind parameters; the marker is built by tenantctl
     from version digits and hex and checked against a strict pattern before it
     is quoted. ``database`` names another database than the connected one (the
-    setting lives in a shared catalog). Returns False when not permitted (not
-    the owner): that tenant simply gets a full check on every run.
+    setting lives in a shared catalog). Returns False when not permitted (not a
+    superuser, nor the owner with SET on the parameter, which PostgreSQL 15+ asks
+    of a placeholder setting): that tenant simply gets a full check on every run.
     """
     return await _alter_database(session, marker_sql(database or session.database, marker))
 
