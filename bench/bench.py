@@ -186,15 +186,12 @@ class Project:
 
 
 def make_project(root: Path, prefix: str, n: int, concurrency: int) -> Project:
-    from tenantctl.config import ConfigFile
-
     project = Project(root / prefix, prefix, n)
     (project.dir / "migrations").mkdir(parents=True)
     project.add_migrations(BASE_DIR)
     lines = ["migrations: migrations", f'database_pattern: "{prefix}_{{clnt_id}}"',
-             f"control_database: {prefix}_ctl", "waves: []"]
-    if "template_database" in ConfigFile.model_fields:  # each phase builds its own template
-        lines.append(f"template_database: {prefix}_tpl")
+             f"control_database: {prefix}_ctl", "waves: []",
+             f"template_database: {prefix}_tpl"]  # each phase builds its own template
     lines += [f"settings: {{concurrency: {concurrency}}}", "tenants:"]
     lines += [f'  - {{clnt_id: {i}, name: "Bench tenant {i}", sites: [1, 2]}}'
               for i in range(1, n + 1)]

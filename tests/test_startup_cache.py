@@ -90,7 +90,8 @@ def test_a_no_op_run_parses_nothing(synthetic_ws: Workspace) -> None:
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["summary"]["up_to_date"] == 2 and doc["lint"] == []
-    assert not cache_dir(ws).exists()
+    # nothing was split or linted, so nothing was kept but the validated tenants.yaml
+    assert [p.name for p in cache_dir(ws).iterdir()] == ["config-v1.json"]
     # status reads checksums only
     assert run_without_pglast(ws, "status", "--json").exit_code == 0
     # the full lint still lints everything (and needs the parser when nothing is cached)

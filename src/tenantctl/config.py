@@ -2,9 +2,12 @@
 
 PyYAML reads the file into a node tree (yaml_lines.py, after the limits of
 yaml_guard.py), so every error can name the file, the field path and the line.
-The pydantic models of config_schema.py (``extra="forbid"``) validate each
-field; load_project checks across fields and resolves servers, DSNs and
-database names. What leaves this module is a frozen :class:`Project`.
+pydantic validates each field against the dataclasses of config_schema.py
+(config_validate.py, ``extra="forbid"``); what that gives is kept in the config
+cache (config_cache.py), so a run whose file is unchanged imports neither
+PyYAML nor pydantic. load_project checks across fields and resolves servers,
+DSNs and database names on every load. What leaves this module is a frozen
+:class:`Project`.
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from pydantic import ValidationError
-
+from . import config_cache
 from .config_fields import (
     INT2_MAX,
     MAX_DURATION_MS,
@@ -44,9 +46,9 @@ from .config_schema import (
 )
 from .dsn import EMBEDDED, check_dsn
 from .errors import ConfigError
-from .redact import redact
-from .yaml_guard import MAX_YAML_ALIAS_NODES, MAX_YAML_ALIASES, MAX_YAML_DEPTH
-from .yaml_lines import LineIndex, Loc, format_validation, parse_yaml, where_in_file
+
+if TYPE_CHECKING:
+    from .yaml_lines import LineIndex, Loc
 
 __all__ = [
     "CONFIG_ENV",
@@ -55,9 +57,6 @@ __all__ = [
     "EMBEDDED",
     "INT2_MAX",
     "MAX_DURATION_MS",
-    "MAX_YAML_ALIASES",
-    "MAX_YAML_ALIAS_NODES",
-    "MAX_YAML_DEPTH",
     "RESERVED_ROLES",
     "SYSTEM_DATABASES",
     "ConfigFile",
@@ -88,6 +87,7 @@ __all__ = [
 DEFAULT_CONFIG = "tenants.yaml"
 CONFIG_ENV = "TENANTCTL_CONFIG"
 DSN_ENV = "TENANTCTL_DSN"
+STATE_DIR = ".tenantctl"  # next to tenants.yaml: the embedded server, the caches
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -96,7 +96,7 @@ SYSTEM_DATABASES = ("postgres", "template0", "template1")
 
 # A problem found after validation: where (a field path, or a name such as
 # "--dsn" for a value not from the file) and what.
-Problem: TypeAlias = tuple[Loc | str, str]
+Problem: TypeAlias = "tuple[Loc | str, str]"
 
 
 def interpolate_env(text: str, env: dict[str, str]) -> str:
@@ -157,7 +157,7 @@ class Project:
     @property
     def state_dir(self) -> Path:
         """Where tenantctl keeps local state (the embedded server) for this file."""
-        return self.base_dir / ".tenantctl"
+        return self.base_dir / STATE_DIR
 
     def database_roles(self) -> dict[str, dict[str, str]]:
         """Per server, every database name bound to a purpose: ``{server: {database:
@@ -224,14 +224,15 @@ def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> P
 
 def load_project(
     path: Path, *, dsn: str | None = None, env: dict[str, str] | None = None,
-    text: str | None = None,
+    text: str | None = None, use_cache: bool = True,
 ) -> Project:
     """Read and validate tenants.yaml. Raises ConfigError naming file, field, line.
 
     Duplicate keys, which PyYAML would silently resolve to the last one, are errors.
     ``text``: the file's content when it is not read from ``path`` (a copy
     rewritten in memory, as the pytest plugin's); relative paths stay relative to
-    ``path``'s folder.
+    ``path``'s folder. ``use_cache``: take the validated file from the config
+    cache when its text is unchanged (config_cache.py), else validate it.
     """
     env = dict(os.environ if env is None else env)
     if text is None:
@@ -239,15 +240,13 @@ def load_project(
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    lines, data = parse_yaml(path, text)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path.name}: the top level must be a mapping of keys")
-    try:
-        model = ConfigFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(redact(format_validation(path, lines, exc))) from None
+    cached = config_cache.load(path.parent / STATE_DIR, text) if use_cache else None
+    lines: LineIndex
+    if cached is not None:
+        model, lines = cached, {}  # a file with cross-field problems is read again below
+    else:
+        lines, model = _read_and_validate(path, text)
+        config_cache.store(path.parent / STATE_DIR, text, model)
 
     problems: list[Problem] = []
     servers = _resolve_servers(model, dsn, env, problems)
@@ -306,13 +305,29 @@ def load_project(
                        server_given=t.server is not None or mode == "shared")
         )
     _check_databases(model, servers, default, tenants, seen, lines, problems)
+    if problems and cached is not None:  # name each problem's line: read the file itself
+        return load_project(path, dsn=dsn, env=env, text=text, use_cache=False)
     if problems:
+        from .yaml_lines import where_in_file
+
         # messages that hold a DSN redacted it already (check_dsn)
         raise ConfigError("\n".join(
             f"{loc if isinstance(loc, str) else where_in_file(path, lines, loc)}: {msg}"
             for loc, msg in problems
         ))
     return Project(path, model, servers, default, tuple(tenants))
+
+
+def _read_and_validate(path: Path, text: str) -> tuple[LineIndex, ConfigFile]:
+    from .config_validate import validate
+    from .yaml_lines import parse_yaml
+
+    lines, data = parse_yaml(path, text)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name}: the top level must be a mapping of keys")
+    return lines, validate(path, lines, data)
 
 
 _FIELDS = {"template": "template_database", "control": "control_database", "shared": "shared.database"}
@@ -399,9 +414,7 @@ def _resolve_servers(
     servers: dict[str, Server] = {}
     for name, server in model.servers.items():
         try:
-            servers[name] = server.model_copy(
-                update={"dsn": check_dsn(interpolate_env(server.dsn, env))}
-            )
+            servers[name] = replace(server, dsn=check_dsn(interpolate_env(server.dsn, env)))
         except ValueError as exc:
             problems.append((("servers", name, "dsn"), str(exc)))
     override = dsn or env.get(DSN_ENV)
@@ -412,7 +425,7 @@ def _resolve_servers(
         except ValueError as exc:
             problems.append(("--dsn (or TENANTCTL_DSN)" if dsn else DSN_ENV, str(exc)))
         base = servers.get(default) or Server(dsn=override)
-        servers[default] = base.model_copy(update={"dsn": override})
+        servers[default] = replace(base, dsn=override)
     elif not model.servers:
         servers[default] = Server(dsn=EMBEDDED)
     return servers
@@ -433,5 +446,4 @@ def _resolve_probe_dsn(
     if probe == EMBEDDED:
         problems.append((("shared", "probe_dsn"), "must be a connection string of the app role"))
         return model
-    shared = model.shared.model_copy(update={"probe_dsn": probe})
-    return model.model_copy(update={"shared": shared})
+    return replace(model, shared=replace(model.shared, probe_dsn=probe))

@@ -1,16 +1,21 @@
-"""The schema of tenants.yaml: pydantic models, ``extra="forbid"``, frozen.
+"""The schema of tenants.yaml: frozen dataclasses, their checks attached as metadata.
 
-They check each field on its own (names, durations, ranges); the checks across
-fields (server names, database collisions, ...) are load_project's, in config.py.
+Each field's check (names, durations, ranges) rides in its ``Annotated`` type
+as a :class:`Check`; pydantic reads them when config_validate.py validates a
+file (``extra="forbid"``: an unknown key is an error). Defining these classes
+needs no pydantic: a run whose tenants.yaml was validated before builds them
+from the config cache (config_cache.py) without importing pydantic or PyYAML.
+The checks across fields (server names, database collisions, ...) are
+load_project's, in config.py.
 """
 
 from __future__ import annotations
 
 import difflib
 import unicodedata
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from .config_fields import (
     INT2_MAX,
@@ -26,13 +31,49 @@ from .lint_rules import RULES
 from .migrations import Version
 from .tenant_column import DEFAULT_TENANT_COLUMN, check_tenant_column
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Identifier = Annotated[str, BeforeValidator(check_identifier)]
-RoleName = Annotated[str, BeforeValidator(check_role)]
-WaveName = Annotated[str, BeforeValidator(check_wave)]
-TableName = Annotated[str, BeforeValidator(check_table_name)]
-ColumnName = Annotated[str, BeforeValidator(check_tenant_column)]
-Int2Id = Annotated[int, Field(strict=True, ge=1, le=INT2_MAX)]
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
+
+
+@dataclass(frozen=True)
+class Check:
+    """A field's check, as ``Annotated`` metadata that pydantic applies.
+
+    ``before``: called with what YAML produced, returns the value (or raises
+    ValueError with the message for the user); ``after``: called with the typed
+    value; ``limits``: pydantic ``Field`` constraints (``ge``, ``min_length``,
+    ``strict``, ...). pydantic is imported only when a file is validated.
+    """
+
+    before: Callable[[Any], Any] | None = None
+    after: Callable[[Any], Any] | None = None
+    limits: tuple[tuple[str, object], ...] = ()
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        from pydantic import AfterValidator, BeforeValidator, Field
+
+        meta: list[object] = []
+        if self.limits:
+            meta.append(Field(**dict(self.limits)))  # type: ignore[call-overload]
+        if self.before is not None:
+            meta.append(BeforeValidator(self.before))
+        if self.after is not None:
+            meta.append(AfterValidator(self.after))
+        return handler(Annotated[(source, *meta)] if meta else source)
+
+
+def limits(**constraints: object) -> Check:
+    return Check(limits=tuple(constraints.items()))
+
+
+Duration = Annotated[float, Check(before=parse_duration)]
+Identifier = Annotated[str, Check(before=check_identifier)]
+RoleName = Annotated[str, Check(before=check_role)]
+WaveName = Annotated[str, Check(before=check_wave)]
+TableName = Annotated[str, Check(before=check_table_name)]
+ColumnName = Annotated[str, Check(before=check_tenant_column)]
+Int2Id = Annotated[int, limits(strict=True, ge=1, le=INT2_MAX)]
 
 
 def check_rule_id(value: object) -> str:
@@ -54,23 +95,56 @@ def check_version(value: object) -> str:
     return Version.parse(str(value)).text
 
 
-RuleId = Annotated[str, BeforeValidator(check_rule_id)]
-MigrationVersion = Annotated[str, BeforeValidator(check_version)]
-GlobPattern = Annotated[str, Field(min_length=1)]
+def check_tenant_name(name: str) -> str:
+    # Names are data (bind parameters, settings), but a NUL cannot be stored in
+    # PostgreSQL text at all, and line breaks or escapes garble logs.
+    for i, ch in enumerate(name):
+        if ch != "\t" and unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            raise ValueError(f"contains a control character (U+{ord(ch):04X}) at position {i + 1}")
+    return name
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def check_unique_sites(sites: tuple[int, ...]) -> tuple[int, ...]:
+    dupes = sorted({s for s in sites if sites.count(s) > 1})
+    if dupes:
+        raise ValueError(f"site ids must be unique, repeated: {dupes}")
+    return sites
 
 
-class Server(_Model):
-    dsn: str = Field(min_length=1)
-    max_connections: int | None = Field(default=None, ge=1, le=10000)
+def check_database_pattern(value: str) -> str:
+    if not isinstance(value, str) or value.count("{clnt_id}") != 1:
+        raise ValueError("must contain {clnt_id} exactly once")
+    # the longest and the shortest result must both be plain identifiers
+    for clnt_id in (INT2_MAX, 1):
+        check_identifier(value.replace("{clnt_id}", str(clnt_id)))
+    return value
+
+
+RuleId = Annotated[str, Check(before=check_rule_id)]
+MigrationVersion = Annotated[str, Check(before=check_version)]
+GlobPattern = Annotated[str, limits(min_length=1)]
+TenantName = Annotated[str, Check(after=check_tenant_name, limits=(("min_length", 1), ("max_length", 200)))]
+SiteIds = Annotated[tuple[Int2Id, ...], Check(after=check_unique_sites)]
+DatabasePattern = Annotated[str, Check(after=check_database_pattern)]
+
+# pydantic's configuration of every class here (a plain dict: no pydantic import)
+_STRICT_KEYS: dict[str, object] = {"extra": "forbid"}
+
+
+@dataclass(frozen=True)
+class Server:
+    __pydantic_config__: ClassVar[dict[str, object]] = _STRICT_KEYS
+
+    dsn: Annotated[str, limits(min_length=1)]
+    max_connections: Annotated[int, limits(ge=1, le=10000)] | None = None
     # least-tenants placement puts no more registered tenants than this here
-    max_tenants: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_tenants: Annotated[int, limits(ge=0, le=1_000_000)] | None = None
 
 
-class Shared(_Model):
+@dataclass(frozen=True)
+class Shared:
+    __pydantic_config__: ClassVar[dict[str, object]] = _STRICT_KEYS
+
     server: str | None = None
     database: Identifier = "cvs_shared"
     app_role: RoleName = "cvs_app"
@@ -81,7 +155,8 @@ class Shared(_Model):
     probe_dsn: str | None = None
 
 
-class Settings(_Model):
+@dataclass(frozen=True)
+class Settings:
     """Run settings; most can also be given on the command line.
 
     Durations (``lock_timeout``, ``statement_timeout``, ``lock_wait``) accept
@@ -93,11 +168,13 @@ class Settings(_Model):
     anywhere on the machine).
     """
 
-    concurrency: int = Field(default=8, ge=1, le=1000)
+    __pydantic_config__: ClassVar[dict[str, object]] = _STRICT_KEYS
+
+    concurrency: Annotated[int, limits(ge=1, le=1000)] = 8
     lock_timeout: Duration = 5.0
     statement_timeout: Duration = 0.0
     lock_wait: Duration = 120.0
-    retries: int = Field(default=3, ge=0, le=100)
+    retries: Annotated[int, limits(ge=0, le=100)] = 3
     strict_lint: bool = False  # lint errors refuse a migrate/provision (exit 2)
     template: bool = True  # provision new databases by cloning a migrated template
     # how the template is cloned: auto (the faster for the server's major), wal_log, file_copy
@@ -107,7 +184,8 @@ class Settings(_Model):
     placement: Literal["default", "least-tenants"] = "default"
 
 
-class LintConfig(_Model):
+@dataclass(frozen=True)
+class LintConfig:
     """The ``lint:`` block: how this project applies the lint rules (inputs.lint).
 
     ``disable``: rules that never report; ``severity``: a rule's severity
@@ -117,65 +195,43 @@ class LintConfig(_Model):
     version are not reported unless ``tenantctl lint --all-files``.
     """
 
+    __pydantic_config__: ClassVar[dict[str, object]] = _STRICT_KEYS
+
     disable: tuple[RuleId, ...] = ()
-    severity: dict[RuleId, Literal["error", "warning"]] = Field(default_factory=dict)
+    severity: dict[RuleId, Literal["error", "warning"]] = field(default_factory=dict)
     exclude: tuple[GlobPattern, ...] = ()
     baseline: MigrationVersion | None = None
 
 
-class Tenant(_Model):
+@dataclass(frozen=True)
+class Tenant:
+    __pydantic_config__: ClassVar[dict[str, object]] = _STRICT_KEYS
+
     clnt_id: Int2Id
-    name: str = Field(min_length=1, max_length=200)
-    sites: tuple[Int2Id, ...] = ()  # optional: an application without sites has none
+    name: TenantName
+    sites: SiteIds = ()  # optional: an application without sites has none
     mode: Literal["database", "shared"] | None = None
     wave: WaveName | None = None
     server: str | None = None
     database: Identifier | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _printable_name(cls, name: str) -> str:
-        # Names are data (bind parameters, settings), but a NUL cannot be stored
-        # in PostgreSQL text at all, and line breaks or escapes garble logs.
-        for i, ch in enumerate(name):
-            if ch != "\t" and unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-                raise ValueError(
-                    f"contains a control character (U+{ord(ch):04X}) at position {i + 1}"
-                )
-        return name
 
-    @field_validator("sites")
-    @classmethod
-    def _unique_sites(cls, sites: tuple[int, ...]) -> tuple[int, ...]:
-        dupes = sorted({s for s in sites if sites.count(s) > 1})
-        if dupes:
-            raise ValueError(f"site ids must be unique, repeated: {dupes}")
-        return sites
+@dataclass(frozen=True)
+class ConfigFile:
+    __pydantic_config__: ClassVar[dict[str, object]] = _STRICT_KEYS
 
-
-class ConfigFile(_Model):
     migrations: str = "migrations"
     seed: str | None = None
-    database_pattern: str = "cvs_client_{clnt_id}"
+    database_pattern: DatabasePattern = "cvs_client_{clnt_id}"
     # the column of every tenant table holding the tenant's id (tenant_column.py)
     tenant_column: ColumnName = DEFAULT_TENANT_COLUMN
     control_database: Identifier = "tenantctl"
     template_database: Identifier = "tenantctl_template"
     default_mode: Literal["database", "shared"] = "database"
     default_server: str | None = None
-    servers: dict[Identifier, Server] = Field(default_factory=dict)
-    shared: Shared = Field(default_factory=Shared)
+    servers: dict[Identifier, Server] = field(default_factory=dict)
+    shared: Shared = field(default_factory=Shared)
     waves: tuple[WaveName, ...] = ("canary",)
-    settings: Settings = Field(default_factory=Settings)
-    lint: LintConfig = Field(default_factory=LintConfig)
+    settings: Settings = field(default_factory=Settings)
+    lint: LintConfig = field(default_factory=LintConfig)
     tenants: tuple[Tenant, ...] = ()
-
-    @field_validator("database_pattern")
-    @classmethod
-    def _pattern(cls, value: str) -> str:
-        if not isinstance(value, str) or value.count("{clnt_id}") != 1:
-            raise ValueError("must contain {clnt_id} exactly once")
-        # the longest and the shortest result must both be plain identifiers
-        for clnt_id in (INT2_MAX, 1):
-            check_identifier(value.replace("{clnt_id}", str(clnt_id)))
-        return value

@@ -27,9 +27,10 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,35 @@ _LINT_ENTRIES = 4  # lint keys kept (a folder linted with and without shared mod
 
 
 @lru_cache(maxsize=1)
-def tool_identity() -> str:
-    """tenantctl's own source (any edit changes how files split or lint) and pglast's version."""
-    from importlib.metadata import PackageNotFoundError, version
-
+def source_digest() -> str:
+    """A digest of tenantctl's own source: any edit may change how files split or lint."""
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.rglob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    try:
-        pglast = version("pglast")
-    except PackageNotFoundError:  # pragma: no cover - pglast is a dependency
-        pglast = "?"
-    return f"{digest.hexdigest()[:24]}:pglast-{pglast}"
+    return digest.hexdigest()[:24]
+
+
+@cache
+def installed_version(package: str) -> str:
+    """The installed version of ``package``, from the name of its ``.dist-info``
+    folder in the first ``sys.path`` entry that has one ("?" if none does);
+    importlib.metadata would add its own import (about 12 ms) to every run."""
+    prefix, suffix = f"{package}-", ".dist-info"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(prefix) and name.endswith(suffix):
+                return name[len(prefix):-len(suffix)]
+    return "?"
+
+
+@lru_cache(maxsize=1)
+def tool_identity() -> str:
+    """tenantctl's own source and pglast's version: what the cached results depend on."""
+    return f"{source_digest()}:pglast-{installed_version('pglast')}"
 
 
 def text_key(script: Script) -> str:
@@ -172,29 +190,42 @@ class ParseCache:
         self._dirty = False
 
     def _read(self, name: str) -> dict[str, Any] | None:
-        if self.directory is None:
-            return None
-        try:
-            doc = json.loads((self.directory / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # missing, unreadable, truncated, not JSON
-            return None
-        if not isinstance(doc, dict) or doc.get("tool") != tool_identity():
-            return None
-        return doc
+        return read_json(self.directory, name, tool_identity())
 
     def _write(self, name: str, doc: dict[str, Any]) -> None:
-        if self.directory is None:
-            return
-        doc = {"tool": tool_identity(), **doc}
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
-        except OSError:
-            return  # a read-only project: nothing is kept, nothing fails
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(doc, out, ensure_ascii=False, separators=(",", ":"))
-            os.replace(tmp, self.directory / name)  # atomic: readers see old or new, whole
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        write_json(self.directory, name, tool_identity(), doc)
+
+
+def read_json(directory: Path | None, name: str, tool: str) -> dict[str, Any] | None:
+    """A cache file's document, or None: missing, unreadable, truncated, not JSON,
+    or written by another tool identity."""
+    if directory is None:
+        return None
+    try:
+        doc = json.loads((directory / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("tool") != tool:
+        return None
+    return doc
+
+
+def write_json(directory: Path | None, name: str, tool: str, doc: dict[str, Any]) -> None:
+    """Write a cache file (0600) through a temporary file renamed over the old one,
+    so a reader (another run at the same time) sees either file whole; a
+    read-only project keeps nothing and nothing fails."""
+    if directory is None:
+        return
+    doc = {"tool": tool, **doc}
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(doc, out, ensure_ascii=False, separators=(",", ":"))
+        os.replace(tmp, directory / name)  # atomic: readers see old or new, whole
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

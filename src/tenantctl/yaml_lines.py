@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 import yaml
-from pydantic import ValidationError
 
-from .config_fields import short_repr
 from .errors import ConfigError
 from .yaml_guard import LOADER, check_yaml_events
 
@@ -112,17 +110,3 @@ def where_in_file(path: Path, lines: LineIndex, loc: Loc) -> str:
     line = lines.get(probe)
     head = f"{path.name}:{line}" if line else path.name
     return f"{head}: {field}" if field else head
-
-
-def format_validation(path: Path, lines: LineIndex, exc: ValidationError) -> str:
-    """pydantic's errors, one line each, as ``file:line: field.path: message``."""
-    out = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see the README's tenants.yaml reference)"
-        elif "input" in err and not isinstance(err["input"], (dict, list)):
-            msg = f"{msg} (got {short_repr(err['input'], 80)})"
-        out.append(f"{where_in_file(path, lines, loc)}: {msg}")
-    return "\n".join(out)
