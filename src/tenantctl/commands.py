@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import embedded, ledger
+from . import ledger
 from .config import Project, TenantSpec, parse_duration
 from .drivers.base import Driver, Session
 from .drivers.postgres import DRIVER
@@ -473,9 +473,13 @@ def server_start(project: Project) -> str:
 
 def server_stop(project: Project) -> bool:
     """Stop the embedded server; False if it was not running."""
+    from . import embedded  # subprocess, tempfile, psutil: not needed by a run on a DSN
+
     return embedded.stop(project.state_dir)
 
 
 def server_status(project: Project) -> EmbeddedStatus:
+    from . import embedded
+
     pid = embedded.running_pid(project.state_dir)
     return EmbeddedStatus(str(project.state_dir / embedded.PGDATA), pid is not None, pid)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
-from . import embedded, purpose
+from . import purpose
 from .config import EMBEDDED, Project
 from .drivers.base import Driver, Session
 from .drivers.pg_session import url_dsn
@@ -35,7 +35,11 @@ def server_dsns(project: Project, servers: set[str]) -> dict[str, str]:
     out = {}
     for name in servers:
         dsn = project.servers[name].dsn
-        out[name] = embedded.ensure_running(project.state_dir) if dsn == EMBEDDED else dsn
+        if dsn == EMBEDDED:
+            from . import embedded  # subprocess, tempfile, psutil: only for the embedded server
+
+            dsn = embedded.ensure_running(project.state_dir)
+        out[name] = dsn
     return out
 
 
