@@ -113,6 +113,49 @@ def test_the_lock_is_exclusive_polled_and_dies_with_the_session(ws: Workspace, d
     with_database(ws, driver, body)
 
 
+def test_the_lock_can_check_the_histories_last_row_in_passing(ws: Workspace, driver) -> None:  # type: ignore[no-untyped-def]
+    """acquire_lock_checking_last: the lock is taken in every case; True only when the
+    history's last row is that version's successful up row."""
+    ms = migrations(ws)
+    ws.add_migration("v3_bad.sql", "-- tenantctl: no-transaction\ncreate table d (x int);\nselect 1/0;")
+    bad = load_migrations(ws.migrations)[-1]
+
+    async def body(db: Driver, dsn: str, name: str) -> None:
+        async def exclusive(s: Any) -> None:
+            async with await db.connect(dsn, name) as other:
+                with pytest.raises(LockNotAcquired):
+                    await db.acquire_migration_lock(other, 0.1)
+
+        async with await db.connect(dsn, name) as s:  # no history table yet
+            assert await db.acquire_lock_checking_last(s, 1.0, "1") is False
+            await exclusive(s)
+            assert await db.open_history(s) == []
+        async with await db.connect(dsn, name) as s:  # an empty history
+            assert await db.acquire_lock_checking_last(s, 1.0, "1") is False
+            await exclusive(s)
+            await db.apply_transactional(s, ms[0], None)
+        async with await db.connect(dsn, name) as s:
+            assert await db.acquire_lock_checking_last(s, 1.0, "1") is True
+            await exclusive(s)
+            assert await db.acquire_lock_checking_last(s, 1.0, "2") is False  # held: re-entrant
+            await db.apply_statements(s, ms[1], None, 0)
+            with pytest.raises(DatabaseError):
+                await db.apply_statements(s, bad, None, 0)  # a partial attempt: a failed row
+        async with await db.connect(dsn, name) as s:
+            assert await db.acquire_lock_checking_last(s, 1.0, "2") is False
+            assert await db.acquire_lock_checking_last(s, 1.0, "3") is False
+            await db.apply_down(s, ms[0], None)
+        async with await db.connect(dsn, name) as s:
+            assert await db.acquire_lock_checking_last(s, 1.0, "1") is False  # a down row
+        async with await db.connect(dsn, name) as first:
+            await db.acquire_migration_lock(first, 1.0)
+            async with await db.connect(dsn, name) as second:
+                with pytest.raises(LockNotAcquired):
+                    await db.acquire_lock_checking_last(second, 0.2, "1")
+
+    with_database(ws, driver, body)
+
+
 def test_history_is_created_on_first_use_and_records_every_kind(ws: Workspace, driver) -> None:  # type: ignore[no-untyped-def]
     ms = migrations(ws)
     seed_path = ws.dir / "seed.sql"

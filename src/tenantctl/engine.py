@@ -176,7 +176,7 @@ class Engine:
             template_migrations=len(migrations) if template_migrations is None
             else template_migrations,
             purposes=purposes or {}, claims=claims or {}, enforce=enforce,
-            clone_strategies=clone_strategies or {},
+            clone_strategies=clone_strategies or {}, trust_markers=options.skip_marked,
         )
         self.on_result = on_result
         self.stop = stop or asyncio.Event()

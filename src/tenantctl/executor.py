@@ -4,7 +4,9 @@ A *unit* is one database and the tenants whose schema lives in it (a dedicated
 tenant database, the shared database with all its tenants, or the
 provisioning template). Per unit: connect (a dedicated session) -> poll the
 per-database advisory lock -> check the database is this unit's (purpose tag)
--> read history (created on first use) -> plan (pure, :mod:`tenantctl.steps`)
+-> read history (created on first use; or, for a marked tenant, taken from its
+marker when the lock's round trip shows nothing was recorded since) -> plan
+(pure, :mod:`tenantctl.steps`)
 -> execute each step -> close (the session-level lock ends with the session).
 Retries and scheduling are the engine's; this module does one attempt.
 """
@@ -21,7 +23,7 @@ from .drivers.pg_version import CloneStrategy
 from .errors import DatabaseError, DriftDetected, MigrationFailed, TenantctlError
 from .migrations import Migration, Script, Version
 from .modes import Mode, ModePolicy, policy
-from .plan import HistoryRow, make_marker
+from .plan import HistoryRow, VouchedHistory, make_marker, vouched_history
 from .steps import Step, StepKind, UnitContext, UnitPlan, Verb, fold_marker, plan_unit
 
 
@@ -98,6 +100,7 @@ class Executor:
     template_migrations: int = 0  # how many of the migrations the templates hold
     purposes: dict[tuple[str, str], str] = field(default_factory=dict)
     claims: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+    trust_markers: bool = True  # plan a marked tenant from its marker (not --no-skip)
     enforce: EnforceHook | None = None
     admins: dict[str, list[Session]] = field(default_factory=dict)
 
@@ -138,9 +141,30 @@ class Executor:
                 return
             # Session-level lock: released when the session closes
             # (one round trip less per tenant than an explicit unlock).
-            await self.driver.acquire_migration_lock(session, self.lock_wait)
+            history: list[HistoryRow] | None = None
+            vouched = self._vouched(unit)
+            if vouched is None:
+                await self.driver.acquire_migration_lock(session, self.lock_wait)
+            elif await self.driver.acquire_lock_checking_last(session, self.lock_wait,
+                                                              vouched.version):
+                history = list(vouched.rows)  # nothing recorded since the marker
             await self._adopt(session, unit, progress)
-            await self._run_plan(session, unit, progress)
+            await self._run_plan(session, unit, progress, history)
+
+    def _vouched(self, unit: Unit) -> VouchedHistory | None:
+        """The history the unit's marker vouches for, when this attempt may plan
+        from it: a migrate (or provision) of a dedicated database to the latest
+        version, markers trusted, and the marker says enough about seeds. Saves
+        the history read (two round trips) per tenant; the lock's round trip
+        checks that the history's last row is still the marker's."""
+        if (not self.trust_markers or self.target is not None or unit.mode is not Mode.DATABASE
+                or self.verb not in (Verb.MIGRATE, Verb.PROVISION)):
+            return None
+        vouched = vouched_history(self.markers.get((unit.server, unit.database)),
+                                  self.migrations, unit.clnt_ids)
+        if vouched is None or (self.seeds(unit) and not vouched.seeded):
+            return None  # which tenants were seeded is in the history only
+        return vouched
 
     def _plan(self, unit: Unit, history: list[HistoryRow], progress: Progress) -> UnitPlan:
         """The unit's steps for this verb (the same plan for a dry run and a real
@@ -161,10 +185,13 @@ class Executor:
         progress.warnings.extend(plan.warnings)
         return plan
 
-    async def _run_plan(self, session: Session, unit: Unit, progress: Progress) -> None:
+    async def _run_plan(self, session: Session, unit: Unit, progress: Progress,
+                        history: list[HistoryRow] | None = None) -> None:
         # every step leaves the session as it opened (the driver's contract):
         # what follows a migration never runs in the session state it left
-        plan = self._plan(unit, await self.driver.open_history(session), progress)
+        if history is None:
+            history = await self.driver.open_history(session)
+        plan = self._plan(unit, history, progress)
         steps = plan.steps
         if self.driver.marks_in_transaction(session):
             steps = fold_marker(steps)

@@ -208,6 +208,45 @@ def can_skip(marker: str | None, migrations: tuple[Migration, ...], *, need_seed
     return seeded == "1" or not need_seed
 
 
+@dataclass(frozen=True)
+class VouchedHistory:
+    """The history a schema marker vouches for (see :func:`vouched_history`)."""
+
+    version: str  # the marker's version: the history's last row must be its up row
+    rows: tuple[HistoryRow, ...]
+    seeded: bool  # the marker says every tenant of its database was seeded
+
+
+def vouched_history(marker: str | None, migrations: tuple[Migration, ...],
+                    clnt_ids: tuple[int, ...]) -> VouchedHistory | None:
+    """What a tenant's history holds, as far as its marker proves it.
+
+    A marker is written only when its tenant was exactly at the folder's latest
+    version then, every migration applied and none drifted or unknown. When the
+    marker's version is still in the folder and the files up to it are exactly
+    those it was written for (its fingerprint), the tenant's applied set is
+    those files, with their checksums: what replaying its history gives, as
+    long as nothing was recorded since. The caller checks that last part with
+    the lock held (the history's last row is still the marker version's ``up``
+    row: a failed or partial attempt, a repair or a later migration adds a row);
+    hand edits of the history table are trusted as the no-op skip trusts them
+    (``--no-skip`` reads everything). None when the marker proves nothing here.
+    """
+    parts = (marker or "").split(":")
+    if len(parts) != 4 or parts[0] != "v1":
+        return None
+    _, version, fingerprint, seeded = parts
+    upto = next((i for i, m in enumerate(migrations) if m.version.text == version), None)
+    if upto is None or folder_fingerprint(migrations[:upto + 1]) != fingerprint:
+        return None
+    rows = [HistoryRow(rank, m.version.text, m.description, KIND_UP, m.checksum, True)
+            for rank, m in enumerate(migrations[:upto + 1], start=1)]
+    if seeded == "1":
+        rows += [HistoryRow(len(rows) + i, str(clnt_id), f"seed clnt_id {clnt_id}", KIND_SEED,
+                            "", True) for i, clnt_id in enumerate(clnt_ids, start=1)]
+    return VouchedHistory(version, tuple(rows), seeded == "1")
+
+
 def at_latest(migrations: tuple[Migration, ...], plan: TenantPlan, reached: str | None) -> bool:
     """After a run: is the tenant exactly at the folder's latest, with nothing odd?"""
     return bool(

@@ -163,6 +163,13 @@ class Driver(Protocol):
         ``LockNotAcquired``."""
         ...
 
+    async def acquire_lock_checking_last(self, session: Session, wait_s: float,
+                                         version: str) -> bool:
+        """:meth:`acquire_migration_lock`, then (in the same round trip where the
+        driver can): True when the history's last row is ``version``'s successful
+        ``up`` row, i.e. nothing was recorded since a marker at ``version``."""
+        ...
+
     async def database_contents(self, session: Session) -> tuple[bool, bool]:
         """(holds tenantctl's history, holds other relations)."""
         ...

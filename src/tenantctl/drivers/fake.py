@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -203,6 +203,15 @@ class FakeDriver:
         _fake(session).db.lock_owner = _fake(session).id
         return time.monotonic() - start
 
+    async def acquire_lock_checking_last(self, session: Session, wait_s: float,
+                                         version: str) -> bool:
+        await self.acquire_migration_lock(session, wait_s)
+        history = _fake(session).db.history if _fake(session).db.has_history else []
+        if not history:
+            return False
+        last = max(history, key=lambda row: row.rank)
+        return last.kind == KIND_UP and last.success and last.version == version
+
     async def open_history(self, session: Session) -> list[HistoryRow]:
         await self._tick()
         _fake(session).db.has_history = True
@@ -242,10 +251,26 @@ class FakeDriver:
 
     async def apply_statements(self, session: Session, migration: Migration, run_id: Any,
                                resume_from: int) -> int:
+        """As PostgreSQL's: a ``success = false`` row first (or the partial one left
+        by an earlier attempt), completed when every statement ran; an injected
+        failure leaves it partial, at the statement whose SQL divides by zero."""
         await self._tick()
-        self._maybe_fail(session, migration)
-        _fake(session).db.add(migration.version.text, migration.description, KIND_UP,
-                       migration.checksum, True, len(migration.up.statements))
+        db = _fake(session).db
+        statements = migration.up.statements
+        index = next((i for i, row in enumerate(db.history) if row.version == migration.version.text
+                      and row.kind == KIND_UP and not row.success), None)
+        if index is None:
+            db.add(migration.version.text, migration.description, KIND_UP, migration.checksum,
+                   False, resume_from)
+            index = len(db.history) - 1
+        try:
+            self._maybe_fail(session, migration)
+        except DatabaseError:
+            failing = next((i for i, st in enumerate(statements)
+                            if "1/0" in st.sql.replace(" ", "")), resume_from)
+            db.history[index] = replace(db.history[index], statements_done=max(resume_from, failing))
+            raise
+        db.history[index] = replace(db.history[index], success=True, statements_done=len(statements))
         return 0
 
     async def apply_seed(self, session: Session, script: Script, clnt_id: int, name: str,

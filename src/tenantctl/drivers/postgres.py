@@ -182,12 +182,49 @@ async def acquire_migration_lock(
     key = MIGRATION_LOCK_KEY if key is None else int(key)
     # the result is read from the command tag ("SELECT 1": taken): a simple
     # query, one round trip, where fetching a value costs two
-    try_lock = f"SELECT WHERE pg_catalog.pg_try_advisory_lock({key})"
+    waited, _ = await _poll_lock(
+        session, wait_s, f"SELECT WHERE pg_catalog.pg_try_advisory_lock({key})", poll_s, poll_max_s)
+    return waited
+
+
+async def acquire_lock_checking_last(
+    session: Session, wait_s: float, version: str, *, poll_s: float = 0.05,
+    poll_max_s: float = 1.0,
+) -> bool:
+    """acquire_migration_lock, and in the same round trip, once the lock is held:
+    is the history's last row ``version``'s successful ``up`` row?
+
+    The answer rides in the command tag: ``generate_series`` yields no row when
+    the lock is refused, one when it is held, two when it is held and the last
+    row is that one. CASE evaluates the lock first, so the history is read with
+    the lock held. A database without the history table: the lock is taken the
+    plain way and the answer is False.
+    """
+    last_is = (f"(SELECT h.kind = 'up' AND h.success AND h.version = {quote_literal(version)} "
+               f"FROM public.{HISTORY_TABLE} h ORDER BY h.installed_rank DESC LIMIT 1)")
+    query = (f"SELECT FROM pg_catalog.generate_series(1, CASE WHEN "
+             f"pg_catalog.pg_try_advisory_lock({MIGRATION_LOCK_KEY}) "
+             f"THEN CASE WHEN {last_is} THEN 2 ELSE 1 END ELSE 0 END)")
+    try:
+        _, rows = await _poll_lock(session, wait_s, query, poll_s, poll_max_s)
+    except DatabaseError as exc:
+        if exc.sqlstate != "42P01":  # refused while parsed: no lock was taken
+            raise
+        await acquire_migration_lock(session, wait_s, poll_s=poll_s, poll_max_s=poll_max_s)
+        return False
+    return rows == 2
+
+
+async def _poll_lock(session: Session, wait_s: float, try_lock: str, poll_s: float,
+                     poll_max_s: float) -> tuple[float, int]:
+    """Run ``try_lock`` (no rows: not taken) with backoff and jitter until it
+    returns rows or ``wait_s`` passed; (seconds waited, rows)."""
     start = time.monotonic()
     delay = poll_s
     while True:
-        if _rows_affected(await session.execute(try_lock)) == 1:
-            return time.monotonic() - start
+        rows = _rows_affected(await session.execute(try_lock))
+        if rows >= 1:
+            return time.monotonic() - start, rows
         waited = time.monotonic() - start
         if waited >= wait_s:
             raise LockNotAcquired(session.database, waited)
@@ -573,6 +610,7 @@ class PostgresDriver:
     write_marker = staticmethod(write_marker)
     write_purpose = staticmethod(write_purpose)
     acquire_migration_lock = staticmethod(acquire_migration_lock)
+    acquire_lock_checking_last = staticmethod(acquire_lock_checking_last)
     database_contents = staticmethod(database_contents)
     open_history = staticmethod(open_history)
     read_history = staticmethod(read_history)
