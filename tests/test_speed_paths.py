@@ -133,3 +133,43 @@ def test_template_in_use_falls_back_to_plain_and_says_so(ws: Workspace) -> None:
     assert any("55006" in w and "template" in w for w in by_id[2].get("warnings", []))
     assert by_id[2]["applied"] == ["1.0.0", "1.0.1"]  # migrated the plain way
     assert ws.versions(3) == ["1.0.0", "1.0.1"]
+
+
+def test_the_report_lint_runs_while_the_tenants_run(ws: Workspace) -> None:
+    """The folder is linted on a thread while the tenants run: the last tenant's
+    result waits (up to a minute) for the lint to have started, which a lint run
+    after the tenants would never do; the report still holds the findings of what
+    was pending."""
+    import threading
+
+    from tenantctl.config import load_project
+    from tenantctl.drivers.postgres import DRIVER
+    from tenantctl.engine import RunOptions
+    from tenantctl.inputs import lint, load_inputs
+    from tenantctl.lint_rules import Finding
+    from tenantctl.outcome import TenantResult
+    from tenantctl.runs import run_changes
+    from tenantctl.steps import Verb
+
+    ws.write_config(TENANTS)
+    ws.add_migration("v1_base.sql", BASE)
+    assert ws.cli("--quiet", "provision", "--all").exit_code == 0
+    ws.add_migration("v2_drop.sql", "alter table cvs_usr_mast drop column usr_id;")  # ban-drop-column
+    inputs = load_inputs(load_project(ws.config, dsn=ws.dsn))
+    linting = threading.Event()
+    waited: list[bool] = []
+
+    def folder_lint() -> tuple[Finding, ...]:
+        linting.set()
+        return tuple(lint(inputs))
+
+    async def on_result(result: TenantResult) -> None:
+        if len(waited) == 3:  # the last of the four
+            waited.append(await asyncio.to_thread(linting.wait, 60))
+        else:
+            waited.append(True)
+
+    run = asyncio.run(run_changes(DRIVER, inputs, inputs.project.tenants, RunOptions(verb=Verb.MIGRATE),
+                                  lint=folder_lint, on_result=on_result))
+    assert waited == [True] * 4
+    assert not run.failed and {f["rule"] for f in run.lint} == {"ban-drop-column"}
