@@ -155,6 +155,45 @@ def password_role(ws: Workspace, fleet: dict[str, str]) -> Iterator[str]:
         run(teardown(original))
 
 
+def test_the_servers_are_asked_at_the_same_time(ws: Workspace, fleet: dict[str, str]) -> None:
+    """server_facts opens its sessions to every server at once: each server's first
+    question waits (a minute at most) until all of them were asked it, which asking
+    one server after the other never lets happen. A dead server is down, the others
+    answer, and the facts come back whole."""
+    import asyncio
+
+    from tenantctl.config import load_project
+    from tenantctl.drivers.base import Session
+    from tenantctl.drivers.pg_version import ServerVersion
+    from tenantctl.drivers.postgres import PostgresDriver
+    from tenantctl.engine import group_units
+    from tenantctl.fleet import server_facts
+
+    dead = f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres"
+    dsns = {**fleet, "dead": dead}
+    ws.write_config("".join(f"- {{ clnt_id: {i}, name: T{i}, sites: [1], server: {s} }}\n"
+                            for i, s in enumerate(dsns, start=1)), servers_block(dsns))
+    project = load_project(ws.config)
+
+    class Gathered(PostgresDriver):
+        def __init__(self) -> None:
+            self.barrier = asyncio.Barrier(3)  # a, b and c: the dead one never gets here
+
+        async def server_version(self, admin: Session) -> ServerVersion:
+            await asyncio.wait_for(self.barrier.wait(), 60)
+            return await super().server_version(admin)
+
+    async def go() -> None:
+        units = group_units(project.tenants)
+        facts = await server_facts(Gathered(), project, dsns, units)
+        assert set(facts.versions) == {"a", "b", "c"} and set(facts.down) == {"dead"}
+        assert set(facts.caps) == {"a", "b", "c"}
+        assert {(s, d) for s, d in facts.existing} <= {(u.server, u.database) for u in units} | {
+            (s, project.file.template_database) for s in dsns}
+
+    run(go())
+
+
 def test_a_wrong_password_fails_only_that_servers_tenants(ws: Workspace, fleet: dict[str, str],
                                                           password_role: str) -> None:
     wrong = with_user(fleet["b"], password_role, "wrong-pw-never-shown")
