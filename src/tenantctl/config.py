@@ -240,13 +240,14 @@ def load_project(
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    cached = config_cache.load(path.parent / STATE_DIR, text) if use_cache else None
+    state_dir = path.parent / STATE_DIR
+    cached = config_cache.load(state_dir, text) if use_cache else None
     lines: LineIndex
     if cached is not None:
         model, lines = cached, {}  # a file with cross-field problems is read again below
     else:
         lines, model = _read_and_validate(path, text)
-        config_cache.store(path.parent / STATE_DIR, text, model)
+        config_cache.store(state_dir, text, model)
 
     problems: list[Problem] = []
     servers = _resolve_servers(model, dsn, env, problems)

@@ -176,10 +176,8 @@ async def run_changes(
             notes=tuple(notes),
             recording_error=recording_error,
         )
-        folder_lint = lint
-        if lint_ahead is not None:
-            linted = await lint_ahead
-            folder_lint = lambda: linted  # noqa: E731
+        linted = await lint_ahead if lint_ahead is not None else None
+        folder_lint = lint if linted is None else (lambda: linted)
         run = replace(run, lint=tuple(f.to_json() for f in pending_lint(inputs, folder_lint, run)))
         if recorder is not None:
             try:
