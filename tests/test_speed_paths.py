@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import asyncpg
 
 from conftest import Workspace
+from tenantctl.commands import ChangeRequest, migrate, provision
+from tenantctl.config import load_project
+from tenantctl.drivers.postgres import PostgresDriver
 
 TENANTS = "".join(f'  - {{ clnt_id: {i}, name: "T{i}", sites: [1] }}\n' for i in range(1, 5))
 BASE = "create table cvs_usr_mast (clnt_id int2 not null, site_id int2 not null, usr_id int not null, primary key (clnt_id, site_id, usr_id));\n"
@@ -173,3 +177,58 @@ def test_the_report_lint_runs_while_the_tenants_run(ws: Workspace) -> None:
                                   lint=folder_lint, on_result=on_result))
     assert waited == [True] * 4
     assert not run.failed and {f["rule"] for f in run.lint} == {"ban-drop-column"}
+
+
+class SessionKeepingDriver(PostgresDriver):
+    """The PostgreSQL driver, keeping every session it opens (to look at them after)."""
+
+    def __init__(self) -> None:
+        self.sessions: list[Any] = []
+
+    async def connect(self, dsn: str, database: str | None = None, **kwargs: Any) -> Any:
+        session = await super().connect(dsn, database, **kwargs)
+        self.sessions.append(session)
+        return session
+
+
+def _three_runs(ws: Workspace) -> list[list[Any]]:
+    """A first provision, a migrate of a new migration and a no-op migrate, with one
+    SessionKeepingDriver: the sessions each run opened."""
+    setup(ws)
+    driver, opened, applied = SessionKeepingDriver(), [], []
+    for verb in (provision, migrate, migrate):
+        project = load_project(ws.config, dsn=ws.dsn)
+        before = len(driver.sessions)
+        result = asyncio.run(verb(project, ChangeRequest(all=True), driver=driver))
+        applied.append(result.to_json()["summary"]["applied"])
+        opened.append(driver.sessions[before:])
+        ws.add_migration("v1.0.2_note.sql", "alter table cvs_usr_mast add column note text;\n")
+    assert applied == [4, 4, 0]
+    return opened
+
+
+def _introspected(session: Any, oids: list[int]) -> list[int]:
+    """The types this session's connection had to ask the server about: asyncpg
+    decodes its built-in types (text[] and oid[] among arrays) without asking."""
+    settings = session._conn._protocol.get_settings()
+    return [oid for oid in oids
+            if (codec := settings.get_data_codec(oid)) is not None and "core=0" in repr(codec)]
+
+
+def test_a_run_never_makes_the_driver_introspect_a_type(ws: Workspace) -> None:
+    """Each type asyncpg does not know costs an introspection query, and three round
+    trips, on each new connection. The control database, admin and tenant sessions
+    of a first provision, a migrate and a no-op migrate (the registry, the ledger)
+    use none. Caught before: smallint[] in the registry sync and the run row."""
+    sessions = [s for run in _three_runs(ws) for s in run]
+    oids = [r["oid"] for r in ws.fetch(None, "SELECT oid::int FROM pg_type")]
+    assert {s.database for s in sessions} >= {ws.control_db, ws.db(1)}
+    assert {s.database: _introspected(s, oids) for s in sessions if _introspected(s, oids)} == {}
+
+
+def test_a_migrate_run_opens_one_admin_session(ws: Workspace) -> None:
+    """The server's version is read on an admin session before the control database
+    is opened; the server's facts (markers, databases, connection cap) are then read
+    on the control database's session, not on a second admin session."""
+    for run in _three_runs(ws)[1:]:
+        assert [s.database for s in run].count("server") == 1

@@ -99,16 +99,27 @@ def server_problem(name: str, dsn: str, exc: DatabaseError) -> str:
 
 
 async def server_facts(driver: Driver, project: Project, dsns: dict[str, str],
-                       units: list[Unit], *, need_extensions: bool = False) -> ServerFacts:
+                       units: list[Unit], *, need_extensions: bool = False,
+                       open_sessions: dict[str, Session] | None = None) -> ServerFacts:
     """Every server's facts; a server that cannot be used is put in ``down`` (its
     tenants fail, the others go on), whatever the error. The servers are asked at
     the same time, a session each: a fleet of many servers, or one slow to answer
-    (a connect timeout), costs the slowest, not the sum. Merged in ``dsns`` order."""
+    (a connect timeout), costs the slowest, not the sum. Merged in ``dsns`` order.
+
+    ``open_sessions``: a session the caller already holds on a server (the run's
+    control database session, on the default server), asked instead of opening
+    another: every fact is read from catalogs the whole server shares. It stays
+    open."""
+    held = open_sessions or {}
 
     async def one(name: str, dsn: str) -> ServerFacts:
         part = ServerFacts()
         try:
-            await _one_server(driver, project, name, dsn, units, part, need_extensions)
+            if name in held:
+                await _ask_server(driver, project, name, held[name], units, part, need_extensions)
+            else:
+                async with await driver.connect(dsn) as admin:
+                    await _ask_server(driver, project, name, admin, units, part, need_extensions)
         except DatabaseError as exc:
             part.down[name] = ServerDown(server_problem(name, dsn, exc), exc.sqlstate)
         return part
@@ -119,30 +130,29 @@ async def server_facts(driver: Driver, project: Project, dsns: dict[str, str],
     return facts
 
 
-async def _one_server(driver: Driver, project: Project, name: str, dsn: str, units: list[Unit],
-                      facts: ServerFacts, need_extensions: bool) -> None:
-    async with await driver.connect(dsn) as admin:
-        version = facts.versions[name] = await driver.server_version(admin)
-        refusal = version.refusal(name)
-        if refusal is not None:
-            facts.down[name] = ServerDown(refusal, None, UNSUPPORTED_HINT)
-            return
-        note = version.note(name)
-        if note is not None:
-            facts.notes.append(note)
-        facts.clone_strategies[name] = clone_strategy(version, project.settings.template_strategy)
-        if need_extensions:
-            facts.extensions[name] = await driver.available_extensions(admin)
-        available = await driver.max_connections(admin)
-        configured = project.servers[name].max_connections
-        # Leave half the server to the application (and to other tools).
-        facts.caps[name] = max(1, configured if configured else available // 2)
-        names = [u.database for u in units if u.server == name]
-        names.append(project.file.template_database)
-        facts.existing |= {(name, db) for db in await driver.existing_databases(admin, names)}
-        facts.markers.update({(name, db): m for db, m in (await driver.read_markers(admin)).items()})
-        facts.purposes.update(
-            {(name, db): p for db, p in (await driver.read_purposes(admin)).items()})
+async def _ask_server(driver: Driver, project: Project, name: str, admin: Session,
+                      units: list[Unit], facts: ServerFacts, need_extensions: bool) -> None:
+    version = facts.versions[name] = await driver.server_version(admin)
+    refusal = version.refusal(name)
+    if refusal is not None:
+        facts.down[name] = ServerDown(refusal, None, UNSUPPORTED_HINT)
+        return
+    note = version.note(name)
+    if note is not None:
+        facts.notes.append(note)
+    facts.clone_strategies[name] = clone_strategy(version, project.settings.template_strategy)
+    if need_extensions:
+        facts.extensions[name] = await driver.available_extensions(admin)
+    available = await driver.max_connections(admin)
+    configured = project.servers[name].max_connections
+    # Leave half the server to the application (and to other tools).
+    facts.caps[name] = max(1, configured if configured else available // 2)
+    names = [u.database for u in units if u.server == name]
+    names.append(project.file.template_database)
+    facts.existing |= {(name, db) for db in await driver.existing_databases(admin, names)}
+    facts.markers.update({(name, db): m for db, m in (await driver.read_markers(admin)).items()})
+    facts.purposes.update(
+        {(name, db): p for db, p in (await driver.read_purposes(admin)).items()})
 
 
 def template_migrations(migrations: tuple[Migration, ...], notes: list[str]) -> tuple[Migration, ...]:

@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,9 +105,9 @@ SELECT to_regclass('tenantctl_run_tenants') IS NOT NULL
 
 _SYNC = """
 INSERT INTO tenantctl_tenants (clnt_id, name, mode, server, database, wave, sites)
-SELECT t.clnt_id, t.name, t.mode, t.server, t.database, t.wave,
+SELECT t.clnt_id::smallint, t.name, t.mode, t.server, t.database, t.wave,
        string_to_array(t.sites, ',')::smallint[]
-FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
      AS t(clnt_id, name, mode, server, database, wave, sites)
 ON CONFLICT (clnt_id) DO UPDATE SET
     name = excluded.name, mode = excluded.mode, server = excluded.server,
@@ -124,7 +124,7 @@ WHERE (tenantctl_tenants.name, tenantctl_tenants.mode, tenantctl_tenants.server,
 # registered tenants no longer in tenants.yaml (orphans, or deprovisioned ones)
 _UNLIST = """
 UPDATE tenantctl_tenants SET in_config = false, updated_on = now()
-WHERE in_config AND clnt_id <> ALL($1::smallint[])
+WHERE in_config AND clnt_id <> ALL($1::text[]::smallint[])
 """
 
 _RECORD = """
@@ -163,6 +163,18 @@ def run_lock_key(run_id: str) -> int:
     """The advisory lock key a run holds in the control database while it lives:
     the first 64 bits of its id (a signed bigint)."""
     return int.from_bytes(uuid.UUID(run_id).bytes[:8], "big", signed=True)
+
+
+def text_array(ids: Iterable[int]) -> list[str]:
+    """clnt_ids as a text[] parameter (the SQL casts it to smallint[]).
+
+    The PostgreSQL driver decodes text[] and oid[] without asking the server;
+    any other array type (smallint[] among them) costs it an introspection
+    query, and three round trips, on each new connection: on the control
+    session, a few milliseconds of every run. Arrays read back are cast to
+    text[] for the same reason.
+    """
+    return [str(int(i)) for i in ids]
 
 
 async def open_control(driver: Driver, admin: Session, dsn: str, database: str, *,
@@ -289,7 +301,7 @@ class Ledger:
         async with self._lock:
             await self._session.execute(
                 _SYNC,
-                [t.clnt_id for t in tenants],
+                text_array(t.clnt_id for t in tenants),
                 [t.name for t in tenants],
                 [t.mode for t in tenants],
                 [t.server for t in tenants],
@@ -298,7 +310,7 @@ class Ledger:
                 [",".join(map(str, t.sites)) for t in tenants],
             )
             if listed is not None:
-                await self._session.execute(_UNLIST, list(listed))
+                await self._session.execute(_UNLIST, text_array(listed))
 
     async def start_run(
         self, run_id: str, command: str, clnt_ids: list[int], argv: tuple[str, ...] = ()
@@ -319,9 +331,9 @@ class Ledger:
             await self._session.execute(
                 "INSERT INTO tenantctl_runs (run_id, command, argv, clnt_ids, host, os_user, "
                 "tool_version, dry_run, pid, lock_key) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                run_id, command, redact_argv(list(argv)), clnt_ids, socket.gethostname(), _os_user(),
-                __version__, self._dry_run, os.getpid(), key,
+                "VALUES ($1, $2, $3, $4::text[]::smallint[], $5, $6, $7, $8, $9, $10)",
+                run_id, command, redact_argv(list(argv)), text_array(clnt_ids),
+                socket.gethostname(), _os_user(), __version__, self._dry_run, os.getpid(), key,
             )
 
     async def record(self, run_id: str, result: TenantResult, *, provisioned: bool) -> None:
@@ -358,16 +370,16 @@ class Ledger:
 async def placements(session: Session) -> dict[tuple[str, str], tuple[int, ...]]:
     """(server, database) -> the registered tenants that live there."""
     rows = await session.fetch_as(
-        _Placement, "SELECT server, database, array_agg(clnt_id ORDER BY clnt_id) AS ids "
+        _Placement, "SELECT server, database, array_agg(clnt_id ORDER BY clnt_id)::text[] AS ids "
         "FROM tenantctl_tenants GROUP BY server, database")
-    return {(r.server, r.database): tuple(r.ids) for r in rows}
+    return {(r.server, r.database): tuple(int(i) for i in r.ids) for r in rows}
 
 
 @dataclass(frozen=True)
 class _Placement:
     server: str
     database: str
-    ids: list[int]
+    ids: list[str]  # text[]: see text_array
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,8 @@ async def run_changes(
         placed_tenants, tenants = tenants, checked.runnable(tenants)
         units = group_units(tenants)
         dsns = server_dsns(project, {u.server for u in units} | {project.default_server})
-        facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required))
+        facts = await server_facts(driver, project, dsns, units, need_extensions=bool(required),
+                                   open_sessions={project.default_server: control})
         facts.claims = claims
         live = [u for u in units if u.server not in facts.down]
         notes.extend(_extension_problems(required, facts, {u.server for u in live}, False))
