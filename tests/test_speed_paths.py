@@ -202,7 +202,8 @@ def _three_runs(ws: Workspace) -> list[list[Any]]:
         result = asyncio.run(verb(project, ChangeRequest(all=True), driver=driver))
         applied.append(result.to_json()["summary"]["applied"])
         opened.append(driver.sessions[before:])
-        ws.add_migration("v1.0.2_note.sql", "alter table cvs_usr_mast add column note text;\n")
+        if verb is provision:  # what the first migrate applies; the second finds nothing
+            ws.add_migration("v1.0.2_note.sql", "alter table cvs_usr_mast add column note text;\n")
     assert applied == [4, 4, 0]
     return opened
 
